@@ -1,0 +1,39 @@
+# egpu-operator: the two commands a newcomer needs are `make demo` and `make test`.
+# Both install what they need: a virtualenv in .venv and the control-plane binaries,
+# built from pinned Go modules and cached in ~/.cache/egpu-operator (see hack/build-tools.sh).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: demo test lint unit e2e tools venv clean
+
+demo: $(STAMP) tools
+	$(PY) -m egpu_localcluster demo
+
+test: lint unit e2e
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy api localcluster
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+e2e: $(STAMP) tools
+	$(PY) -m pytest tests/e2e
+
+tools:
+	hack/build-tools.sh >/dev/null
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,173 @@
+"""Start and stop one local control plane, isolated in its own work folder.
+
+Every cluster gets its own ``KWOK_WORKDIR`` and kubeconfig, and kwokctl picks free ports,
+so parallel clusters (two test runs, a demo beside a test) never collide and the user's
+``~/.kube/config`` is never touched. ``stop`` verifies that no process of the cluster
+survived and kills any that did, so a test run leaves nothing behind.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import yaml
+
+from egpu_localcluster.kubectl import Kubectl
+from egpu_localcluster.tools import Tools
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started, used or stopped cleanly; the message says why."""
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, so long steps are visible without polluting stdout."""
+    print(f"[localcluster] {message}", file=sys.stderr, flush=True)
+
+
+class LocalCluster:
+    """A kube-apiserver, controller manager, scheduler, etcd and KWOK controller on this machine."""
+
+    def __init__(self, tools: Tools, name: str | None = None, workdir: Path | None = None) -> None:
+        self.tools = tools
+        self.name = name or f"egpu-{uuid.uuid4().hex[:8]}"
+        self._owns_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        self.kubeconfig = self.workdir / "kubeconfig.yaml"
+        self._env = {**os.environ, "KWOK_WORKDIR": str(self.workdir)}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, wait_s: int = 180) -> None:
+        """Create the cluster and wait until its API server answers; stops it again on failure."""
+        kube_version = self._kube_version()
+        config = self.workdir / "kwokctl.yaml"
+        config.write_text(yaml.safe_dump(self._kwokctl_config(kube_version), sort_keys=False))
+        progress(f"starting cluster {self.name} (Kubernetes {kube_version}) in {self.workdir}")
+        started = time.monotonic()
+        try:
+            self._kwokctl(
+                "create", "cluster", "--config", str(config), "--kubeconfig", str(self.kubeconfig),
+                "--wait", f"{wait_s}s",
+            )  # fmt: skip
+        except ClusterError:
+            self.stop(check=False)
+            raise
+        progress(f"cluster {self.name} is up in {time.monotonic() - started:.1f} s")
+
+    def stop(self, check: bool = True) -> None:
+        """Delete the cluster, then make sure none of its processes is left running.
+
+        With ``check``, survivors (killed all the same) raise ``ClusterError`` afterwards:
+        a leak is a bug to fix, not to hide.
+        """
+        subprocess.run(
+            [str(self.tools.kwokctl), "--name", self.name, "delete", "cluster"],
+            env=self._env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        survivors = self._wait_for_exit(self.processes(), timeout_s=10)
+        for pid in survivors:
+            _kill(pid, signal.SIGKILL)
+        if self._owns_workdir:
+            subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+        if survivors and check:
+            raise ClusterError(f"processes {survivors} of cluster {self.name} outlived 'kwokctl delete'; killed them")
+        progress(f"cluster {self.name} stopped; no process left behind")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop(check=kind is None)
+
+    def processes(self) -> list[int]:
+        """PIDs of running processes that belong to this cluster (their command line names its folder)."""
+        marker = str(self.workdir).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:  # the process ended while we looked
+                continue
+            if marker in cmdline:
+                found.append(int(entry.name))
+        return sorted(found)
+
+    @property
+    def kubectl(self) -> Kubectl:
+        """kubectl bound to this cluster's own kubeconfig."""
+        return Kubectl(self.tools.kubectl, self.kubeconfig)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _kube_version(self) -> str:
+        result = subprocess.run(
+            [str(self.tools.path("kube-apiserver")), "--version"], capture_output=True, text=True, check=False
+        )
+        # Prints "Kubernetes v1.35.4"; kwokctl uses the version to pick flags and feature gates.
+        version = result.stdout.split()[-1] if result.returncode == 0 and result.stdout.split() else ""
+        if not version.startswith("v"):
+            raise ClusterError(f"cannot read the kube-apiserver version: {result.stderr.strip() or result.stdout}")
+        return version
+
+    def _kwokctl_config(self, kube_version: str) -> dict[str, Any]:
+        bin_dir = str(self.tools.bin_dir)
+        return {
+            "kind": "KwokctlConfiguration",
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "options": {
+                "runtime": "binary",
+                "kubeVersion": kube_version,
+                "kubeBinaryPrefix": bin_dir,
+                "kubectlBinary": str(self.tools.kubectl),
+                "etcdBinary": str(self.tools.path("etcd")),
+                "kwokControllerBinary": str(self.tools.path("kwok")),
+                # RBAC and admission on, as in a real cluster: the chart's RBAC and admission
+                # policies are tested against this API server.
+                "kubeAuthorization": True,
+                "kubeAdmission": True,
+                "securePort": True,
+            },
+        }
+
+    def _kwokctl(self, *args: str) -> None:
+        command = [str(self.tools.kwokctl), "--name", self.name, *args]
+        result = subprocess.run(command, env=self._env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise ClusterError(f"kwokctl {' '.join(args[:2])} failed: " + " | ".join(detail))
+
+    @staticmethod
+    def _wait_for_exit(pids: Sequence[int], timeout_s: float) -> list[int]:
+        deadline = time.monotonic() + timeout_s
+        alive = list(pids)
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [pid for pid in alive if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]
+        return alive
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+        os.kill(pid, sig)

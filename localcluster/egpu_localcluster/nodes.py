@@ -1,0 +1,52 @@
+"""Fake node manifests from a fleet profile: what the device plugin and NFD would advertise.
+
+Pure: fleet profile in, Node objects (plain dicts) out. GPU facts beyond the device count
+are deliberately absent: publishing them is the node agent's job, and a second writer
+would hide bugs in it.
+"""
+
+from typing import Any
+
+from egpu_api import keys
+from egpu_api.fleet import FleetNode, FleetProfile
+
+#: Pods per node, as a kubelet's default ``--max-pods``.
+MAX_PODS = 110
+
+
+def node_manifest(node: FleetNode) -> dict[str, Any]:
+    """A KWOK-managed Node for one fleet entry, with CPU, memory and ``nvidia.com/gpu`` capacity."""
+    capacity = {
+        "cpu": str(node.host.cpu_cores),
+        "memory": f"{node.host.memory_mib}Mi",
+        "pods": str(MAX_PODS),
+    }
+    labels = {
+        "kubernetes.io/hostname": node.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": node.host.arch,
+        "type": "kwok",
+        keys.FLEET_NODE_LABEL: node.name,
+    }
+    if node.gpus:
+        capacity[keys.GPU_RESOURCE] = str(node.gpu_units)
+        labels[keys.NFD_NVIDIA_PCI_LABEL] = "true"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": labels,
+            "annotations": {keys.KWOK_NODE_ANNOTATION: keys.KWOK_NODE_ANNOTATION_VALUE},
+        },
+        "status": {
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            "nodeInfo": {"architecture": node.host.arch, "operatingSystem": "linux"},
+        },
+    }
+
+
+def fleet_manifests(fleet: FleetProfile) -> dict[str, Any]:
+    """All nodes of a fleet as one ``v1/List``, ready for ``kubectl apply -f -``."""
+    return {"apiVersion": "v1", "kind": "List", "items": [node_manifest(node) for node in fleet.nodes]}

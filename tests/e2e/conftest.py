@@ -1,0 +1,52 @@
+"""Session fixture: one real Kubernetes API server with the default fleet as fake GPU nodes.
+
+By default the local control plane is started (and built first if needed). With
+``EGPU_E2E_KUBECONFIG`` set, the tests use that cluster instead, e.g. the kind cluster made by
+``hack/kind/up.sh``; the fleet's nodes are applied to it either way.
+"""
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from egpu_api.fleet import FleetProfile, load_fleet
+from egpu_localcluster import LocalCluster, ensure_tools
+from egpu_localcluster.kubectl import Kubectl
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def fleet() -> FleetProfile:
+    return load_fleet()
+
+
+@pytest.fixture(scope="session")
+def kube(fleet: FleetProfile) -> Iterator[Kubectl]:
+    """kubectl bound to a cluster that has every fleet node Ready."""
+    external = os.environ.get("EGPU_E2E_KUBECONFIG")
+    if external:
+        binary = shutil.which("kubectl")
+        kubectl = Kubectl(Path(binary) if binary else ensure_tools().kubectl, Path(external))
+        kubectl.apply_fleet(fleet)
+        kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+        yield kubectl
+        return
+    # stop() raises if any process of the cluster outlives it, failing the run at teardown.
+    with LocalCluster(ensure_tools()) as cluster:
+        cluster.kubectl.apply_fleet(fleet)
+        cluster.kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+        yield cluster.kubectl
+
+
+@pytest.fixture
+def namespace(kube: Kubectl) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for finalization)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kube.run("create", "namespace", name)
+    yield name
+    kube.run("delete", "namespace", name, "--wait=false", check=False)

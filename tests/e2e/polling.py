@@ -2,9 +2,12 @@
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_for[T](probe: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
+def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
     """Call ``probe`` until it returns something other than None; fail naming ``what`` after the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -13,10 +13,9 @@ pytestmark = pytest.mark.e2e
 
 
 def gpu_pod(name: str, gpus: int, node_selector: dict[str, str] | None = None) -> dict[str, Any]:
+    limits = {"nvidia.com/gpu": str(gpus)}
     spec: dict[str, Any] = {
-        "containers": [
-            {"name": "serve", "image": "registry.example/serve:1", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
-        ]
+        "containers": [{"name": "serve", "image": "registry.example/serve:1", "resources": {"limits": limits}}]
     }
     if node_selector:
         spec["nodeSelector"] = node_selector

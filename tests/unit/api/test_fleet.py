@@ -36,7 +36,8 @@ def test_default_fleet_holds_the_edge_hardware_the_project_is_for() -> None:
     assert len({switch.gpu_pci_bus_id(i) for i in range(4)}) == 4
 
     mig = by_name["server-a100-mig"].gpus[0]
-    assert mig.mig is not None and mig.mig.enabled
+    assert mig.mig is not None
+    assert mig.mig.enabled
     assert mig.schedulable_units == 2
 
     assert by_name["vm-h100-passthrough"].gpus[0].virtualization_mode == "passthrough"
@@ -119,7 +120,7 @@ def test_invalid_profiles_name_the_field_and_the_fix(path: str, value: Any, expe
     message = str(raised.value)
     assert message.startswith("fleet profile test.yaml: ")
     assert expected in message
-    assert "\n" not in message and "Traceback" not in message
+    assert "\n" not in message
 
 
 def test_duplicate_explicit_uuids_are_rejected() -> None:
@@ -134,7 +135,9 @@ def test_every_problem_is_reported_at_once() -> None:
     document = default_document()
     del document["nodes"][0]["host"]["cpuCores"]
     document["nodes"][1]["gpus"][0]["memoryMib"] = -1
-    message = str(pytest.raises(FleetProfileError, parse_fleet, document).value)
+    with pytest.raises(FleetProfileError) as raised:
+        parse_fleet(document)
+    message = str(raised.value)
     assert "nodes[0] (pi5-rtx4090).host.cpuCores: is required" in message
     assert "nodes[1] (x220-tesla-p4).gpus[0].memoryMib: input should be greater than 0" in message
 

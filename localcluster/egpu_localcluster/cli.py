@@ -1,0 +1,82 @@
+"""``egpu-localcluster``: run the local control plane with a simulated GPU fleet.
+
+Every failure a user can cause or meet (a bad fleet profile, a failed build, a cluster that
+does not come up) ends in one line on stderr and exit status 1, never a traceback.
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
+from egpu_localcluster.cluster import ClusterError, LocalCluster
+from egpu_localcluster.demo import run_demo
+from egpu_localcluster.fleet_view import fleet_table
+from egpu_localcluster.kubectl import Kubectl, KubectlError
+from egpu_localcluster.tools import REPO_ROOT, ToolsError, ensure_tools
+
+# Clusters started with `up` outlive the command, so they live in a known place, not a temp dir.
+CLUSTERS_DIR = Path.home() / ".cache" / "egpu-operator" / "clusters"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="egpu-localcluster", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    fleet_help = f"fleet profile YAML (default: {DEFAULT_FLEET.relative_to(REPO_ROOT)})"
+
+    show = commands.add_parser("fleet", help="validate a fleet profile and print it")
+    show.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
+
+    up = commands.add_parser("up", help="start a cluster with the fleet's nodes and leave it running")
+    up.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
+    up.add_argument("--name", default="egpu", help="cluster name (default: egpu)")
+
+    down = commands.add_parser("down", help="stop a cluster started with 'up'")
+    down.add_argument("--name", default="egpu", help="cluster name (default: egpu)")
+
+    nodes = commands.add_parser("nodes", help="create the fleet's fake GPU nodes on an existing cluster (e.g. kind)")
+    nodes.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
+    nodes.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the cluster")
+    nodes.add_argument("--kubectl", type=Path, default=None, help="kubectl binary (default: kubectl on PATH)")
+
+    demo = commands.add_parser("demo", help="start a cluster, show the simulated edge fleet, stop it")
+    demo.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
+    demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fleet":
+            print(fleet_table(load_fleet(args.fleet)))
+        elif args.command == "up":
+            fleet = load_fleet(args.fleet)
+            cluster = persistent_cluster(args.name)
+            cluster.start()
+            cluster.kubectl.apply_fleet(fleet)
+            cluster.kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+            print(f"export KUBECONFIG={cluster.kubeconfig}")
+        elif args.command == "down":
+            persistent_cluster(args.name).stop()
+        elif args.command == "nodes":
+            fleet = load_fleet(args.fleet)
+            kubectl = Kubectl(args.kubectl or Path(shutil.which("kubectl") or ensure_tools().kubectl), args.kubeconfig)
+            kubectl.apply_fleet(fleet)
+            kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+            print(f"{len(fleet.nodes)} fake GPU nodes of fleet {fleet.metadata.name!r} are Ready")
+        elif args.command == "demo":
+            fleet = load_fleet(args.fleet)
+            cluster = persistent_cluster("egpu-demo") if args.keep else LocalCluster(ensure_tools(), name="egpu-demo")
+            run_demo(fleet, cluster, keep=args.keep)
+    except (FleetProfileError, ToolsError, ClusterError, KubectlError) as error:
+        print(f"egpu-localcluster: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("egpu-localcluster: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def persistent_cluster(name: str) -> LocalCluster:
+    workdir = CLUSTERS_DIR / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    return LocalCluster(ensure_tools(), name=name, workdir=workdir)

@@ -24,3 +24,56 @@ NFD_NVIDIA_PCI_LABEL: Final = "feature.node.kubernetes.io/pci-10de.present"
 
 #: Extended resource the NVIDIA device plugin advertises, one per GPU (or MIG slice, "single" strategy).
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+# -- Node labels published by the node agent (contract version LABEL_SCHEMA) ------------------
+#
+# Node-level labels describe the node's WORST schedulable GPU (least VRAM, slowest link, lowest
+# power cap, worst health): the device plugin hands a pod any free GPU, so a label must not
+# promise more than the weakest one delivers. Per-GPU detail is in the GPUS_ANNOTATION JSON.
+# Numeric values are plain base-10 integers so nodeAffinity Gt/Lt can select on them.
+
+#: Version of the label contract below; bumped (and both versions documented) on any incompatible change.
+LABEL_SCHEMA: Final = "v1"
+LABEL_SCHEMA_LABEL: Final = f"{PREFIX}label-schema"
+
+GPU_COUNT_LABEL: Final = f"{PREFIX}gpu-count"
+GPU_PRODUCT_LABEL: Final = f"{PREFIX}gpu-product"
+GPU_VRAM_MIB_LABEL: Final = f"{PREFIX}gpu-vram-mib"
+GPU_MODE_LABEL: Final = f"{PREFIX}gpu-mode"
+MIG_PROFILES_LABEL: Final = f"{PREFIX}mig-profiles"
+PCIE_GENERATION_LABEL: Final = f"{PREFIX}pcie-gen"
+PCIE_WIDTH_LABEL: Final = f"{PREFIX}pcie-width"
+PCIE_BANDWIDTH_MBPS_LABEL: Final = f"{PREFIX}pcie-bandwidth-mbps"
+POWER_LIMIT_WATTS_LABEL: Final = f"{PREFIX}power-limit-watts"
+POWER_DEFAULT_WATTS_LABEL: Final = f"{PREFIX}power-default-watts"
+POWER_MIN_WATTS_LABEL: Final = f"{PREFIX}power-min-watts"
+POWER_MAX_WATTS_LABEL: Final = f"{PREFIX}power-max-watts"
+HEALTH_LABEL: Final = f"{PREFIX}health"
+
+#: Every label the node agent owns; it removes those it no longer computes and touches no others.
+NODE_AGENT_LABELS: Final = frozenset(
+    {
+        LABEL_SCHEMA_LABEL,
+        GPU_COUNT_LABEL,
+        GPU_PRODUCT_LABEL,
+        GPU_VRAM_MIB_LABEL,
+        GPU_MODE_LABEL,
+        MIG_PROFILES_LABEL,
+        PCIE_GENERATION_LABEL,
+        PCIE_WIDTH_LABEL,
+        PCIE_BANDWIDTH_MBPS_LABEL,
+        POWER_LIMIT_WATTS_LABEL,
+        POWER_DEFAULT_WATTS_LABEL,
+        POWER_MIN_WATTS_LABEL,
+        POWER_MAX_WATTS_LABEL,
+        HEALTH_LABEL,
+    }
+)
+
+# -- Node annotations --------------------------------------------------------------------------
+
+#: Per-GPU detail as JSON (see egpu_api.gpus), written by the node agent.
+GPUS_ANNOTATION: Final = f"{PREFIX}gpus"
+
+#: Node condition the agent keeps: True while every GPU is healthy.
+GPU_HEALTHY_CONDITION: Final = "GPUHealthy"

@@ -57,7 +57,7 @@ def show(kubectl: Kubectl, fleet: FleetProfile) -> None:
     node = fleet.node(pod["spec"]["nodeName"])
     gpu = node.gpus[0]
     print(
-        f"\nkube-scheduler put it on {node.name}: a {gpu.product} behind a {gpu.bottleneck} link "
+        f"\nkube-scheduler put it on {node.name} ({gpu.product}), whose GPU sits behind a {gpu.bottleneck} link "
         f"({gpu.bottleneck.bandwidth_mbps} MB/s), so an 18 GB model needs at least "
         f"{18_000 / gpu.bottleneck.bandwidth_mbps:.0f} s just to cross the link."
     )

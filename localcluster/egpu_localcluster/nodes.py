@@ -42,7 +42,6 @@ def node_manifest(node: FleetNode) -> dict[str, Any]:
         "status": {
             "capacity": capacity,
             "allocatable": dict(capacity),
-            "nodeInfo": {"architecture": node.host.arch, "operatingSystem": "linux"},
         },
     }
 

@@ -16,6 +16,7 @@ import pytest
 from egpu_api.fleet import FleetProfile, load_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
+from tests.e2e.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -48,5 +49,12 @@ def namespace(kube: Kubectl) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting for finalization)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     kube.run("create", "namespace", name)
+    # The controller manager creates the default ServiceAccount shortly after the namespace;
+    # until then admission rejects every pod in it.
+    wait_for(
+        lambda: True if kube.run("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0 else None,
+        timeout_s=30,
+        what=f"the default ServiceAccount in {name}",
+    )
     yield name
     kube.run("delete", "namespace", name, "--wait=false", check=False)

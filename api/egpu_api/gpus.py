@@ -1,0 +1,88 @@
+"""Per-GPU detail the node agent publishes in the ``egpu-operator.io/gpus`` node annotation.
+
+Node labels summarise the worst GPU; this JSON lists each one so the operator can place a
+replica on a specific GPU and report its link. Only values that change with the hardware's
+state are here (no temperature or power draw), so a steady node produces no patches.
+"""
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic.alias_generators import to_camel
+
+GpuMode = Literal["bare-metal", "passthrough", "vgpu", "vgpu-host", "mig"]
+Health = Literal["ok", "degraded", "lost"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class MigSlice(_Model):
+    profile: str
+    vram_mib: int
+
+
+class LinkStatus(_Model):
+    """The bottleneck hop between host memory and the GPU."""
+
+    generation: int
+    width: int
+    theoretical_mbps: int
+    effective_mbps: int
+
+
+class HopStatus(_Model):
+    device: str
+    current: str
+    capable: str
+    degraded: bool
+
+
+class PowerStatus(_Model):
+    limit_watts: int
+    default_watts: int
+    min_watts: int
+    max_watts: int
+
+
+class GpuStatus(_Model):
+    index: int
+    uuid: str
+    product: str
+    pci_bus_id: str
+    vram_mib: int
+    mode: GpuMode
+    mig: list[MigSlice] = []
+    link: LinkStatus | None = None
+    path: list[HopStatus] = []
+    power: PowerStatus | None = None
+    health: Health
+    reasons: list[str] = []
+
+
+_LIST = TypeAdapter(list[GpuStatus])
+
+
+def dump_gpus(gpus: list[GpuStatus]) -> str:
+    """Canonical JSON: the same GPUs always give the same string, so comparing strings finds changes."""
+    return json.dumps([gpu.model_dump(by_alias=True) for gpu in gpus], sort_keys=True, separators=(",", ":"))
+
+
+def load_gpus(text: str) -> list[GpuStatus]:
+    """Parse the annotation; raises ``pydantic.ValidationError`` on a malformed value."""
+    return _LIST.validate_json(text)
+
+
+__all__ = [
+    "GpuMode",
+    "GpuStatus",
+    "Health",
+    "HopStatus",
+    "LinkStatus",
+    "MigSlice",
+    "PowerStatus",
+    "dump_gpus",
+    "load_gpus",
+]

@@ -1,0 +1,207 @@
+"""Readings in, node labels and per-GPU status out. Pure: no I/O, no clock, no Kubernetes.
+
+Node labels describe the node's worst schedulable unit (a GPU, or a MIG slice): the device
+plugin hands a pod any free unit, so a label may not promise more than the weakest one
+delivers. Each feature is one small labeler; ``node_labels`` merges them.
+
+Idle GPUs drop their link generation to save power, so a reading of "Gen1" from an idle GPU
+says nothing about the link. A hop counts at its capable generation while the GPU idles,
+and at its current one while the GPU is busy (performance state P0-P2), when a low
+generation is real downtraining. Width never drops at idle: a narrower link is always real.
+"""
+
+from collections.abc import Callable, Sequence
+
+from egpu_api import keys
+from egpu_api.gpus import GpuMode, GpuStatus, Health, HopStatus, LinkStatus, MigSlice, PowerStatus
+from egpu_api.pcie import LinkSpeed, bottleneck, effective_bandwidth_mbps
+from egpu_node_agent.readings import GpuReading, LinkReading
+
+Labels = dict[str, str]
+_BUSY_PERFORMANCE_STATE = 2  # P0..P2: clocks up, a trained link runs at full generation
+_HEALTH_ORDER: dict[Health, int] = {"ok": 0, "degraded": 1, "lost": 2}
+
+
+# -- per GPU -----------------------------------------------------------------------------------
+
+
+_MODES: dict[str, GpuMode] = {
+    "none": "bare-metal",
+    "passthrough": "passthrough",
+    "vgpu-guest": "vgpu",
+    "vgpu-host": "vgpu-host",
+}
+
+
+def gpu_mode(reading: GpuReading) -> GpuMode:
+    return "mig" if reading.mig_enabled else _MODES[reading.virtualization_mode]
+
+
+def hops(reading: GpuReading) -> list[tuple[str, LinkSpeed, LinkSpeed]]:
+    """(device, current, capable) for the GPU's own link (NVML) and every sysfs hop."""
+    result = []
+    if reading.link_current is not None:
+        capable = reading.link_max or reading.link_current
+        result.append((reading.pci_bus_id, reading.link_current, capable))
+    for hop in reading.path:
+        result.append((hop.device, hop.current, hop.capability))
+    return result
+
+
+def counted_speed(current: LinkSpeed, capable: LinkSpeed, busy: bool) -> LinkSpeed:
+    """The speed a hop is credited with (see the module docstring on idle downclocking)."""
+    return LinkSpeed(current.generation if busy else capable.generation, current.width)
+
+
+def is_busy(reading: GpuReading) -> bool:
+    return reading.performance_state is not None and reading.performance_state <= _BUSY_PERFORMANCE_STATE
+
+
+def link_status(reading: GpuReading) -> LinkStatus | None:
+    busy = is_busy(reading)
+    speeds = [counted_speed(current, capable, busy) for _, current, capable in hops(reading)]
+    if not speeds:
+        return None
+    slowest = bottleneck(speeds)
+    return LinkStatus(
+        generation=slowest.generation,
+        width=slowest.width,
+        theoretical_mbps=slowest.bandwidth_mbps,
+        effective_mbps=effective_bandwidth_mbps(slowest),
+    )
+
+
+def degradation(reading: GpuReading) -> list[str]:
+    """A sentence per hop that trained below what both its ends support."""
+    busy = is_busy(reading)
+    reasons = []
+    for device, current, capable in hops(reading):
+        counted = counted_speed(current, capable, busy)
+        if counted.bandwidth_mbps < capable.bandwidth_mbps:
+            reasons.append(f"PCIe link at {device} trained {counted}, capable of {capable}")
+    return sorted(set(reasons))
+
+
+def gpu_status(reading: GpuReading) -> GpuStatus:
+    power = reading.power
+    if reading.health == "lost":
+        health: Health = "lost"
+        reasons = list(reading.health_reasons)
+    else:
+        reasons = degradation(reading)
+        health = "degraded" if reasons else reading.health
+    return GpuStatus(
+        index=reading.index,
+        uuid=reading.uuid,
+        product=reading.product,
+        pci_bus_id=reading.pci_bus_id,
+        vram_mib=reading.memory_mib,
+        mode=gpu_mode(reading),
+        mig=[MigSlice(profile=m.profile, vram_mib=m.memory_mib) for m in reading.mig_instances],
+        link=link_status(reading),
+        path=[_hop_status(hop) for hop in reading.path],
+        power=None
+        if power is None
+        else PowerStatus(
+            limit_watts=power.limit_watts,
+            default_watts=power.default_limit_watts,
+            min_watts=power.min_limit_watts,
+            max_watts=power.max_limit_watts,
+        ),
+        health=health,
+        reasons=reasons,
+    )
+
+
+def _hop_status(hop: LinkReading) -> HopStatus:
+    return HopStatus(device=hop.device, current=str(hop.current), capable=str(hop.capability), degraded=hop.degraded)
+
+
+# -- node labels, one feature each --------------------------------------------------------------
+
+
+def _units_vram(gpu: GpuStatus) -> list[int]:
+    return [mig.vram_mib for mig in gpu.mig] if gpu.mode == "mig" and gpu.mig else [gpu.vram_mib]
+
+
+def count_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    units = sum(len(_units_vram(gpu)) for gpu in gpus)
+    return {keys.GPU_COUNT_LABEL: str(units)}
+
+
+def product_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    products = {gpu.product for gpu in gpus if gpu.health != "lost" or len(gpus) == 1}
+    value = label_value(products.pop()) if len(products) == 1 else "mixed"
+    return {keys.GPU_PRODUCT_LABEL: value}
+
+
+def memory_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    return {keys.GPU_VRAM_MIB_LABEL: str(min(vram for gpu in gpus for vram in _units_vram(gpu)))}
+
+
+def mode_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    modes: set[str] = {gpu.mode for gpu in gpus}
+    labels: Labels = {keys.GPU_MODE_LABEL: modes.pop() if len(modes) == 1 else "mixed"}
+    profiles = sorted({mig.profile for gpu in gpus for mig in gpu.mig})
+    if profiles:
+        # '+' (as in 1g.10gb+me) is not allowed in a label value.
+        labels[keys.MIG_PROFILES_LABEL] = label_value("_".join(profiles).replace("+", "-"))
+    return labels
+
+
+def link_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    links = [gpu.link for gpu in gpus if gpu.link is not None and gpu.health != "lost"]
+    if not links:
+        return {}
+    worst = min(links, key=lambda link: link.effective_mbps)
+    return {
+        keys.PCIE_GENERATION_LABEL: str(worst.generation),
+        keys.PCIE_WIDTH_LABEL: str(worst.width),
+        keys.PCIE_BANDWIDTH_MBPS_LABEL: str(worst.effective_mbps),
+    }
+
+
+def power_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    powers = [gpu.power for gpu in gpus if gpu.power is not None]
+    if not powers:
+        return {}
+    return {
+        keys.POWER_LIMIT_WATTS_LABEL: str(min(p.limit_watts for p in powers)),
+        keys.POWER_DEFAULT_WATTS_LABEL: str(min(p.default_watts for p in powers)),
+        keys.POWER_MIN_WATTS_LABEL: str(min(p.min_watts for p in powers)),
+        keys.POWER_MAX_WATTS_LABEL: str(min(p.max_watts for p in powers)),
+    }
+
+
+def health_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    return {keys.HEALTH_LABEL: max((gpu.health for gpu in gpus), key=_HEALTH_ORDER.__getitem__)}
+
+
+LABELERS: tuple[Callable[[Sequence[GpuStatus]], Labels], ...] = (
+    count_labels,
+    product_labels,
+    memory_labels,
+    mode_labels,
+    link_labels,
+    power_labels,
+    health_labels,
+)
+
+
+def node_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    """Every node label the agent owns, for these GPUs; no GPU at all gives just the schema and a zero count."""
+    labels: Labels = {keys.LABEL_SCHEMA_LABEL: keys.LABEL_SCHEMA}
+    if not gpus:
+        labels[keys.GPU_COUNT_LABEL] = "0"
+        return labels
+    for labeler in LABELERS:
+        labels.update(labeler(gpus))
+    return labels
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value: [A-Za-z0-9._-], at most 63 characters, alphanumeric at both ends."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in text.strip())
+    while "--" in cleaned:
+        cleaned = cleaned.replace("--", "-")
+    return cleaned[:63].strip("._-")

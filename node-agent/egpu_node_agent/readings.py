@@ -1,0 +1,98 @@
+"""What the agent read from one GPU: plain, immutable data with no behaviour beyond arithmetic.
+
+Fields NVML could not report (NOT_SUPPORTED on this GPU or in this VM) are None, never a
+guess; consumers decide what a missing value means.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from egpu_api.pcie import LinkSpeed, bottleneck
+
+Health = Literal["ok", "degraded", "lost"]
+VirtualizationMode = Literal["none", "passthrough", "vgpu-guest", "vgpu-host"]
+
+
+@dataclass(frozen=True)
+class LinkReading:
+    """One hop of the PCIe path: the link above ``device`` (a PCI address), as sysfs reports it."""
+
+    device: str
+    current: LinkSpeed
+    device_max: LinkSpeed
+    port_max: LinkSpeed | None  # None at the top, where the parent is no PCI device we can read
+
+    @property
+    def capability(self) -> LinkSpeed:
+        """The fastest this hop can train at: the lesser of both ends."""
+        if self.port_max is None:
+            return self.device_max
+        return LinkSpeed(
+            min(self.device_max.generation, self.port_max.generation), min(self.device_max.width, self.port_max.width)
+        )
+
+    @property
+    def degraded(self) -> bool:
+        return self.current.bandwidth_mbps < self.capability.bandwidth_mbps
+
+
+@dataclass(frozen=True)
+class PowerReading:
+    """Power-limit state in watts (NVML reports milliwatts; rounded down here)."""
+
+    limit_watts: int
+    default_limit_watts: int
+    min_limit_watts: int
+    max_limit_watts: int
+    enforced_limit_watts: int | None = None
+    usage_watts: float | None = None
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    profile: str
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One GPU at one poll."""
+
+    index: int
+    uuid: str
+    product: str
+    pci_bus_id: str
+    memory_mib: int
+    health: Health = "ok"
+    health_reasons: tuple[str, ...] = ()
+    # The GPU's own link as NVML reports it: trained speed, the system-limited max and the GPU's max.
+    link_current: LinkSpeed | None = None
+    link_max: LinkSpeed | None = None
+    gpu_max_generation: int | None = None
+    # The path from the GPU up to the root port, from sysfs; empty when sysfs could not be read.
+    path: tuple[LinkReading, ...] = ()
+    power: PowerReading | None = None
+    virtualization_mode: VirtualizationMode = "none"
+    mig_enabled: bool = False
+    mig_pending: bool | None = None
+    mig_instances: tuple[MigInstance, ...] = ()
+    # NVML performance state, 0 (P0, busy) .. 15 (idle); idle GPUs drop their link generation to save power.
+    performance_state: int | None = None
+    temperature_c: int | None = None
+    clock_event_reasons: int | None = None
+    pcie_replay_count: int | None = None
+    pcie_tx_kbps: int | None = None
+    pcie_rx_kbps: int | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def bottleneck(self) -> LinkSpeed | None:
+        """Slowest trained hop between host memory and the GPU, or None if nothing was readable."""
+        hops = [hop.current for hop in self.path]
+        if self.link_current is not None:
+            hops.append(self.link_current)
+        return bottleneck(hops) if hops else None
+
+    @property
+    def degraded_hops(self) -> tuple[LinkReading, ...]:
+        return tuple(hop for hop in self.path if hop.degraded)

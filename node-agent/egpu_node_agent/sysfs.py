@@ -1,0 +1,69 @@
+"""Read a GPU's PCIe path from sysfs: every hop from the GPU's function up to the root port.
+
+``/sys/bus/pci/devices/<address>`` links to the device's folder, whose parents are the
+bridges above it (``/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0``). Each device's
+``current_link_speed``/``current_link_width`` give the link above it as trained, and
+``max_link_*`` what that device supports; the parent port's ``max_link_*`` gives the other
+end. The root is a parameter so the fake can build a tree in a temporary folder and the
+same code reads it.
+"""
+
+import re
+from pathlib import Path
+
+from egpu_api.pcie import MAX_GENERATION, VALID_WIDTHS, LinkSpeed
+from egpu_node_agent.readings import LinkReading
+
+_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+# sysfs speeds ("8.0 GT/s PCIe"; older kernels "8 GT/s") by generation.
+_GT_PER_S = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6}
+
+
+class SysfsError(Exception):
+    """The device is not in sysfs (e.g. sysfs is not mounted into the container)."""
+
+
+def normalize_bus_id(bus_id: str) -> str:
+    """NVML's ``00000000:01:00.0`` as sysfs spells it: ``0000:01:00.0``."""
+    domain, rest = bus_id.lower().split(":", 1)
+    return f"{int(domain, 16):04x}:{rest}"
+
+
+def parse_speed(text: str) -> int | None:
+    """Generation from a sysfs speed string, or None for 'Unknown' and other oddities."""
+    match = re.match(r"^\s*([0-9.]+)\s*GT/s", text)
+    if match is None:
+        return None
+    return _GT_PER_S.get(float(match.group(1)))
+
+
+def read_path(bus_id: str, root: Path = Path("/sys")) -> tuple[LinkReading, ...]:
+    """The hops from the device at ``bus_id`` up to its root port, nearest first.
+
+    Hops sysfs cannot describe (speed 'Unknown', width 0: common on emulated bridges in VMs)
+    are left out rather than guessed.
+    """
+    entry = root / "bus" / "pci" / "devices" / normalize_bus_id(bus_id)
+    if not entry.exists():
+        raise SysfsError(f"{entry} does not exist; mount the host's /sys into the agent")
+    device = entry.resolve()
+    hops: list[LinkReading] = []
+    while _ADDRESS.match(device.name):
+        parent = device.parent
+        current, device_max = _link(device, "current"), _link(device, "max")
+        if current is not None and device_max is not None:
+            port_max = _link(parent, "max") if _ADDRESS.match(parent.name) else None
+            hops.append(LinkReading(device.name, current, device_max, port_max))
+        device = parent
+    return tuple(hops)
+
+
+def _link(device: Path, kind: str) -> LinkSpeed | None:
+    try:
+        generation = parse_speed((device / f"{kind}_link_speed").read_text())
+        width = int((device / f"{kind}_link_width").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if generation is None or not 1 <= generation <= MAX_GENERATION or width not in VALID_WIDTHS:
+        return None
+    return LinkSpeed(generation, width)

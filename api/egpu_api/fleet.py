@@ -221,9 +221,7 @@ class FleetNode(_Model):
     @classmethod
     def _dns_label(cls, name: str) -> str:
         if not _DNS_LABEL.match(name):
-            raise ValueError(
-                f"{name!r} is not a valid node name; use lower-case letters, digits and '-', at most 63 characters"
-            )
+            raise ValueError(f"{name!r} is not a valid node name; use lower-case letters, digits and '-', at most 63 characters")
         return name
 
     def gpu_uuid(self, index: int) -> str:

@@ -77,3 +77,11 @@ GPUS_ANNOTATION: Final = f"{PREFIX}gpus"
 
 #: Node condition the agent keeps: True while every GPU is healthy.
 GPU_HEALTHY_CONDITION: Final = "GPUHealthy"
+
+#: Power limits the operator asks for, JSON ``{"<gpu uuid>": <watts>}`` (see egpu_api.power).
+POWER_REQUEST_ANNOTATION: Final = f"{PREFIX}power-limit-request"
+#: What the node agent did with each request, JSON (see egpu_api.power).
+POWER_STATUS_ANNOTATION: Final = f"{PREFIX}power-limit-status"
+
+#: Namespace-scoped Lease each node agent renews; its name is this prefix plus the node name.
+AGENT_LEASE_PREFIX: Final = "egpu-node-agent-"

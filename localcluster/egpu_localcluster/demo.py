@@ -14,9 +14,7 @@ DEMO_POD: dict[str, Any] = {
     "metadata": {"name": "llm-on-a-pi", "namespace": "default"},
     "spec": {
         "nodeSelector": {"kubernetes.io/arch": "arm64"},
-        "containers": [
-            {"name": "serve", "image": "registry.example/llm:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
-        ],
+        "containers": [{"name": "serve", "image": "registry.example/llm:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
     },
 }
 

@@ -137,10 +137,7 @@ class FakeNvml:
         return _PciInfo(busId=f"{int(domain, 16):08X}:{rest.upper()}")
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> _Memory:
-        if isinstance(handle, tuple):
-            total = self._gpu(handle[0]).mig_instances[handle[1]][1]
-        else:
-            total = self._gpu(handle).memory_bytes
+        total = self._gpu(handle[0]).mig_instances[handle[1]][1] if isinstance(handle, tuple) else self._gpu(handle).memory_bytes
         return _Memory(total=total, free=total - 512 * _MIB, used=512 * _MIB)
 
     def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: int) -> int:
@@ -303,6 +300,12 @@ class FakeGpuHost:
 
     def fail_set_power(self, index: int, code: int = NVML_ERROR_NO_PERMISSION) -> None:
         self.nvml.gpus[index].set_power_error = code
+
+    def driver_reload(self) -> None:
+        """The driver reloads (or the GPU resets): every power limit is back at its default."""
+        for gpu in self.nvml.gpus:
+            if gpu.power_mw is not None:
+                gpu.power_mw = (gpu.power_mw[1], gpu.power_mw[1], gpu.power_mw[2], gpu.power_mw[3])
 
     def fail_init(self, code: int = NVML_ERROR_DRIVER_NOT_LOADED) -> None:
         self.nvml.init_error = code

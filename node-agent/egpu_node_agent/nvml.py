@@ -133,9 +133,7 @@ class NvmlBackend:
             link_max=self._link(handle, "Max"),
             gpu_max_generation=self._optional("nvmlDeviceGetGpuMaxPcieLinkGeneration", handle),
             power=self._power(handle),
-            virtualization_mode=_VIRTUALIZATION_MODES.get(
-                self._optional("nvmlDeviceGetVirtualizationMode", handle) or 0, "none"
-            ),
+            virtualization_mode=_VIRTUALIZATION_MODES.get(self._optional("nvmlDeviceGetVirtualizationMode", handle) or 0, "none"),
             performance_state=self._optional("nvmlDeviceGetPerformanceState", handle),
             temperature_c=self._optional("nvmlDeviceGetTemperature", handle, _TEMPERATURE_GPU),
             clock_event_reasons=self._optional("nvmlDeviceGetCurrentClocksEventReasons", handle),

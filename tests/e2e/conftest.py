@@ -7,6 +7,7 @@ By default the local control plane is started (and built first if needed). With
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ import pytest
 from egpu_api.fleet import FleetProfile, load_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
-from tests.e2e.polling import wait_for
+from egpu_node_agent.kube import api_client
+from egpu_node_agent.simulator import FleetSimulator
+from tests.e2e.helpers import NAMESPACE, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -58,3 +61,14 @@ def namespace(kube: Kubectl) -> Iterator[str]:
     )
     yield name
     kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def simulator(kube: Kubectl, fleet: FleetProfile) -> Iterator[FleetSimulator]:
+    """One real node agent per fleet node, on fake NVML and sysfs, polling every second."""
+    kube.run("create", "namespace", NAMESPACE, check=False)
+    with tempfile.TemporaryDirectory(prefix="egpu-e2e-sysfs-") as sysfs:
+        sim = FleetSimulator(fleet, api_client(kube.kubeconfig), NAMESPACE, Path(sysfs), poll_interval_s=1.0)
+        sim.start()
+        yield sim
+        sim.stop()

@@ -7,7 +7,7 @@ import pytest
 
 from egpu_api.fleet import FleetProfile
 from egpu_localcluster.kubectl import Kubectl
-from tests.e2e.polling import wait_for
+from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

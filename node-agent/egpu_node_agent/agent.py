@@ -1,0 +1,154 @@
+"""The node agent's loop: read GPUs, act on power requests, publish what changed, renew the Lease.
+
+Each poll is idempotent: it recomputes everything from NVML, sysfs and the node's
+annotations, so a restarted agent converges without churn and a limit lost to a driver
+reload is re-applied. The loop wakes early when the node changes (a new power request),
+so a request does not wait for the next tick.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from egpu_api import keys
+from egpu_api.gpus import GpuStatus, dump_gpus
+from egpu_api.power import PowerContractError, PowerLimitStatus, dump_status, parse_request, parse_status
+from egpu_node_agent.labels import gpu_status, node_labels
+from egpu_node_agent.metrics import AgentMetrics
+from egpu_node_agent.nvml import GpuBackend, PowerLimitError
+from egpu_node_agent.power import PowerAction, plan_power
+from egpu_node_agent.publisher import NodePublisher
+
+log = logging.getLogger("egpu_node_agent.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_name: str
+    poll_interval_s: float = 10.0
+    # Read-only never changes a GPU: power requests are planned and reported as dry runs.
+    read_only: bool = False
+    lease_duration_s: int = 40
+    min_poll_gap_s: float = 0.5
+
+
+class NodeAgent:
+    def __init__(self, config: AgentConfig, backend: GpuBackend, publisher: NodePublisher, metrics: AgentMetrics) -> None:
+        self.config = config
+        self.backend = backend
+        self.publisher = publisher
+        self.metrics = metrics
+        self._last_lease = 0.0
+        self._health: dict[str, str] = {}  # uuid -> last health, to raise events on transitions
+        self._reported: set[str] = set()  # error messages already raised as events
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set; an API or NVML hiccup is logged and counted, never fatal."""
+        while not stop.is_set():
+            try:
+                self.poll()
+            except Exception as error:
+                self.metrics.errors.labels(self.config.node_name, type(error).__name__).inc()
+                log.warning("poll failed", extra={"node": self.config.node_name, "error": str(error)})
+            self.publisher.changed.wait(self.config.poll_interval_s)
+            self.publisher.changed.clear()
+            stop.wait(self.config.min_poll_gap_s)
+
+    def poll(self) -> None:
+        node = self.config.node_name
+        with self.metrics.poll_seconds.labels(node).time():
+            readings = self.backend.read()
+            request, previous = self._power_annotations()
+            actions, power_status = plan_power(request, previous, readings, self.config.read_only)
+            if actions and not self.config.read_only and self._apply(actions, power_status):
+                readings = self.backend.read()  # publish the limits as NVML now reports them
+            gpus = [gpu_status(reading) for reading in readings]
+            self._note_health_changes(gpus)
+            annotations: dict[str, str | None] = {
+                keys.GPUS_ANNOTATION: dump_gpus(gpus),
+                keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
+            }
+            if self.publisher.publish(node_labels(gpus), annotations):
+                self.metrics.publishes.labels(node).inc()
+            self._keep_condition(gpus)
+            self._renew_lease()
+        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus})
+
+    # -- power ---------------------------------------------------------------------------------
+
+    def _power_annotations(self) -> tuple[dict[str, int], dict[str, PowerLimitStatus]]:
+        annotations = self.publisher.annotations()
+        try:
+            request = parse_request(annotations.get(keys.POWER_REQUEST_ANNOTATION))
+        except PowerContractError as error:
+            self._report_once("InvalidPowerRequest", str(error))
+            request = {}
+        try:
+            previous = parse_status(annotations.get(keys.POWER_STATUS_ANNOTATION))
+        except PowerContractError:
+            previous = {}
+        return request, previous
+
+    def _apply(self, actions: list[PowerAction], status: dict[str, PowerLimitStatus]) -> bool:
+        """Run the actions; record results in ``status``; return whether any limit changed."""
+        changed = False
+        for action in actions:
+            try:
+                self.backend.set_power_limit(action.uuid, action.watts)
+            except PowerLimitError as error:
+                self.metrics.errors.labels(self.config.node_name, "PowerLimitError").inc()
+                status[action.uuid] = status[action.uuid].model_copy(update={"error": str(error)})
+                self._report_once("PowerLimitFailed", str(error))
+                continue
+            changed = True
+            log.info(
+                "power limit set",
+                extra={"node": self.config.node_name, "gpu": action.uuid, "watts": action.watts, "why": action.why},
+            )
+            if action.why != "restore default":
+                status[action.uuid] = status[action.uuid].model_copy(update={"applied_watts": action.watts})
+            else:
+                del status[action.uuid]  # back at default: no longer ours to report
+        return changed
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _note_health_changes(self, gpus: list[GpuStatus]) -> None:
+        for gpu in gpus:
+            before = self._health.get(gpu.uuid, "ok")
+            if gpu.health != before:
+                if gpu.health == "lost":
+                    self.publisher.event("GPULost", f"GPU {gpu.index} ({gpu.uuid}) is lost: {'; '.join(gpu.reasons)}")
+                elif gpu.health == "degraded":
+                    self.publisher.event("PCIeLinkDegraded", f"GPU {gpu.index}: {'; '.join(gpu.reasons)}")
+                else:
+                    self.publisher.event("GPURecovered", f"GPU {gpu.index} ({gpu.uuid}) is healthy again", warning=False)
+                log.warning(
+                    "GPU health changed",
+                    extra={"node": self.config.node_name, "gpu": gpu.uuid, "from": before, "to": gpu.health},
+                )
+            self._health[gpu.uuid] = gpu.health
+
+    def _keep_condition(self, gpus: list[GpuStatus]) -> None:
+        lost = [gpu for gpu in gpus if gpu.health == "lost"]
+        degraded = [gpu for gpu in gpus if gpu.health == "degraded"]
+        if lost:
+            reason, message = "GPULost", "; ".join(f"GPU {g.index}: {', '.join(g.reasons)}" for g in lost)
+        elif degraded:
+            reason, message = "PCIeLinkDegraded", "; ".join(f"GPU {g.index}: {', '.join(g.reasons)}" for g in degraded)
+        else:
+            reason, message = "AllGPUsHealthy", f"{len(gpus)} GPU(s) healthy"
+        self.publisher.set_condition(not lost and not degraded, reason, message[:1024])
+
+    def _report_once(self, reason: str, message: str) -> None:
+        if message not in self._reported:
+            self._reported.add(message)
+            self.publisher.event(reason, message)
+            log.warning(message, extra={"node": self.config.node_name, "reason": reason})
+
+    def _renew_lease(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lease >= self.config.lease_duration_s / 4:
+            self.publisher.heartbeat(self.config.lease_duration_s)
+            self._last_lease = now

@@ -1,0 +1,171 @@
+"""``egpu-node-agent``: the node agent (DaemonSet) and the fleet simulator (KWOK clusters, demo).
+
+  egpu-node-agent run --node-name $NODE_NAME            # on a GPU node, NVML backend
+  egpu-node-agent run --backend none                    # documented no-GPU mode
+  egpu-node-agent simulate --fleet fleet.yaml --kubeconfig k.yaml
+  egpu-node-agent labels [--backend fake --fleet F --node N]   # print labels, touch nothing
+
+Any failure a user can cause (no NVML, a bad profile, no API access) is one line on stderr
+and a non-zero exit, never a traceback.
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
+from egpu_api.gpus import dump_gpus
+from egpu_node_agent import logs
+from egpu_node_agent.agent import AgentConfig, NodeAgent
+from egpu_node_agent.fake_nvml import FakeGpuHost
+from egpu_node_agent.kube import api_client
+from egpu_node_agent.labels import gpu_status, node_labels
+from egpu_node_agent.metrics import AgentMetrics
+from egpu_node_agent.nogpu import NoGpuBackend
+from egpu_node_agent.nvml import BackendUnavailable, GpuBackend, NvmlBackend, load_pynvml
+from egpu_node_agent.publisher import NodePublisher
+from egpu_node_agent.simulator import FleetSimulator
+
+EXIT_USAGE, EXIT_NO_NVML, EXIT_API = 2, 3, 4
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        if args.command == "labels":
+            return _print_labels(args)
+        if args.command == "simulate":
+            return _simulate(args)
+        return _run(args)
+    except BackendUnavailable as error:
+        print(f"egpu-node-agent: {error}", file=sys.stderr)
+        return EXIT_NO_NVML
+    except FleetProfileError as error:
+        print(f"egpu-node-agent: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:
+        print(f"egpu-node-agent: {type(error).__name__}: {_first_line(error)}", file=sys.stderr)
+        return EXIT_API
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="egpu-node-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=os.environ.get("EGPU_LOG_LEVEL", "info"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def backend_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--backend", choices=("nvml", "fake", "none"), default="nvml")
+        command.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help="fleet profile (fake backend)")
+        command.add_argument("--sysfs-root", type=Path, default=Path("/sys"))
+
+    run = commands.add_parser("run", help="run the agent for one node")
+    backend_options(run)
+    run.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="default: $NODE_NAME (downward API)")
+    run.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "egpu-system"), help="for the Lease")
+    run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster credentials")
+    run.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls (default 10)")
+    run.add_argument("--read-only", action="store_true", help="never change a GPU; report power requests as dry runs")
+    run.add_argument("--metrics-port", type=int, default=9400, help="Prometheus /metrics port; 0 disables")
+
+    labels = commands.add_parser("labels", help="print the labels and per-GPU status this node would get")
+    backend_options(labels)
+    labels.add_argument("--node", help="fleet node to simulate (fake backend)")
+
+    simulate = commands.add_parser("simulate", help="run one agent per node of a fleet profile on fake GPUs")
+    simulate.add_argument("--fleet", type=Path, default=DEFAULT_FLEET)
+    simulate.add_argument("--kubeconfig", type=Path, required=True)
+    simulate.add_argument("--namespace", default="egpu-system")
+    simulate.add_argument("--poll-interval", type=float, default=10.0)
+    simulate.add_argument("--read-only", action="store_true")
+    simulate.add_argument("--metrics-port", type=int, default=0)
+    return parser
+
+
+def _backend(args: argparse.Namespace, node_name: str | None) -> GpuBackend:
+    if args.backend == "none":
+        return NoGpuBackend()
+    if args.backend == "fake":
+        fleet = load_fleet(args.fleet)
+        if node_name is None:
+            raise FleetProfileError("the fake backend needs a node: pass --node (labels) or --node-name (run)")
+        host = FakeGpuHost(fleet.node(node_name), Path(tempfile.mkdtemp(prefix="egpu-sysfs-")))
+        return NvmlBackend(host.nvml, host.sysfs_root)
+    return NvmlBackend(load_pynvml(), args.sysfs_root)
+
+
+def _print_labels(args: argparse.Namespace) -> int:
+    backend = _backend(args, args.node)
+    try:
+        gpus = [gpu_status(reading) for reading in backend.read()]
+    finally:
+        backend.close()
+    print(json.dumps({"labels": node_labels(gpus), "gpus": json.loads(dump_gpus(gpus))}, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.node_name:
+        print(
+            "egpu-node-agent: no node name; set NODE_NAME (downward API spec.nodeName) or pass --node-name",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    backend = _backend(args, args.node_name)
+    metrics = AgentMetrics()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=metrics.registry)
+    publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
+    config = AgentConfig(args.node_name, poll_interval_s=args.poll_interval, read_only=args.read_only)
+    agent = NodeAgent(config, backend, publisher, metrics)
+    stop = _stop_on_signals()
+    logging.getLogger("egpu_node_agent").info(
+        "node agent started", extra={"node": args.node_name, "backend": args.backend, "read_only": args.read_only}
+    )
+    try:
+        agent.run(stop)
+    finally:
+        publisher.close()
+        backend.close()
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    fleet = load_fleet(args.fleet)
+    metrics = AgentMetrics()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=metrics.registry)
+    with tempfile.TemporaryDirectory(prefix="egpu-fleet-sysfs-") as sysfs:
+        simulator = FleetSimulator(
+            fleet, api_client(args.kubeconfig), args.namespace, Path(sysfs), args.poll_interval, args.read_only, metrics
+        )
+        stop = _stop_on_signals()
+        simulator.start()
+        stop.wait()
+        simulator.stop()
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no detail"

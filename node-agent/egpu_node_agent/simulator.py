@@ -1,0 +1,60 @@
+"""Run one node agent per node of a fleet profile, each on its own fake NVML and sysfs.
+
+This is how KWOK clusters and ``make demo`` get real labels: the agents are the real agent
+code; only the hardware underneath is simulated. Faults are injected through ``hosts``.
+"""
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from egpu_api.fleet import FleetProfile
+from egpu_node_agent.agent import AgentConfig, NodeAgent
+from egpu_node_agent.fake_nvml import FakeGpuHost
+from egpu_node_agent.metrics import AgentMetrics
+from egpu_node_agent.nvml import NvmlBackend
+from egpu_node_agent.publisher import NodePublisher
+
+log = logging.getLogger("egpu_node_agent.simulator")
+
+
+class FleetSimulator:
+    def __init__(
+        self,
+        fleet: FleetProfile,
+        api_client: Any,
+        namespace: str,
+        sysfs_dir: Path,
+        poll_interval_s: float = 10.0,
+        read_only: bool = False,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics or AgentMetrics()
+        self.hosts: dict[str, FakeGpuHost] = {}
+        self.agents: dict[str, NodeAgent] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        for node in fleet.nodes:
+            host = FakeGpuHost(node, sysfs_dir / node.name)
+            publisher = NodePublisher(api_client, node.name, namespace)
+            config = AgentConfig(node.name, poll_interval_s=poll_interval_s, read_only=read_only)
+            self.hosts[node.name] = host
+            self.agents[node.name] = NodeAgent(config, NvmlBackend(host.nvml, host.sysfs_root), publisher, self.metrics)
+
+    def start(self) -> None:
+        for name, agent in self.agents.items():
+            thread = threading.Thread(target=agent.run, args=(self._stop,), name=f"agent-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("fleet simulator started", extra={"nodes": len(self.agents)})
+
+    def stop(self) -> None:
+        self._stop.set()
+        for agent in self.agents.values():
+            agent.publisher.changed.set()  # wake the loop
+            agent.publisher.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for agent in self.agents.values():
+            agent.backend.close()

@@ -1,0 +1,41 @@
+"""Helpers for e2e tests: wait with a deadline, read nodes through kubectl."""
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from egpu_localcluster.kubectl import Kubectl
+
+T = TypeVar("T")
+#: Namespace of the node agents' Leases in the e2e cluster.
+NAMESPACE = "egpu-system"
+P = "egpu-operator.io/"
+
+
+def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
+    """Call ``probe`` until it returns something other than None; fail naming ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def node(kube: Kubectl, name: str) -> dict[str, Any]:
+    return kube.get_json("node", name)
+
+
+def labels(kube: Kubectl, name: str) -> dict[str, str]:
+    return node(kube, name)["metadata"].get("labels", {})
+
+
+def wait_label(kube: Kubectl, name: str, key: str, value: str, timeout_s: float = 10) -> None:
+    wait_for(lambda: True if labels(kube, name).get(P + key) == value else None, timeout_s, f"{name} {key}={value}")
+
+
+def condition(kube: Kubectl, name: str) -> dict[str, Any] | None:
+    found = [c for c in node(kube, name)["status"].get("conditions", []) if c["type"] == "GPUHealthy"]
+    return found[0] if found else None

@@ -30,6 +30,8 @@ class AgentConfig:
     # Read-only never changes a GPU: power requests are planned and reported as dry runs.
     read_only: bool = False
     lease_duration_s: int = 40
+    # Metrics-only readings (PCIe throughput samples ~20 ms per call) are taken this often.
+    telemetry_interval_s: float = 30.0
     min_poll_gap_s: float = 0.5
 
 
@@ -40,6 +42,7 @@ class NodeAgent:
         self.publisher = publisher
         self.metrics = metrics
         self._last_lease = 0.0
+        self._last_telemetry = -float("inf")
         self._health: dict[str, str] = {}  # uuid -> last health, to raise events on transitions
         self._reported: set[str] = set()  # error messages already raised as events
 
@@ -58,11 +61,14 @@ class NodeAgent:
     def poll(self) -> None:
         node = self.config.node_name
         with self.metrics.poll_seconds.labels(node).time():
-            readings = self.backend.read()
+            telemetry = time.monotonic() - self._last_telemetry >= self.config.telemetry_interval_s
+            readings = self.backend.read(telemetry)
+            if telemetry:
+                self._last_telemetry = time.monotonic()
             request, previous = self._power_annotations()
             actions, power_status = plan_power(request, previous, readings, self.config.read_only)
             if actions and not self.config.read_only and self._apply(actions, power_status):
-                readings = self.backend.read()  # publish the limits as NVML now reports them
+                readings = self.backend.read(telemetry=False)  # publish the limits as NVML now reports them
             gpus = [gpu_status(reading) for reading in readings]
             self._note_health_changes(gpus)
             annotations: dict[str, str | None] = {
@@ -73,7 +79,7 @@ class NodeAgent:
                 self.metrics.publishes.labels(node).inc()
             self._keep_condition(gpus)
             self._renew_lease()
-        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus})
+        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry)
 
     # -- power ---------------------------------------------------------------------------------
 

@@ -20,20 +20,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import start_http_server
-
 from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
 from egpu_api.gpus import dump_gpus
 from egpu_node_agent import logs
-from egpu_node_agent.agent import AgentConfig, NodeAgent
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.labels import gpu_status, node_labels
-from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nogpu import NoGpuBackend
 from egpu_node_agent.nvml import BackendUnavailable, GpuBackend, NvmlBackend, load_pynvml
-from egpu_node_agent.publisher import NodePublisher
-from egpu_node_agent.simulator import FleetSimulator
 
 EXIT_USAGE, EXIT_NO_NVML, EXIT_API = 2, 3, 4
 
@@ -44,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "labels":
             return _print_labels(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "simulate":
             return _simulate(args)
         return _run(args)
@@ -81,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     backend_options(labels)
     labels.add_argument("--node", help="fleet node to simulate (fake backend)")
 
+    check = commands.add_parser("check", help="compare what the agent reads with nvidia-smi -q (read-only)")
+    backend_options(check)
+    check.add_argument("--node", help="fleet node to simulate (fake backend)")
+    check.add_argument("--probe", action="store_true", help="also measure host-to-device copy bandwidth (needs libcudart)")
+
     simulate = commands.add_parser("simulate", help="run one agent per node of a fleet profile on fake GPUs")
     simulate.add_argument("--fleet", type=Path, default=DEFAULT_FLEET)
     simulate.add_argument("--kubeconfig", type=Path, required=True)
@@ -113,7 +113,33 @@ def _print_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from egpu_node_agent import check, probe
+
+    backend = _backend(args, args.node)
+    try:
+        readings = backend.read()
+    finally:
+        backend.close()
+    probes: dict[str, object] = {}
+    if args.probe:
+        try:
+            probes.update(probe.measure_all(probe.load_cudart()))
+        except probe.ProbeUnavailable as error:
+            probes = {reading.pci_bus_id: str(error) for reading in readings}
+    text, ok = check.report(readings, check.nvidia_smi_xml() if args.backend == "nvml" else None, probes)
+    print(text)
+    return 0 if ok else 1
+
+
 def _run(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from egpu_node_agent.agent import AgentConfig, NodeAgent
+    from egpu_node_agent.kube import api_client
+    from egpu_node_agent.metrics import AgentMetrics
+    from egpu_node_agent.publisher import NodePublisher
+
     if not args.node_name:
         print(
             "egpu-node-agent: no node name; set NODE_NAME (downward API spec.nodeName) or pass --node-name",
@@ -140,6 +166,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from egpu_node_agent.kube import api_client
+    from egpu_node_agent.metrics import AgentMetrics
+    from egpu_node_agent.simulator import FleetSimulator
+
     fleet = load_fleet(args.fleet)
     metrics = AgentMetrics()
     if args.metrics_port:

@@ -18,18 +18,19 @@ def build_tree(node: FleetNode, root: Path) -> None:
     """Write ``root/bus/pci/devices/<address>`` links and ``root/devices/...`` folders for every GPU."""
     (root / "bus" / "pci" / "devices").mkdir(parents=True, exist_ok=True)
     for index, gpu in enumerate(node.gpus):
-        domain = f"{0x1000 + index:04x}"  # one PCI domain per GPU keeps the bridge chains apart
+        address = node.gpu_pci_bus_id(index)
+        domain = address.split(":")[0]
         hops = len(gpu.links)
-        # Ports from the top: the root port, then an upstream+downstream port pair per extra hop.
-        folder = root / "devices" / f"pci{domain}:00" / f"{domain}:00:01.0"
+        # Ports from the top: a root port per GPU, then an upstream+downstream port pair per extra
+        # hop, on bus numbers of their own (0x80 + 0x10 per GPU) so chains never collide.
+        folder = root / "devices" / f"pci{domain}:00" / f"{domain}:00:{index + 1:02x}.0"
         _write_max(folder, gpu.links[-1].port)
         for depth, link in enumerate(reversed(gpu.links[1:]), start=1):
-            upstream = folder / f"{domain}:{2 * depth - 1:02x}:00.0"
+            upstream = folder / f"{domain}:{0x80 + 0x10 * index + 2 * depth - 1:02x}:00.0"
             _write_link(upstream, link.current.speed, link.device)
-            downstream = upstream / f"{domain}:{2 * depth:02x}:00.0"
+            downstream = upstream / f"{domain}:{0x80 + 0x10 * index + 2 * depth:02x}:00.0"
             _write_link(downstream, gpu.links[hops - 1 - depth].current.speed, gpu.links[hops - 1 - depth].port)
             folder = downstream
-        address = node.gpu_pci_bus_id(index)
         device = folder / address
         _write_link(device, gpu.links[0].current.speed, gpu.links[0].device)
         entry = root / "bus" / "pci" / "devices" / address

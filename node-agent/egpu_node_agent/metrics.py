@@ -37,20 +37,22 @@ class AgentMetrics:
             registry=self.registry,
         )
 
-    def observe(self, node: str, readings: list[GpuReading], health: dict[str, str]) -> None:
+    def observe(self, node: str, readings: list[GpuReading], health: dict[str, str], telemetry: bool = True) -> None:
         for reading in readings:
             labels = (node, str(reading.index), reading.uuid)
             self.healthy.labels(*labels).set(1 if health.get(reading.uuid) == "ok" else 0)
             if reading.power is not None:
                 self.power_limit.labels(*labels).set(reading.power.limit_watts)
-                if reading.power.usage_watts is not None:
-                    self.power_usage.labels(*labels).set(reading.power.usage_watts)
+            if reading.link_current is not None:
+                self.link_generation.labels(*labels).set(reading.link_current.generation)
+                self.link_width.labels(*labels).set(reading.link_current.width)
+            if not telemetry:
+                continue  # keep the last volatile values rather than blanking them
+            if reading.power is not None and reading.power.usage_watts is not None:
+                self.power_usage.labels(*labels).set(reading.power.usage_watts)
             if reading.temperature_c is not None:
                 self.temperature.labels(*labels).set(reading.temperature_c)
             if reading.pcie_tx_kbps is not None:
                 self.pcie_tx.labels(*labels).set(reading.pcie_tx_kbps * 1000)
             if reading.pcie_rx_kbps is not None:
                 self.pcie_rx.labels(*labels).set(reading.pcie_rx_kbps * 1000)
-            if reading.link_current is not None:
-                self.link_generation.labels(*labels).set(reading.link_current.generation)
-                self.link_width.labels(*labels).set(reading.link_current.width)

@@ -6,7 +6,7 @@ from egpu_node_agent.readings import GpuReading
 class NoGpuBackend:
     """``GpuBackend`` that reports no GPU; the agent then publishes ``gpu-count=0`` and nothing else."""
 
-    def read(self) -> list[GpuReading]:
+    def read(self, telemetry: bool = True) -> list[GpuReading]:
         return []
 
     def set_power_limit(self, uuid: str, watts: int) -> None:

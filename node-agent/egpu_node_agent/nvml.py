@@ -5,17 +5,19 @@ calls and tests run this code path, not a parallel one. This is the only module 
 imports pynvml (in ``load_pynvml``).
 
 Contract of ``GpuBackend`` (what the agent relies on):
-- ``read()`` returns one ``GpuReading`` per GPU, in NVML index order, and never raises for a
+- ``read(telemetry)`` returns one ``GpuReading`` per GPU, in NVML index order, and never raises for a
   single GPU's trouble: a GPU that fell off the bus (NVML_ERROR_GPU_IS_LOST, Xid 79) or that
   vanished since the last read is returned with ``health="lost"``; a value NVML does not
-  support on this GPU is None.
+  support on this GPU is None. Without ``telemetry`` the volatile metrics-only values
+  (temperature, power draw, PCIe throughput, replays, clock events) are None.
 - ``set_power_limit(uuid, watts)`` applies a limit NVML accepts or raises ``PowerLimitError``
   with a sentence for an event; it never clamps (the caller does, against the reading).
 - ``close()`` releases the library.
 """
 
 import contextlib
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +43,7 @@ class PowerLimitError(Exception):
 
 
 class GpuBackend(Protocol):
-    def read(self) -> list[GpuReading]: ...
+    def read(self, telemetry: bool = True) -> list[GpuReading]: ...
 
     def set_power_limit(self, uuid: str, watts: int) -> None: ...
 
@@ -60,9 +62,11 @@ def load_pynvml() -> Any:
 class NvmlBackend:
     """``GpuBackend`` over an NVML-shaped library."""
 
-    def __init__(self, lib: Any, sysfs_root: Path = Path("/sys")) -> None:
+    def __init__(self, lib: Any, sysfs_root: Path = Path("/sys"), static_refresh_s: float = 60.0) -> None:
         self._lib = lib
         self._sysfs_root = sysfs_root
+        self._static_refresh_s = static_refresh_s
+        self._static: dict[int, _StaticFacts] = {}
         # The last good reading per index, so a GPU that vanishes is reported lost, not forgotten.
         self._known: dict[int, GpuReading] = {}
         try:
@@ -77,10 +81,10 @@ class NvmlBackend:
         with contextlib.suppress(self._lib.NVMLError):  # shutting down anyway
             self._lib.nvmlShutdown()
 
-    def read(self) -> list[GpuReading]:
+    def read(self, telemetry: bool = True) -> list[GpuReading]:
         lib = self._lib
         count = lib.nvmlDeviceGetCount()
-        readings = [self._read_index(index) for index in range(count)]
+        readings = [self._read_index(index, telemetry) for index in range(count)]
         for index in sorted(self._known):
             if index >= count:  # fell off the bus so hard the driver no longer counts it
                 readings.append(_lost(self._known[index], "device vanished from NVML"))
@@ -107,46 +111,72 @@ class NvmlBackend:
 
     # -- one GPU -------------------------------------------------------------------------------
 
-    def _read_index(self, index: int) -> GpuReading:
+    def _read_index(self, index: int, telemetry: bool) -> GpuReading:
         lib = self._lib
         try:
             handle = lib.nvmlDeviceGetHandleByIndex(index)
-            reading = self._read_handle(index, handle)
+            reading = self._read_handle(index, handle, telemetry)
         except lib.NVMLError as error:
             if getattr(error, "value", None) == ERROR_GPU_IS_LOST and index in self._known:
+                self._static.pop(index, None)  # re-read everything once it is back
                 return _lost(self._known[index], "NVML reports the GPU is lost (Xid 79, fallen off the bus)")
             if getattr(error, "value", None) == ERROR_GPU_IS_LOST:
                 return GpuReading(index, f"unknown-{index}", "unknown", "", 0, "lost", ("GPU lost before first read",))
             raise
         return reading
 
-    def _read_handle(self, index: int, handle: Any) -> GpuReading:
+    def _read_handle(self, index: int, handle: Any, telemetry: bool) -> GpuReading:
         lib = self._lib
-        bus_id = sysfs.normalize_bus_id(_text(lib.nvmlDeviceGetPciInfo(handle).busId))
-        reading = GpuReading(
-            index=index,
-            uuid=_text(lib.nvmlDeviceGetUUID(handle)),
-            product=_text(lib.nvmlDeviceGetName(handle)),
-            pci_bus_id=bus_id,
-            memory_mib=int(lib.nvmlDeviceGetMemoryInfo(handle).total) // (1024 * 1024),
+        uuid = _text(lib.nvmlDeviceGetUUID(handle))
+        facts = self._static_facts(index, handle, uuid)
+        limit = self._optional("nvmlDeviceGetPowerManagementLimit", handle) if facts.power is not None else None
+        reading = replace(
+            facts.template,
             link_current=self._link(handle, "Curr"),
+            power=replace(facts.power, limit_watts=limit // 1000) if facts.power is not None and limit is not None else None,
+            performance_state=self._optional("nvmlDeviceGetPerformanceState", handle),
+        )
+        if telemetry:
+            reading = self._with_telemetry(reading, handle)
+        try:
+            return replace(reading, path=sysfs.read_path(reading.pci_bus_id, self._sysfs_root))
+        except sysfs.SysfsError as error:
+            return replace(reading, extra={"sysfs": str(error)})
+
+    def _static_facts(self, index: int, handle: Any, uuid: str) -> "_StaticFacts":
+        """What does not change while the driver runs, re-read every ``static_refresh_s`` or on a new uuid."""
+        cached = self._static.get(index)
+        now = time.monotonic()
+        if cached is not None and cached.template.uuid == uuid and now - cached.read_at < self._static_refresh_s:
+            return cached
+        lib = self._lib
+        template = GpuReading(
+            index=index,
+            uuid=uuid,
+            product=_text(lib.nvmlDeviceGetName(handle)),
+            pci_bus_id=sysfs.normalize_bus_id(_text(lib.nvmlDeviceGetPciInfo(handle).busId)),
+            memory_mib=int(lib.nvmlDeviceGetMemoryInfo(handle).total) // (1024 * 1024),
             link_max=self._link(handle, "Max"),
             gpu_max_generation=self._optional("nvmlDeviceGetGpuMaxPcieLinkGeneration", handle),
-            power=self._power(handle),
             virtualization_mode=_VIRTUALIZATION_MODES.get(self._optional("nvmlDeviceGetVirtualizationMode", handle) or 0, "none"),
-            performance_state=self._optional("nvmlDeviceGetPerformanceState", handle),
+        )
+        facts = _StaticFacts(self._with_mig(template, handle), self._power(handle), now)
+        self._static[index] = facts
+        return facts
+
+    def _with_telemetry(self, reading: GpuReading, handle: Any) -> GpuReading:
+        """Volatile readings for metrics. PCIe throughput samples for ~20 ms per call: not every poll."""
+        power = reading.power
+        usage = self._optional("nvmlDeviceGetPowerUsage", handle) if power is not None else None
+        return replace(
+            reading,
+            power=replace(power, usage_watts=usage / 1000) if power is not None and usage is not None else power,
             temperature_c=self._optional("nvmlDeviceGetTemperature", handle, _TEMPERATURE_GPU),
             clock_event_reasons=self._optional("nvmlDeviceGetCurrentClocksEventReasons", handle),
             pcie_replay_count=self._optional("nvmlDeviceGetPcieReplayCounter", handle),
             pcie_tx_kbps=self._optional("nvmlDeviceGetPcieThroughput", handle, _PCIE_UTIL_TX_BYTES),
             pcie_rx_kbps=self._optional("nvmlDeviceGetPcieThroughput", handle, _PCIE_UTIL_RX_BYTES),
         )
-        reading = self._with_mig(reading, handle)
-        try:
-            reading = replace(reading, path=sysfs.read_path(bus_id, self._sysfs_root))
-        except sysfs.SysfsError as error:
-            reading = replace(reading, extra={"sysfs": str(error)})
-        return reading
 
     def _link(self, handle: Any, kind: str) -> LinkSpeed | None:
         generation = self._optional(f"nvmlDeviceGet{kind}PcieLinkGeneration", handle)
@@ -160,20 +190,16 @@ class NvmlBackend:
         return LinkSpeed(generation, width)
 
     def _power(self, handle: Any) -> PowerReading | None:
-        limit = self._optional("nvmlDeviceGetPowerManagementLimit", handle)
+        """Default and constraints (static); the current limit is filled in on every read."""
         default = self._optional("nvmlDeviceGetPowerManagementDefaultLimit", handle)
         constraints = self._optional("nvmlDeviceGetPowerManagementLimitConstraints", handle)
-        if limit is None or default is None or constraints is None:
+        if default is None or constraints is None:
             return None
-        enforced = self._optional("nvmlDeviceGetEnforcedPowerLimit", handle)
-        usage = self._optional("nvmlDeviceGetPowerUsage", handle)
         return PowerReading(
-            limit_watts=limit // 1000,
+            limit_watts=default // 1000,
             default_limit_watts=default // 1000,
             min_limit_watts=constraints[0] // 1000,
             max_limit_watts=constraints[1] // 1000,
-            enforced_limit_watts=enforced // 1000 if enforced is not None else None,
-            usage_watts=usage / 1000 if usage is not None else None,
         )
 
     def _with_mig(self, reading: GpuReading, handle: Any) -> GpuReading:
@@ -204,6 +230,13 @@ class NvmlBackend:
             if getattr(error, "value", None) == ERROR_GPU_IS_LOST:
                 raise
             return None
+
+
+@dataclass(frozen=True)
+class _StaticFacts:
+    template: GpuReading  # identity, memory, link maxima, virtualization and MIG
+    power: PowerReading | None  # default and constraints
+    read_at: float
 
 
 def _lost(last: GpuReading, reason: str) -> GpuReading:

@@ -13,6 +13,25 @@ Health = Literal["ok", "degraded", "lost"]
 VirtualizationMode = Literal["none", "passthrough", "vgpu-guest", "vgpu-host"]
 
 
+#: NVML's clock-event (throttle) reason bits, named as nvidia-smi names them.
+CLOCK_EVENT_REASONS: dict[int, str] = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clocks_setting",
+}
+
+
+def clock_event_names(mask: int) -> list[str]:
+    """The names of the reasons set in an NVML clock-event bitmask, sorted."""
+    return sorted(name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit)
+
+
 @dataclass(frozen=True)
 class LinkReading:
     """One hop of the PCIe path: the link above ``device`` (a PCI address), as sysfs reports it."""

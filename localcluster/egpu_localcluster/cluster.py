@@ -64,12 +64,32 @@ class LocalCluster:
             raise
         progress(f"cluster {self.name} is up in {time.monotonic() - started:.1f} s")
 
+    def spawn(self, command: Sequence[str], log_name: str) -> int:
+        """Start a process that belongs to the cluster (e.g. the fleet simulator); ``stop`` ends it first."""
+        log = (self.workdir / f"{log_name}.log").open("ab")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.workdir / "companions.pids").open("a") as pids:
+            pids.write(f"{process.pid}\n")
+        return process.pid
+
+    def _stop_companions(self) -> None:
+        pids_file = self.workdir / "companions.pids"
+        if not pids_file.exists():
+            return
+        pids = [int(line) for line in pids_file.read_text().split()]
+        for pid in pids:
+            _kill(pid, signal.SIGTERM)
+        for pid in self._wait_for_exit(pids, timeout_s=10):
+            _kill(pid, signal.SIGKILL)
+        pids_file.unlink()
+
     def stop(self, check: bool = True) -> None:
-        """Delete the cluster, then make sure none of its processes is left running.
+        """Stop its companions, delete the cluster, then make sure none of its processes is left running.
 
         With ``check``, survivors (killed all the same) raise ``ClusterError`` afterwards:
         a leak is a bug to fix, not to hide.
         """
+        self._stop_companions()
         subprocess.run(
             [str(self.tools.kwokctl), "--name", self.name, "delete", "cluster"],
             env=self._env, capture_output=True, text=True, check=False,

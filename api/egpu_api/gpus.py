@@ -31,6 +31,9 @@ class LinkStatus(_Model):
     width: int
     theoretical_mbps: int
     effective_mbps: int
+    # From the opt-in probe: what pinned and pageable host-to-device copies achieved.
+    measured_pinned_mbps: int | None = None
+    measured_pageable_mbps: int | None = None
 
 
 class HopStatus(_Model):

@@ -44,6 +44,9 @@ MIG_PROFILES_LABEL: Final = f"{PREFIX}mig-profiles"
 PCIE_GENERATION_LABEL: Final = f"{PREFIX}pcie-gen"
 PCIE_WIDTH_LABEL: Final = f"{PREFIX}pcie-width"
 PCIE_BANDWIDTH_MBPS_LABEL: Final = f"{PREFIX}pcie-bandwidth-mbps"
+#: Measured host-to-device copy rates (opt-in probe), beside the theoretical figure above.
+PCIE_MEASURED_PINNED_MBPS_LABEL: Final = f"{PREFIX}pcie-measured-pinned-mbps"
+PCIE_MEASURED_PAGEABLE_MBPS_LABEL: Final = f"{PREFIX}pcie-measured-pageable-mbps"
 POWER_LIMIT_WATTS_LABEL: Final = f"{PREFIX}power-limit-watts"
 POWER_DEFAULT_WATTS_LABEL: Final = f"{PREFIX}power-default-watts"
 POWER_MIN_WATTS_LABEL: Final = f"{PREFIX}power-min-watts"
@@ -62,6 +65,8 @@ NODE_AGENT_LABELS: Final = frozenset(
         PCIE_GENERATION_LABEL,
         PCIE_WIDTH_LABEL,
         PCIE_BANDWIDTH_MBPS_LABEL,
+        PCIE_MEASURED_PINNED_MBPS_LABEL,
+        PCIE_MEASURED_PAGEABLE_MBPS_LABEL,
         POWER_LIMIT_WATTS_LABEL,
         POWER_DEFAULT_WATTS_LABEL,
         POWER_MIN_WATTS_LABEL,

@@ -36,8 +36,17 @@ class AgentConfig:
 
 
 class NodeAgent:
-    def __init__(self, config: AgentConfig, backend: GpuBackend, publisher: NodePublisher, metrics: AgentMetrics) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        backend: GpuBackend,
+        publisher: NodePublisher,
+        metrics: AgentMetrics,
+        measured: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
         self.config = config
+        # Probe results by PCI bus id: (pinned, pageable) MB/s, measured once at start.
+        self.measured = measured or {}
         self.backend = backend
         self.publisher = publisher
         self.metrics = metrics
@@ -69,7 +78,7 @@ class NodeAgent:
             actions, power_status = plan_power(request, previous, readings, self.config.read_only)
             if actions and not self.config.read_only and self._apply(actions, power_status):
                 readings = self.backend.read(telemetry=False)  # publish the limits as NVML now reports them
-            gpus = [gpu_status(reading) for reading in readings]
+            gpus = [gpu_status(reading, self.measured.get(reading.pci_bus_id)) for reading in readings]
             self._note_health_changes(gpus)
             annotations: dict[str, str | None] = {
                 keys.GPUS_ANNOTATION: dump_gpus(gpus),

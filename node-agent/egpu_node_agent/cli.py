@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls (default 10)")
     run.add_argument("--read-only", action="store_true", help="never change a GPU; report power requests as dry runs")
     run.add_argument("--metrics-port", type=int, default=9400, help="Prometheus /metrics port; 0 disables")
+    run.add_argument(
+        "--probe-bandwidth",
+        action="store_true",
+        help="measure host-to-device copy bandwidth once at start (needs libcudart) and publish it",
+    )
 
     labels = commands.add_parser("labels", help="print the labels and per-GPU status this node would get")
     backend_options(labels)
@@ -113,6 +118,18 @@ def _print_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe() -> dict[str, tuple[int, int]]:
+    """Probe results by bus id; a missing CUDA runtime is logged once and the agent runs without them."""
+    from egpu_node_agent import probe
+
+    try:
+        results = probe.measure_all(probe.load_cudart())
+    except probe.ProbeUnavailable as error:
+        logging.getLogger("egpu_node_agent").warning("bandwidth probe skipped", extra={"reason": str(error)})
+        return {}
+    return {bus: (result.pinned_mbps, result.pageable_mbps) for bus, result in results.items()}
+
+
 def _check(args: argparse.Namespace) -> int:
     from egpu_node_agent import check, probe
 
@@ -152,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         start_http_server(args.metrics_port, registry=metrics.registry)
     publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
     config = AgentConfig(args.node_name, poll_interval_s=args.poll_interval, read_only=args.read_only)
-    agent = NodeAgent(config, backend, publisher, metrics)
+    agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None)
     stop = _stop_on_signals()
     logging.getLogger("egpu_node_agent").info(
         "node agent started", extra={"node": args.node_name, "backend": args.backend, "read_only": args.read_only}

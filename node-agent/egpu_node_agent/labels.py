@@ -18,6 +18,7 @@ from egpu_api.pcie import LinkSpeed, bottleneck, effective_bandwidth_mbps
 from egpu_node_agent.readings import GpuReading, LinkReading
 
 Labels = dict[str, str]
+Measured = tuple[int, int]  # (pinned, pageable) MB/s from the probe
 _BUSY_PERFORMANCE_STATE = 2  # P0..P2: clocks up, a trained link runs at full generation
 _HEALTH_ORDER: dict[Health, int] = {"ok": 0, "degraded": 1, "lost": 2}
 
@@ -57,7 +58,7 @@ def is_busy(reading: GpuReading) -> bool:
     return reading.performance_state is not None and reading.performance_state <= _BUSY_PERFORMANCE_STATE
 
 
-def link_status(reading: GpuReading) -> LinkStatus | None:
+def link_status(reading: GpuReading, measured: "Measured | None" = None) -> LinkStatus | None:
     busy = is_busy(reading)
     speeds = [counted_speed(current, capable, busy) for _, current, capable in hops(reading)]
     if not speeds:
@@ -68,6 +69,8 @@ def link_status(reading: GpuReading) -> LinkStatus | None:
         width=slowest.width,
         theoretical_mbps=slowest.bandwidth_mbps,
         effective_mbps=effective_bandwidth_mbps(slowest),
+        measured_pinned_mbps=measured[0] if measured else None,
+        measured_pageable_mbps=measured[1] if measured else None,
     )
 
 
@@ -82,7 +85,8 @@ def degradation(reading: GpuReading) -> list[str]:
     return sorted(set(reasons))
 
 
-def gpu_status(reading: GpuReading) -> GpuStatus:
+def gpu_status(reading: GpuReading, measured: "Measured | None" = None) -> GpuStatus:
+    """The published view of one GPU; ``measured`` is the probe's (pinned, pageable) MB/s, if it ran."""
     power = reading.power
     if reading.health == "lost":
         health: Health = "lost"
@@ -98,7 +102,7 @@ def gpu_status(reading: GpuReading) -> GpuStatus:
         vram_mib=reading.memory_mib,
         mode=gpu_mode(reading),
         mig=[MigSlice(profile=m.profile, vram_mib=m.memory_mib) for m in reading.mig_instances],
-        link=link_status(reading),
+        link=link_status(reading, measured),
         path=[_hop_status(hop) for hop in reading.path],
         power=None
         if power is None
@@ -154,11 +158,19 @@ def link_labels(gpus: Sequence[GpuStatus]) -> Labels:
     if not links:
         return {}
     worst = min(links, key=lambda link: link.effective_mbps)
-    return {
+    labels = {
         keys.PCIE_GENERATION_LABEL: str(worst.generation),
         keys.PCIE_WIDTH_LABEL: str(worst.width),
         keys.PCIE_BANDWIDTH_MBPS_LABEL: str(worst.effective_mbps),
     }
+    # Measured figures only when every GPU was measured: a partial minimum would overstate the node.
+    pinned = [link.measured_pinned_mbps for link in links]
+    pageable = [link.measured_pageable_mbps for link in links]
+    if all(value is not None for value in pinned):
+        labels[keys.PCIE_MEASURED_PINNED_MBPS_LABEL] = str(min(v for v in pinned if v is not None))
+    if all(value is not None for value in pageable):
+        labels[keys.PCIE_MEASURED_PAGEABLE_MBPS_LABEL] = str(min(v for v in pageable if v is not None))
+    return labels
 
 
 def power_labels(gpus: Sequence[GpuStatus]) -> Labels:

@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from egpu_api.fleet import FleetProfile, parse_fleet
 from egpu_localcluster.kubectl import Kubectl
 
 T = TypeVar("T")
@@ -39,3 +40,13 @@ def wait_label(kube: Kubectl, name: str, key: str, value: str, timeout_s: float 
 def condition(kube: Kubectl, name: str) -> dict[str, Any] | None:
     found = [c for c in node(kube, name)["status"].get("conditions", []) if c["type"] == "GPUHealthy"]
     return found[0] if found else None
+
+
+def extra_node(kube: Kubectl, fleet: FleetProfile, source: str, name: str) -> FleetProfile:
+    """A one-node fleet: ``source``'s hardware under a new ``name``, created Ready in the cluster."""
+    document: dict[str, Any] = fleet.model_dump(by_alias=True, exclude_none=True)
+    entry = next(node for node in document["nodes"] if node["name"] == source)
+    extra = parse_fleet({**document, "nodes": [{**entry, "name": name}]})
+    kube.apply_fleet(extra)
+    kube.wait_nodes_ready([name])
+    return extra

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from egpu_api.fleet import FleetProfile, parse_fleet
+from egpu_api.fleet import FleetProfile
 from egpu_localcluster.kubectl import Kubectl
 from egpu_node_agent.agent import AgentConfig, NodeAgent
 from egpu_node_agent.fake_nvml import FakeGpuHost
@@ -17,7 +17,7 @@ from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.publisher import NodePublisher
 from egpu_node_agent.simulator import FleetSimulator
-from tests.e2e.helpers import NAMESPACE, labels, node, wait_for, wait_label
+from tests.e2e.helpers import NAMESPACE, extra_node, labels, node, wait_for, wait_label
 
 pytestmark = pytest.mark.e2e
 REQUEST, STATUS = "egpu-operator.io/power-limit-request", "egpu-operator.io/power-limit-status"
@@ -96,11 +96,7 @@ def test_malformed_request_becomes_an_event(kube: Kubectl, simulator: FleetSimul
 @pytest.fixture
 def read_only_agent(kube: Kubectl, fleet: FleetProfile) -> Iterator[tuple[NodeAgent, FakeGpuHost]]:
     """An extra node (a second Pi 5) whose agent runs read-only, as on shared hardware."""
-    document: dict[str, Any] = fleet.model_dump(by_alias=True, exclude_none=True)
-    entry = next(n for n in document["nodes"] if n["name"] == "pi5-rtx4090")
-    extra = parse_fleet({**document, "nodes": [{**entry, "name": "pi5-readonly"}]})
-    kube.apply_fleet(extra)
-    kube.wait_nodes_ready(["pi5-readonly"])
+    extra = extra_node(kube, fleet, "pi5-rtx4090", "pi5-readonly")
     with tempfile.TemporaryDirectory() as sysfs:
         host = FakeGpuHost(extra.nodes[0], Path(sysfs))
         publisher = NodePublisher(api_client(kube.kubeconfig), "pi5-readonly", NAMESPACE)

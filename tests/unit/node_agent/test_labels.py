@@ -175,3 +175,20 @@ def test_node_without_gpus_publishes_a_zero_count() -> None:
 )
 def test_label_values_are_always_valid(text: str, value: str) -> None:
     assert label_value(text) == value
+
+
+def test_measured_bandwidth_is_published_beside_the_theoretical(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    host = fake_host("vm-h100-passthrough")
+    (reading,) = NvmlBackend(host.nvml, host.sysfs_root).read()
+    # What the probe measured on the real H100 (pinned, pageable), see docs/measurements.md.
+    labels = node_labels([gpu_status(reading, (54948, 7998))])
+    assert labels["egpu-operator.io/pcie-bandwidth-mbps"] == "54823"
+    assert labels["egpu-operator.io/pcie-measured-pinned-mbps"] == "54948"
+    assert labels["egpu-operator.io/pcie-measured-pageable-mbps"] == "7998"
+
+
+def test_measured_labels_need_every_gpu_measured(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    host = fake_host("switch-4x-a5000")
+    readings = NvmlBackend(host.nvml, host.sysfs_root).read()
+    statuses = [gpu_status(r, (800, 700) if r.index == 0 else None) for r in readings]
+    assert "egpu-operator.io/pcie-measured-pinned-mbps" not in node_labels(statuses)

@@ -22,6 +22,18 @@ from egpu_node_agent.simulator import FleetSimulator
 from tests.e2e.helpers import NAMESPACE, wait_for
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+def install_crds(kubectl: Kubectl) -> None:
+    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
+    # The OpenAPI document (what kubectl explain and client-side validation read) follows shortly after.
+    wait_for(
+        lambda: True if kubectl.run("explain", "inferencedeployments", check=False).returncode == 0 else None,
+        timeout_s=30,
+        what="the InferenceDeployment OpenAPI schema to be published",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +50,14 @@ def kube(fleet: FleetProfile) -> Iterator[Kubectl]:
         kubectl = Kubectl(Path(binary) if binary else ensure_tools().kubectl, Path(external))
         kubectl.apply_fleet(fleet)
         kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+        install_crds(kubectl)
         yield kubectl
         return
     # stop() raises if any process of the cluster outlives it, failing the run at teardown.
     with LocalCluster(ensure_tools()) as cluster:
         cluster.kubectl.apply_fleet(fleet)
         cluster.kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+        install_crds(cluster.kubectl)
         yield cluster.kubectl
 
 

@@ -1,0 +1,173 @@
+"""Generate the CustomResourceDefinitions in ``crds/`` from the pydantic models.
+
+    python -m egpu_api.crd crds/      # rewrite the committed CRDs
+
+Pydantic emits JSON Schema; Kubernetes wants a structural OpenAPI v3 schema: no ``$ref``,
+no ``anyOf`` for optional fields, ``exclusiveMinimum`` as a flag, and a description on every
+field (``kubectl explain`` reads them). A field without a description is an error here,
+so a new field cannot ship undocumented. ``tests`` fail when ``crds/`` drifts from this.
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
+from egpu_api.keys import API_GROUP, API_VERSION
+
+_DROP = {"title", "discriminator"}
+
+
+class SchemaError(ValueError):
+    """A model cannot become a structural schema (e.g. a field lacks a description)."""
+
+
+def structural(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    definitions = schema.pop("$defs", {})
+    return _convert(schema, definitions, model.__name__)
+
+
+def _convert(schema: dict[str, Any], definitions: dict[str, Any], path: str) -> dict[str, Any]:
+    if "$ref" in schema:
+        target = definitions[schema["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return _convert(merged, definitions, path)
+    if "anyOf" in schema and not schema.get("x-kubernetes-int-or-string"):
+        options = [option for option in schema["anyOf"] if option.get("type") != "null"]
+        if len(options) != 1:
+            raise SchemaError(f"{path}: a union of {len(options)} types has no structural form")
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        rest.pop("default", None) if rest.get("default") is None else None
+        return _convert({**options[0], **rest}, definitions, path)
+
+    result: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DROP or (key == "default" and value is None):
+            continue
+        if key == "properties":
+            result[key] = {
+                name: _described(_convert(child, definitions, f"{path}.{name}"), f"{path}.{name}")
+                for name, child in value.items()
+            }
+        elif key == "items" and isinstance(value, dict):
+            result[key] = _convert(value, definitions, f"{path}[]")
+        elif key == "additionalProperties" and isinstance(value, dict):
+            result[key] = _convert(value, definitions, f"{path}{{}}")
+        elif key == "exclusiveMinimum":
+            result["minimum"], result["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            result["maximum"], result["exclusiveMaximum"] = value, True
+        elif key == "const":
+            result["enum"] = [value]
+        else:
+            result[key] = value
+    if "properties" in result:
+        result.setdefault("type", "object")
+    if result.get("x-kubernetes-preserve-unknown-fields"):
+        result.pop("additionalProperties", None)
+    if result.get("x-kubernetes-int-or-string"):
+        result.pop("type", None)
+    return result
+
+
+def _described(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    if not schema.get("description"):
+        raise SchemaError(f"{path} has no description; add Field(description=...) so kubectl explain can show it")
+    return schema
+
+
+def inference_deployment_crd() -> dict[str, Any]:
+    spec = structural(InferenceDeploymentSpec)
+    status = structural(InferenceDeploymentStatus)
+    spec["description"] = InferenceDeploymentSpec.__doc__
+    status["description"] = InferenceDeploymentStatus.__doc__
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"inferencedeployments.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": "InferenceDeployment",
+                "listKind": "InferenceDeploymentList",
+                "plural": "inferencedeployments",
+                "singular": "inferencedeployment",
+                "shortNames": ["idep"],
+                "categories": ["egpu"],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+                        {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
+                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+                        {"name": "Size", "type": "string", "jsonPath": ".spec.model.size"},
+                        {
+                            "name": "Worst-Load-s",
+                            "type": "number",
+                            "jsonPath": ".status.worstLoadSeconds",
+                            "description": "Largest estimated model load time over the replicas",
+                        },
+                        {
+                            "name": "Placed",
+                            "type": "string",
+                            "jsonPath": ".status.conditions[?(@.type=='Placed')].status",
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "InferenceDeployment serves one model, whole on one GPU per replica, "
+                            "placed only where the GPU holds it and the PCIe link loads it within budget.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "API version: egpu-operator.io/v1alpha1."},
+                                "kind": {"type": "string", "description": "InferenceDeployment."},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+CRDS = {f"{API_GROUP}_inferencedeployments.yaml": inference_deployment_crd}
+
+
+def render(factory: Any) -> str:
+    header = "# Generated by `python -m egpu_api.crd crds/` from api/egpu_api; do not edit by hand.\n"
+    return header + yaml.safe_dump(factory(), sort_keys=False, width=120)
+
+
+def main(argv: list[str]) -> int:
+    folder = Path(argv[0]) if argv else Path("crds")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, factory in CRDS.items():
+        (folder / name).write_text(render(factory))
+        print(f"wrote {folder / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,193 @@
+"""The InferenceDeployment API (egpu-operator.io/v1alpha1): one model, whole on one GPU per replica.
+
+These models are the single source of the CRD: ``egpu_api.crd`` turns them into the
+structural OpenAPI schema in ``crds/`` (every field described, cross-field rules in CEL), and
+the operator parses objects with them. Field names are the camelCase Kubernetes users expect.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GpuModeName = Literal["bare-metal", "passthrough", "vgpu", "mig"]
+
+#: Kubernetes quantity syntax (as apimachinery's resource.Quantity accepts it).
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_QUANTITY: dict[str, Any] = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "pattern": QUANTITY_PATTERN,
+    "x-kubernetes-int-or-string": True,
+}
+Quantity = Annotated[int | str, Field(json_schema_extra=_QUANTITY)]
+
+
+def _rules(*rules: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ModelSpec(_Model):
+    """The model every replica loads whole onto one GPU."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            ("quantity(string(self.size)).isGreaterThan(quantity('0'))", "model.size must be a positive quantity, e.g. 16Gi"),
+            (
+                "!has(self.vramOverhead) || !quantity(string(self.vramOverhead)).isLessThan(quantity('0'))",
+                "model.vramOverhead must not be negative",
+            ),
+        )
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=253, description="Model name, for people and printer columns.")]
+    size: Quantity = Field(
+        description="Bytes that cross the PCIe link at load time (the weights), as a quantity: 18Gi, 6G, 7000000000."
+    )
+    vram_overhead: Quantity = Field(
+        default="1Gi",
+        description="GPU memory needed beyond the weights (runtime, activations, KV cache). Default 1Gi.",
+    )
+
+
+class PlacementSpec(_Model):
+    """Where replicas may run. Set exactly one of maxLoadSeconds or minBandwidthMBps."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "has(self.maxLoadSeconds) != has(self.minBandwidthMBps)",
+                "set exactly one of placement.maxLoadSeconds or placement.minBandwidthMBps",
+            )
+        )
+    )
+
+    max_load_seconds: Annotated[int, Field(ge=1, le=86400)] | None = Field(
+        default=None,
+        description="Load-time budget: only nodes whose link moves model.size within this many seconds qualify.",
+    )
+    min_bandwidth_m_bps: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        alias="minBandwidthMBps",
+        description="Alternative to maxLoadSeconds: the least effective host-to-GPU bandwidth a node needs, in MB/s.",
+    )
+    allowed_modes: Annotated[list[GpuModeName], Field(min_length=1, max_length=4)] = Field(
+        default=["bare-metal", "passthrough"],
+        description="GPU modes a replica may use: bare-metal, passthrough, vgpu (a vGPU slice), mig (a MIG slice).",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels a node must also carry, as in a pod's nodeSelector."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations added to every replica, as in a pod's tolerations.",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+
+
+class PowerSpec(_Model):
+    """The power limit to set on each replica's GPU. Set exactly one field."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "has(self.limitWatts) != has(self.fractionOfDefault)",
+                "set exactly one of power.limitWatts or power.fractionOfDefault",
+            )
+        )
+    )
+
+    limit_watts: Annotated[int, Field(ge=1, le=2000)] | None = Field(
+        default=None, description="Power limit in watts; the node agent clamps it to what the GPU allows."
+    )
+    fraction_of_default: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None, description="Power limit as a fraction of the GPU's default limit, in (0, 1]."
+    )
+
+
+class DisruptionSpec(_Model):
+    """What GPU maintenance may do to this deployment."""
+
+    min_available: Annotated[int, Field(ge=0)] = Field(
+        default=1, description="Replicas that must stay Ready while a node is drained for maintenance."
+    )
+
+
+class InferenceDeploymentSpec(_Model):
+    """Desired state: how many whole-model replicas, of which model, placed how."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "!has(self.disruption) || self.disruption.minAvailable <= self.replicas",
+                "disruption.minAvailable cannot exceed replicas",
+            )
+        )
+    )
+
+    replicas: Annotated[int, Field(ge=0, le=1000)] = Field(default=1, description="Number of replicas, one GPU each.")
+    model: ModelSpec = Field(description="The model to serve.")
+    placement: PlacementSpec = Field(description="Where replicas may run.")
+    power: PowerSpec | None = Field(default=None, description="Power limit for each replica's GPU; unset leaves it alone.")
+    disruption: DisruptionSpec | None = Field(default=None, description="Limits for GPU maintenance drains.")
+    template: dict[str, Any] = Field(
+        description="Pod template of a replica (metadata and spec, as in a Deployment). The operator adds the GPU "
+        "request, node affinity and the startupProbe budget.",
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class Condition(_Model):
+    """A Kubernetes API convention condition."""
+
+    type: str = Field(description="Condition type: Placed, Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field(description="Human-readable detail.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="The .metadata.generation this was computed for.")
+
+
+class PowerStatus(_Model):
+    requested_watts: int | None = Field(default=None, description="Limit the operator asked the node agent for.")
+    applied_watts: int | None = Field(default=None, description="Limit NVML enforces now, as the node agent reports.")
+    message: str | None = Field(default=None, description="Why the applied limit differs, if it does.")
+
+
+class ReplicaPlacement(_Model):
+    """Where one replica runs and what its link costs."""
+
+    replica: int = Field(description="Replica index.")
+    pod: str = Field(description="Pod name.")
+    node: str = Field(description="Node name.")
+    gpu: str | None = Field(default=None, description="UUID of the GPU the power limit is applied to, when known.")
+    link_generation: int | None = Field(default=None, description="PCIe generation of the node's bottleneck hop.")
+    link_width: int | None = Field(default=None, description="PCIe lanes of the node's bottleneck hop.")
+    bandwidth_m_bps: int | None = Field(
+        default=None, alias="bandwidthMBps", description="Effective host-to-GPU bandwidth in MB/s."
+    )
+    estimated_load_seconds: float | None = Field(default=None, description="model.size over the bandwidth, in seconds.")
+    ready: bool = Field(default=False, description="Whether the pod is Ready (model loaded).")
+    power: PowerStatus | None = Field(default=None, description="Power limit requested and applied.")
+
+
+class InferenceDeploymentStatus(_Model):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="The .metadata.generation last reconciled.")
+    replicas: int = Field(default=0, description="Replica pods that exist.")
+    ready_replicas: int = Field(default=0, description="Replica pods that are Ready.")
+    selector: str | None = Field(default=None, description="Label selector of the replica pods (for the scale subresource).")
+    worst_load_seconds: float | None = Field(default=None, description="Largest estimated load time over the replicas.")
+    placements: list[ReplicaPlacement] = Field(default_factory=list, description="One entry per replica.")
+    conditions: list[Condition] = Field(default_factory=list, description="Placed and Ready, per API conventions.")
+    kopf: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The operator framework's own progress records.",
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )

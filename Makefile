@@ -17,7 +17,7 @@ test: lint unit e2e
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy api localcluster node-agent
+	$(VENV)/bin/mypy api localcluster node-agent operator
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

@@ -1,0 +1,123 @@
+"""Turn Nodes, Leases and Pods (as plain dicts) into the facts placement needs. Pure.
+
+Odd cluster state never raises: a node whose labels are missing or malformed gets a
+``problem`` sentence that shows up in the Placed condition's counts and in the log.
+"""
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from egpu_api import keys
+from egpu_operator.placement import NodeFacts, PodView
+
+DEPLOYMENT_LABEL = f"{keys.PREFIX}inference-deployment"
+REPLICA_LABEL = f"{keys.PREFIX}replica"
+MAINTENANCE_LABEL = f"{keys.PREFIX}maintenance"
+_MODES = {"bare-metal", "passthrough", "vgpu", "vgpu-host", "mig", "mixed"}
+_HEALTH = {"ok", "degraded", "lost"}
+
+
+def node_facts(node: Mapping[str, Any], heartbeat: datetime | None, heartbeat_ttl_s: int = 40) -> NodeFacts:
+    metadata = node.get("metadata", {})
+    name = metadata.get("name", "")
+    labels: Mapping[str, str] = metadata.get("labels") or {}
+    spec = node.get("spec") or {}
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    common: dict[str, Any] = {
+        "name": name,
+        "labels": dict(labels),
+        "unschedulable": bool(spec.get("unschedulable")),
+        "maintenance": MAINTENANCE_LABEL in labels,
+        "heartbeat": heartbeat,
+        "heartbeat_ttl_s": heartbeat_ttl_s,
+        "gpu_allocatable": _int(allocatable.get(keys.GPU_RESOURCE, "0")) or 0,
+    }
+    if labels.get(keys.LABEL_SCHEMA_LABEL) != keys.LABEL_SCHEMA:
+        if keys.LABEL_SCHEMA_LABEL in labels:
+            return NodeFacts(problem=f"label schema {labels[keys.LABEL_SCHEMA_LABEL]!r} not understood", **common)
+        return NodeFacts(problem="no egpu-operator labels (node agent not running?)", **common)
+    numbers = {
+        key: _int(labels.get(key))
+        for key in (keys.GPU_VRAM_MIB_LABEL, keys.PCIE_BANDWIDTH_MBPS_LABEL, keys.PCIE_GENERATION_LABEL, keys.PCIE_WIDTH_LABEL)
+    }
+    mode, health = labels.get(keys.GPU_MODE_LABEL, ""), labels.get(keys.HEALTH_LABEL, "")
+    if any(value is None for value in numbers.values()) or mode not in _MODES or health not in _HEALTH:
+        return NodeFacts(problem="malformed egpu-operator labels", **common)
+    uuids, defaults = _gpus(metadata.get("annotations") or {})
+    return NodeFacts(
+        vram_mib=numbers[keys.GPU_VRAM_MIB_LABEL] or 0,
+        bandwidth_mbps=numbers[keys.PCIE_BANDWIDTH_MBPS_LABEL] or 0,
+        pcie_generation=numbers[keys.PCIE_GENERATION_LABEL] or 0,
+        pcie_width=numbers[keys.PCIE_WIDTH_LABEL] or 0,
+        mode=mode,
+        health=health,
+        gpu_uuids=uuids,
+        power_defaults=defaults,
+        **common,
+    )
+
+
+def lease_time(lease: Mapping[str, Any]) -> datetime | None:
+    renew = (lease.get("spec") or {}).get("renewTime")
+    if not isinstance(renew, str):
+        return None
+    try:
+        return datetime.fromisoformat(renew.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView | None:
+    """A replica pod as placement sees it; None for a pod without a valid replica label."""
+    metadata = pod.get("metadata", {})
+    replica = _int((metadata.get("labels") or {}).get(REPLICA_LABEL))
+    if replica is None:
+        return None
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    node = (pod.get("spec") or {}).get("nodeName") or _affinity_node(pod) or ""
+    terminating = metadata.get("deletionTimestamp") is not None or status.get("phase") in ("Succeeded", "Failed")
+    return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating)
+
+
+def gpu_requests(pod: Mapping[str, Any]) -> int:
+    """GPUs a pod holds on its node (limits, as the device plugin counts them)."""
+    total = 0
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        total += _int(limits.get(keys.GPU_RESOURCE)) or 0
+    return total
+
+
+def _affinity_node(pod: Mapping[str, Any]) -> str | None:
+    """The node a not-yet-bound replica pod is pinned to by its required node affinity."""
+    terms = (
+        (((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    for term in terms:
+        for expression in term.get("matchFields") or []:
+            if expression.get("key") == "metadata.name" and expression.get("values"):
+                return str(expression["values"][0])
+    return None
+
+
+def _gpus(annotations: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    try:
+        gpus = json.loads(annotations.get(keys.GPUS_ANNOTATION, "[]"))
+        uuids = tuple(str(gpu["uuid"]) for gpu in gpus)
+        defaults = tuple(int((gpu.get("power") or {}).get("defaultWatts") or 0) for gpu in gpus)
+    except (ValueError, TypeError, KeyError):
+        return (), ()
+    return uuids, defaults
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None

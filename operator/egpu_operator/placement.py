@@ -1,0 +1,216 @@
+"""Where each replica goes. Pure: plain data in, a plan out; no kopf, no Kubernetes client.
+
+A node is adequate for a deployment when its node agent is alive and its labels parse, it
+is schedulable and not in maintenance, its GPUs are healthy, it matches the nodeSelector,
+its GPU mode is allowed, its worst GPU (or MIG slice) holds the model plus overhead, its
+bottleneck link moves the model within the budget, and it has a free GPU. Among adequate
+nodes a replica goes where it loads fastest, spreading replicas of one deployment across
+nodes first. Replicas already on an adequate node stay put (placement is stable).
+
+A replica whose node stops being adequate is moved: if the node can still serve (a slower
+link, a cordon) a replacement is surged first and the old pod removed once the new one is
+Ready; if the GPU is lost or the agent is dead the old pod is removed at once.
+"""
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What placement needs of one node; the operator's node index holds exactly this."""
+
+    name: str
+    problem: str | None = None  # why the node cannot be judged at all (missing or malformed labels)
+    vram_mib: int = 0
+    bandwidth_mbps: int = 0
+    pcie_generation: int = 0
+    pcie_width: int = 0
+    mode: str = ""
+    health: str = ""
+    gpu_allocatable: int = 0
+    unschedulable: bool = False
+    maintenance: bool = False
+    heartbeat: datetime | None = None
+    heartbeat_ttl_s: int = 40
+    labels: Mapping[str, str] = field(default_factory=dict)
+    gpu_uuids: tuple[str, ...] = ()
+    power_defaults: tuple[int, ...] = ()  # default limit in watts, per GPU, same order as gpu_uuids
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one replica needs, derived from an InferenceDeployment spec."""
+
+    model_bytes: int
+    vram_mib: int
+    min_bandwidth_mbps: int
+    allowed_modes: frozenset[str]
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        model_bytes: int,
+        overhead_bytes: int,
+        allowed_modes: Iterable[str],
+        max_load_seconds: int | None = None,
+        min_bandwidth_mbps: int | None = None,
+        node_selector: Mapping[str, str] | None = None,
+    ) -> "Demand":
+        if (max_load_seconds is None) == (min_bandwidth_mbps is None):
+            raise ValueError("set exactly one of max_load_seconds or min_bandwidth_mbps")
+        need = min_bandwidth_mbps if min_bandwidth_mbps is not None else math.ceil(model_bytes / 1e6 / (max_load_seconds or 1))
+        return cls(
+            model_bytes=model_bytes,
+            vram_mib=math.ceil((model_bytes + overhead_bytes) / MIB),
+            min_bandwidth_mbps=need,
+            allowed_modes=frozenset(allowed_modes),
+            node_selector=dict(node_selector or {}),
+        )
+
+    def load_seconds(self, node: NodeFacts) -> float:
+        return self.model_bytes / (node.bandwidth_mbps * 1e6) if node.bandwidth_mbps else math.inf
+
+
+@dataclass(frozen=True)
+class PodView:
+    """One existing replica pod of the deployment being planned."""
+
+    name: str
+    replica: int
+    node: str
+    ready: bool = False
+    terminating: bool = False
+
+
+@dataclass(frozen=True)
+class Create:
+    replica: int
+    node: str
+    load_seconds: float
+
+
+@dataclass
+class Plan:
+    creates: list[Create] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    rejections: Counter[str] = field(default_factory=Counter)
+    adequate: int = 0
+    considered: int = 0
+    unplaced: int = 0  # replicas with neither a pod on an adequate node nor a place to go
+    stranded: int = 0  # replicas still serving on a node no longer adequate, with nowhere better to go
+
+    @property
+    def summary(self) -> str:
+        """Scheduler-style: '0/8 nodes adequate: 3 link too slow (need >= 300 MB/s), 2 VRAM < 20 GiB'."""
+        parts = ", ".join(f"{count} {reason}" for reason, count in sorted(self.rejections.items(), key=lambda r: (-r[1], r[0])))
+        return f"{self.adequate}/{self.considered} nodes adequate" + (f": {parts}" if parts else "")
+
+
+def rejection(node: NodeFacts, demand: Demand, now: datetime) -> str | None:
+    """Why ``node`` cannot take a replica (ignoring free GPUs), or None if it can."""
+    if node.problem is not None:
+        return node.problem
+    if node.heartbeat is None or (now - node.heartbeat).total_seconds() > node.heartbeat_ttl_s:
+        return "node agent heartbeat missing or stale"
+    if node.unschedulable or node.maintenance:
+        return "cordoned or in maintenance"
+    if node.health != "ok":
+        return f"GPU {node.health}"
+    if any(node.labels.get(key) != value for key, value in demand.node_selector.items()):
+        return "nodeSelector mismatch"
+    if node.mode not in demand.allowed_modes:
+        return f"{node.mode} not allowed"
+    if node.vram_mib < demand.vram_mib:
+        return f"VRAM < {_gib(demand.vram_mib)}"
+    if node.bandwidth_mbps < demand.min_bandwidth_mbps:
+        return f"link too slow (need >= {demand.min_bandwidth_mbps} MB/s)"
+    return None
+
+
+def must_evict_now(node: NodeFacts | None, now: datetime) -> bool:
+    """A replica on this node cannot serve: node gone, GPU lost, or agent dead."""
+    if node is None or node.problem is not None:
+        return node is None
+    stale = node.heartbeat is None or (now - node.heartbeat).total_seconds() > node.heartbeat_ttl_s
+    return node.health == "lost" or stale
+
+
+def plan(
+    demand: Demand,
+    replicas: int,
+    nodes: Sequence[NodeFacts],
+    free_gpus: Mapping[str, int],
+    pods: Sequence[PodView],
+    now: datetime,
+) -> Plan:
+    """Creates and deletes that move the deployment toward ``replicas`` well-placed pods."""
+    result = Plan(considered=len(nodes))
+    by_name = {node.name: node for node in nodes}
+    adequate: dict[str, NodeFacts] = {}
+    for node in nodes:
+        reason = rejection(node, demand, now)
+        if reason is None:
+            adequate[node.name] = node
+        else:
+            result.rejections[reason] += 1
+    free = {name: free_gpus.get(name, 0) for name in adequate}
+    no_free = [name for name, count in free.items() if count <= 0]
+    result.adequate = len(adequate) - len(no_free)
+    if no_free:
+        result.rejections["no free GPU"] += len(no_free)
+
+    live = [pod for pod in pods if not pod.terminating]
+    slots: dict[int, list[PodView]] = {}
+    for pod in live:
+        slots.setdefault(pod.replica, []).append(pod)
+    per_node = Counter(pod.node for pod in live if pod.replica < replicas)
+
+    # Scale down: every pod of a slot at or above the desired count goes, highest slot first.
+    for replica in sorted((r for r in slots if r >= replicas), reverse=True):
+        result.deletes += [pod.name for pod in slots[replica]]
+
+    for replica in range(replicas):
+        current = slots.get(replica, [])
+        good = [pod for pod in current if pod.node in adequate]
+        if good:
+            # Settled, or a surge finished: keep one pod on an adequate node, drop the rest once it is Ready.
+            keeper = max(good, key=lambda pod: (pod.ready, -demand.load_seconds(adequate[pod.node])))
+            if keeper.ready:
+                result.deletes += [pod.name for pod in current if pod is not keeper]
+            continue
+        for pod in current:
+            if must_evict_now(by_name.get(pod.node), now):
+                result.deletes.append(pod.name)
+                per_node[pod.node] -= 1
+        target = _best(adequate, free, per_node, demand)
+        if target is None:
+            if any(pod.name not in result.deletes for pod in current):
+                result.stranded += 1
+            else:
+                result.unplaced += 1
+            continue
+        free[target.name] -= 1
+        per_node[target.name] += 1
+        result.creates.append(Create(replica, target.name, demand.load_seconds(target)))
+    return result
+
+
+def _best(
+    adequate: Mapping[str, NodeFacts], free: Mapping[str, int], per_node: Mapping[str, int], demand: Demand
+) -> NodeFacts | None:
+    candidates = [node for name, node in adequate.items() if free[name] > 0]
+    if not candidates:
+        return None
+    # Spread first (fewest replicas of this deployment), then fastest load, then name for a stable order.
+    return min(candidates, key=lambda node: (per_node.get(node.name, 0), demand.load_seconds(node), node.name))
+
+
+def _gib(mib: int) -> str:
+    return f"{mib / 1024:.0f} GiB" if mib % 1024 == 0 else f"{mib / 1024:.1f} GiB"

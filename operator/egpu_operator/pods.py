@@ -1,0 +1,85 @@
+"""The pod for one replica, from the deployment's template. Pure.
+
+One bare pod per replica, owned by the InferenceDeployment, pinned to the node placement
+chose with required node affinity on ``metadata.name`` (as the DaemonSet controller pins
+its pods), so kube-scheduler still checks capacity and binds it. Per-replica pods rather
+than a Deployment let the operator choose each replica's node and, in maintenance, start a
+replacement on another node before the old pod goes.
+
+The startupProbe gets a failure budget of twice the estimated load time plus a minute:
+fixed initial delays kill big models on slow links.
+"""
+
+import copy
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from egpu_api import keys
+from egpu_operator.facts import DEPLOYMENT_LABEL, REPLICA_LABEL
+
+LOAD_ESTIMATE_ANNOTATION = f"{keys.PREFIX}estimated-load-seconds"
+STARTUP_MARGIN_S = 60
+STARTUP_FACTOR = 2
+
+
+def pod_name(deployment: str, replica: int, node: str) -> str:
+    """Stable per (replica, node): re-creating after an operator restart finds the same name (409), no duplicate."""
+    digest = hashlib.sha256(f"{replica}/{node}".encode()).hexdigest()[:5]
+    return f"{deployment[:50]}-{replica}-{digest}"
+
+
+def startup_failure_threshold(load_seconds: float, period_s: int) -> int:
+    return max(3, math.ceil((STARTUP_FACTOR * load_seconds + STARTUP_MARGIN_S) / max(1, period_s)))
+
+
+def replica_pod(deployment: Mapping[str, Any], replica: int, node: str, load_seconds: float) -> dict[str, Any]:
+    metadata = deployment["metadata"]
+    spec = deployment["spec"]
+    template = copy.deepcopy(spec.get("template") or {})
+    pod_spec: dict[str, Any] = template.get("spec") or {}
+    template_meta = template.get("metadata") or {}
+    name = metadata["name"]
+
+    containers = pod_spec.get("containers") or []
+    if containers:
+        limits = containers[0].setdefault("resources", {}).setdefault("limits", {})
+        limits.setdefault(keys.GPU_RESOURCE, 1)
+        for container in containers:
+            probe = container.get("startupProbe")
+            if probe is not None:
+                probe["failureThreshold"] = startup_failure_threshold(load_seconds, int(probe.get("periodSeconds", 10)))
+    pod_spec["affinity"] = {
+        **(pod_spec.get("affinity") or {}),
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+            }
+        },
+    }
+    tolerations = (spec.get("placement") or {}).get("tolerations") or []
+    if tolerations:
+        pod_spec["tolerations"] = [*(pod_spec.get("tolerations") or []), *tolerations]
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(name, replica, node),
+            "namespace": metadata["namespace"],
+            "labels": {**(template_meta.get("labels") or {}), DEPLOYMENT_LABEL: name, REPLICA_LABEL: str(replica)},
+            "annotations": {**(template_meta.get("annotations") or {}), LOAD_ESTIMATE_ANNOTATION: f"{load_seconds:.1f}"},
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{keys.API_GROUP}/{keys.API_VERSION}",
+                    "kind": "InferenceDeployment",
+                    "name": name,
+                    "uid": metadata["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": pod_spec,
+    }

@@ -1,0 +1,67 @@
+"""Which GPU's power limit each replica asks for, and the node annotations that say so. Pure.
+
+The device plugin, not the operator, decides which GPU a pod gets, and the kubelet does not
+publish it. So the operator attributes power limits by count: a deployment with k replicas
+on a node owns the limits of k GPUs there, lowest index first among GPUs no other
+deployment owns. On single-GPU nodes (most edge hosts) that is exact.
+Ownership is kept on the node in ``egpu-operator.io/power-limit-owners`` so two deployments
+sharing a node never overwrite each other's limits.
+"""
+
+import json
+import math
+from collections.abc import Mapping
+
+from egpu_api import keys
+from egpu_api.power import parse_request
+
+OWNERS_ANNOTATION = f"{keys.PREFIX}power-limit-owners"
+
+
+def target_watts(limit_watts: int | None, fraction: float | None, default_watts: int) -> int | None:
+    if limit_watts is not None:
+        return limit_watts
+    if fraction is not None and default_watts > 0:
+        return max(1, math.floor(default_watts * fraction))
+    return None
+
+
+def desired_annotations(
+    annotations: Mapping[str, str],
+    owner: str,
+    replicas_here: int,
+    gpu_uuids: tuple[str, ...],
+    power_defaults: tuple[int, ...],
+    limit_watts: int | None,
+    fraction: float | None,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """New (request, owners) annotation values for ``owner`` on one node, and its GPU -> watts share."""
+    try:
+        request = parse_request(annotations.get(keys.POWER_REQUEST_ANNOTATION))
+    except ValueError:
+        request = {}
+    try:
+        owners: dict[str, str] = dict(json.loads(annotations.get(OWNERS_ANNOTATION, "{}")))
+    except ValueError:
+        owners = {}
+    mine = [uuid for uuid in gpu_uuids if owners.get(uuid) == owner]
+    free = [uuid for uuid in gpu_uuids if uuid not in owners]
+    wanted = (mine + free)[: max(0, replicas_here)] if (limit_watts or fraction) else []
+    shares: dict[str, int] = {}
+    for uuid in list(owners):
+        if owners[uuid] == owner and uuid not in wanted:
+            del owners[uuid]
+            request.pop(uuid, None)
+    for uuid in wanted:
+        default = power_defaults[gpu_uuids.index(uuid)] if gpu_uuids.index(uuid) < len(power_defaults) else 0
+        watts = target_watts(limit_watts, fraction, default)
+        if watts is None:
+            continue
+        owners[uuid] = owner
+        request[uuid] = watts
+        shares[uuid] = watts
+    values = {
+        keys.POWER_REQUEST_ANNOTATION: json.dumps(request, sort_keys=True, separators=(",", ":")),
+        OWNERS_ANNOTATION: json.dumps(owners, sort_keys=True, separators=(",", ":")),
+    }
+    return values, shares

@@ -1,0 +1,95 @@
+"""The InferenceDeployment status: replicas, placements and conditions per API conventions. Pure."""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from egpu_api.power import PowerLimitStatus
+from egpu_operator.facts import DEPLOYMENT_LABEL
+from egpu_operator.placement import Demand, NodeFacts, Plan, PodView
+
+
+def condition(
+    previous: Sequence[Mapping[str, Any]], kind: str, ok: bool, reason: str, message: str, generation: int, now: datetime
+) -> dict[str, Any]:
+    """A condition whose lastTransitionTime moves only when its status does."""
+    status = "True" if ok else "False"
+    before = next((c for c in previous if c.get("type") == kind), None)
+    since = before["lastTransitionTime"] if before and before.get("status") == status else now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def build(
+    deployment: Mapping[str, Any],
+    demand: Demand,
+    result: Plan,
+    pods: Sequence[PodView],
+    nodes: Mapping[str, NodeFacts],
+    power: Mapping[str, tuple[str, int]],  # pod name -> (gpu uuid, requested watts)
+    power_status: Mapping[str, Mapping[str, PowerLimitStatus]],  # node -> gpu uuid -> what the agent reports
+    now: datetime,
+) -> dict[str, Any]:
+    metadata, spec = deployment["metadata"], deployment["spec"]
+    previous = (deployment.get("status") or {}).get("conditions") or []
+    generation = int(metadata.get("generation", 0))
+    desired = int(spec.get("replicas", 1))
+    live = sorted((pod for pod in pods if not pod.terminating), key=lambda pod: (pod.replica, pod.name))
+
+    placements = []
+    for pod in live:
+        node = nodes.get(pod.node)
+        entry: dict[str, Any] = {"replica": pod.replica, "pod": pod.name, "node": pod.node, "ready": pod.ready}
+        if node is not None and node.problem is None:
+            entry |= {
+                "linkGeneration": node.pcie_generation,
+                "linkWidth": node.pcie_width,
+                "bandwidthMBps": node.bandwidth_mbps,
+                "estimatedLoadSeconds": round(demand.load_seconds(node), 1),
+            }
+        if pod.name in power:
+            uuid, watts = power[pod.name]
+            reported = power_status.get(pod.node, {}).get(uuid)
+            entry["gpu"] = uuid
+            entry["power"] = {
+                "requestedWatts": watts,
+                "appliedWatts": reported.applied_watts if reported else None,
+                "message": (reported.error if reported else "waiting for the node agent") or None,
+            }
+        placements.append(entry)
+
+    ready = sum(1 for pod in live if pod.ready and pod.replica < desired)
+    loads = [p["estimatedLoadSeconds"] for p in placements if "estimatedLoadSeconds" in p]
+    placed_ok = result.unplaced == 0 and result.stranded == 0
+    if placed_ok:
+        placed = condition(previous, "Placed", True, "Placed", f"{desired} replica(s) placed; {result.summary}", generation, now)
+    elif result.unplaced:
+        message = f"{result.unplaced} of {desired} replica(s) cannot be placed: {result.summary}"
+        placed = condition(previous, "Placed", False, "NoAdequateNode", message, generation, now)
+    else:
+        message = f"{result.stranded} replica(s) run on nodes no longer adequate and have nowhere to move: {result.summary}"
+        placed = condition(previous, "Placed", False, "Stranded", message, generation, now)
+    ready_condition = condition(
+        previous,
+        "Ready",
+        ready >= desired,
+        "AllReplicasReady" if ready >= desired else "ReplicasNotReady",
+        f"{ready}/{desired} replicas ready",
+        generation,
+        now,
+    )
+    return {
+        "observedGeneration": generation,
+        "replicas": len({pod.replica for pod in live}),
+        "readyReplicas": ready,
+        "selector": f"{DEPLOYMENT_LABEL}={metadata['name']}",
+        "worstLoadSeconds": max(loads) if loads else None,
+        "placements": placements,
+        "conditions": [placed, ready_condition],
+    }

@@ -1,0 +1,161 @@
+"""Placement over the default fleet: which nodes qualify, where replicas go, how they move."""
+
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from egpu_operator.placement import Create, Demand, PodView, plan
+from tests.unit.operator.conftest import NOW, facts
+
+GB = 10**9
+GIB = 2**30
+ALL_MODES = ("bare-metal", "passthrough", "vgpu", "mig")
+
+
+def free_all(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
+    return {name: int(node["status"]["allocatable"]["nvidia.com/gpu"]) for name, node in nodes.items()}
+
+
+@pytest.mark.parametrize(
+    ("demand", "adequate", "summary"),
+    [
+        pytest.param(
+            Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30),
+            {"pi5-rtx4090", "switch-4x-a5000", "vm-h100-passthrough"},
+            "3/8 nodes adequate: 3 VRAM < 18.8 GiB, 1 mig not allowed, 1 vgpu not allowed",
+            id="18 GB in 30 s: the Pi, the switch host and the H100",
+        ),
+        pytest.param(
+            Demand.of(6 * GB, GIB, ["bare-metal", "passthrough", "vgpu"], max_load_seconds=20),
+            {"pi5-rtx4090", "x220-tesla-p4", "minipc-rtx4070ti", "laptop-rtx3060-tb", "switch-4x-a5000",
+             "vm-h100-passthrough", "vm-vgpu-a10"},
+            "7/8 nodes adequate: 1 mig not allowed",
+            id="6 GB in 20 s: even the ExpressCard P4 (435 MB/s, 13.8 s)",
+        ),
+        pytest.param(
+            Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=5),
+            {"minipc-rtx4070ti", "laptop-rtx3060-tb"},
+            "2/8 nodes adequate: 3 link too slow (need >= 1200 MB/s), 1 mig not allowed, 1 passthrough not allowed, "
+            "1 vgpu not allowed",
+            id="6 GB in 5 s bare-metal: x1 links are too slow",
+        ),
+        pytest.param(
+            Demand.of(140 * GIB, GIB, ALL_MODES, max_load_seconds=600),
+            set(),
+            "0/8 nodes adequate: 8 VRAM < 141 GiB",
+            id="140 GiB fits nowhere",
+        ),
+        pytest.param(
+            Demand.of(30 * GIB, GIB, ALL_MODES, min_bandwidth_mbps=1500),
+            {"server-a100-mig", "vm-h100-passthrough"},
+            "2/8 nodes adequate: 6 VRAM < 31 GiB",
+            id="explicit bandwidth: a MIG slice of 40 GiB qualifies",
+        ),
+    ],
+)  # fmt: skip
+def test_adequate_nodes(nodes: dict[str, dict[str, Any]], demand: Demand, adequate: set[str], summary: str) -> None:
+    result = plan(demand, len(adequate) or 1, facts(nodes), free_all(nodes), [], NOW)
+    assert {create.node for create in result.creates} == adequate or (not adequate and result.unplaced == 1)
+    assert result.summary == summary
+
+
+def test_replicas_go_where_they_load_fastest_and_spread(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    result = plan(demand, 4, facts(nodes), free_all(nodes), [], NOW)
+    assert [(c.replica, c.node) for c in result.creates] == [
+        (0, "vm-h100-passthrough"),  # 0.3 s
+        (1, "pi5-rtx4090"),  # 21 s, spread before stacking; name breaks the tie with the switch host
+        (2, "switch-4x-a5000"),
+        (3, "switch-4x-a5000"),  # the H100 is full; the switch host has four GPUs
+    ]
+    assert result.creates[1].load_seconds == pytest.approx(18e9 / 856e6)
+
+
+def test_placed_replicas_stay_put(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal"], max_load_seconds=30)
+    pods = [PodView("a-0", 0, "pi5-rtx4090", ready=True)]
+    free = free_all(nodes) | {"pi5-rtx4090": 0}
+    result = plan(demand, 1, facts(nodes), free, pods, NOW)
+    assert (result.creates, result.deletes, result.unplaced) == ([], [], 0)
+
+
+def test_no_free_gpu_is_counted(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=20)
+    free = dict.fromkeys(nodes, 0)
+    result = plan(demand, 1, facts(nodes), free, [], NOW)
+    assert result.unplaced == 1
+    assert "5 no free GPU" in result.summary
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda n: n["spec"].update(unschedulable=True), "cordoned or in maintenance"),
+        (lambda n: n["metadata"]["labels"].update({"egpu-operator.io/maintenance": "gm-1"}), "cordoned or in maintenance"),
+        (lambda n: n["metadata"]["labels"].update({"egpu-operator.io/health": "lost"}), "GPU lost"),
+        (lambda n: n["metadata"]["labels"].update({"egpu-operator.io/health": "degraded"}), "GPU degraded"),
+        (lambda n: n["metadata"]["labels"].clear(), "no egpu-operator labels (node agent not running?)"),
+        (lambda n: n["metadata"]["labels"].update({"egpu-operator.io/gpu-vram-mib": "lots"}), "malformed egpu-operator labels"),
+        (lambda n: n["metadata"]["labels"].update({"egpu-operator.io/gpu-mode": "quantum"}), "malformed egpu-operator labels"),
+        (lambda n: n["metadata"]["labels"].update({"egpu-operator.io/label-schema": "v9"}), "label schema 'v9' not understood"),
+    ],
+)  # fmt: skip
+def test_odd_nodes_are_skipped_with_a_reason(nodes: dict[str, dict[str, Any]], change: Any, reason: str) -> None:
+    change(nodes["vm-h100-passthrough"])
+    demand = Demand.of(6 * GB, GIB, ["passthrough"], max_load_seconds=20)
+    result = plan(demand, 1, facts(nodes), free_all(nodes), [], NOW)
+    assert result.creates == []
+    assert Counter(result.rejections)[reason] == 1
+
+
+def test_stale_heartbeat_rejects_and_evicts(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    stale = [replace(f, heartbeat=NOW - timedelta(minutes=5)) if f.name == "pi5-rtx4090" else f for f in facts(nodes)]
+    result = plan(demand, 1, stale, free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)], NOW)
+    assert result.deletes == ["a-0"]  # a dead agent may mean a dead host: replace now
+    assert result.creates == [Create(0, "vm-h100-passthrough", pytest.approx(18e9 / 54823e6))]
+    assert result.rejections["node agent heartbeat missing or stale"] == 1
+
+
+def test_degraded_link_surges_a_replacement_then_removes_the_old_pod(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    nodes["pi5-rtx4090"]["metadata"]["labels"]["egpu-operator.io/pcie-bandwidth-mbps"] = "400"
+    old = PodView("a-0-old", 0, "pi5-rtx4090", ready=True)
+
+    first = plan(demand, 1, facts(nodes), free_all(nodes), [old], NOW)
+    assert first.deletes == []  # still serving: keep it until the replacement is Ready
+    assert [c.node for c in first.creates] == ["vm-h100-passthrough"]
+
+    new = PodView("a-0-new", 0, "vm-h100-passthrough", ready=False)
+    waiting = plan(demand, 1, facts(nodes), free_all(nodes), [old, new], NOW)
+    assert (waiting.creates, waiting.deletes) == ([], [])
+
+    done = plan(demand, 1, facts(nodes), free_all(nodes), [old, replace(new, ready=True)], NOW)
+    assert (done.creates, done.deletes) == ([], ["a-0-old"])
+
+
+def test_lost_gpu_replaces_at_once(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    nodes["pi5-rtx4090"]["metadata"]["labels"]["egpu-operator.io/health"] = "lost"
+    result = plan(demand, 1, facts(nodes), free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)], NOW)
+    assert result.deletes == ["a-0"]
+    assert [c.node for c in result.creates] == ["vm-h100-passthrough"]
+
+
+def test_stranded_replica_keeps_serving_when_nowhere_is_better(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal"], max_load_seconds=30)
+    nodes["pi5-rtx4090"]["spec"]["unschedulable"] = True
+    free = free_all(nodes) | {"switch-4x-a5000": 0}
+    result = plan(demand, 1, facts(nodes), free, [PodView("a-0", 0, "pi5-rtx4090", ready=True)], NOW)
+    assert (result.creates, result.deletes, result.stranded, result.unplaced) == ([], [], 1, 0)
+
+
+def test_scale_down_removes_the_highest_replicas(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=20)
+    pods = [PodView(f"a-{i}", i, node, ready=True) for i, node in enumerate(["pi5-rtx4090", "minipc-rtx4070ti", "x220-tesla-p4"])]
+    result = plan(demand, 1, facts(nodes), free_all(nodes), pods, NOW)
+    assert sorted(result.deletes) == ["a-1", "a-2"]
+    assert result.creates == []

@@ -80,7 +80,10 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     node = (pod.get("spec") or {}).get("nodeName") or _affinity_node(pod) or ""
     terminating = metadata.get("deletionTimestamp") is not None or status.get("phase") in ("Succeeded", "Failed")
-    return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating)
+    unschedulable = any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable" for c in conditions
+    )
+    return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating, unschedulable=unschedulable)
 
 
 def gpu_requests(pod: Mapping[str, Any]) -> int:

@@ -87,6 +87,8 @@ class PodView:
     node: str
     ready: bool = False
     terminating: bool = False
+    # The scheduler refused it (its node filled up between our decision and its binding).
+    unschedulable: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,12 @@ def plan(
 
     for replica in range(replicas):
         current = slots.get(replica, [])
+        for pod in [pod for pod in current if pod.unschedulable]:
+            result.deletes.append(pod.name)  # place it again, elsewhere
+            current = [other for other in current if other is not pod]
+            per_node[pod.node] -= 1
+            if pod.node in free:
+                free[pod.node] += 1
         good = [pod for pod in current if pod.node in adequate]
         if good:
             # Settled, or a surge finished: keep one pod on an adequate node, drop the rest once it is Ready.

@@ -45,7 +45,7 @@ def replica_pod(deployment: Mapping[str, Any], replica: int, node: str, load_sec
     containers = pod_spec.get("containers") or []
     if containers:
         limits = containers[0].setdefault("resources", {}).setdefault("limits", {})
-        limits.setdefault(keys.GPU_RESOURCE, 1)
+        limits.setdefault(keys.GPU_RESOURCE, "1")
         for container in containers:
             probe = container.get("startupProbe")
             if probe is not None:

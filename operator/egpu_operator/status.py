@@ -53,6 +53,8 @@ def build(
                 "bandwidthMBps": node.bandwidth_mbps,
                 "estimatedLoadSeconds": round(demand.load_seconds(node), 1),
             }
+        if pod.name not in power and (spec.get("power") or None) is not None:
+            entry["power"] = {"message": "every GPU power limit on this node is owned by another deployment"}
         if pod.name in power:
             uuid, watts = power[pod.name]
             reported = power_status.get(pod.node, {}).get(uuid)

@@ -159,3 +159,13 @@ def test_scale_down_removes_the_highest_replicas(nodes: dict[str, dict[str, Any]
     result = plan(demand, 1, facts(nodes), free_all(nodes), pods, NOW)
     assert sorted(result.deletes) == ["a-1", "a-2"]
     assert result.creates == []
+
+
+def test_a_pod_the_scheduler_refused_is_placed_again_elsewhere(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    refused = PodView("a-0", 0, "vm-h100-passthrough", unschedulable=True)
+    # Another deployment's pod got there first; the usage index counts both pods: 1 GPU, 2 pods.
+    free = free_all(nodes) | {"vm-h100-passthrough": -1}
+    result = plan(demand, 1, facts(nodes), free, [refused], NOW)
+    assert result.deletes == ["a-0"]
+    assert [c.node for c in result.creates] == ["pi5-rtx4090"]

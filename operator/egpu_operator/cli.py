@@ -1,0 +1,74 @@
+"""``egpu-operator``: run the operator (in a cluster, or against a kubeconfig for development).
+
+  egpu-operator run                          # in-cluster credentials
+  egpu-operator run --kubeconfig k.yaml      # a development cluster
+  egpu-operator crds                         # print the CRDs this version expects
+
+One replica at a time (the chart uses a Recreate strategy): kopf runs standalone, without
+peering. Logs are JSON lines; metrics are on --metrics-port (default 8080) at /metrics.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from egpu_api.crd import CRDS, render
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="egpu-operator", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster credentials")
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port; 0 disables")
+    run.add_argument("--log-level", default=os.environ.get("EGPU_LOG_LEVEL", "info"))
+    commands.add_parser("crds", help="print the CustomResourceDefinitions")
+    args = parser.parse_args(argv)
+
+    if args.command == "crds":
+        print("---\n".join(render(factory) for factory in CRDS.values()), end="")
+        return 0
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+    from kubernetes import client, config
+    from prometheus_client import start_http_server
+
+    from egpu_node_agent import logs
+    from egpu_operator import handlers
+    from egpu_operator.kube import Kube
+    from egpu_operator.metrics import REGISTRY
+
+    logs.configure(args.log_level)
+    configuration = client.Configuration()
+    loader: object = config
+    try:
+        if args.kubeconfig is not None:
+            os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf's own login reads it too
+            loader.load_kube_config(config_file=str(args.kubeconfig), client_configuration=configuration)  # type: ignore[attr-defined]
+        else:
+            loader.load_incluster_config(client_configuration=configuration)  # type: ignore[attr-defined]
+    except Exception as error:
+        print(f"egpu-operator: cannot load Kubernetes credentials: {error}", file=sys.stderr)
+        return 4
+    handlers.set_kube(Kube(client.ApiClient(configuration)))
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=REGISTRY)
+
+    @kopf.on.startup()
+    def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+        # Progress and diff-base live in status, not in annotations users see and edit.
+        settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+        settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+        settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's are noise
+        settings.watching.server_timeout = 300
+        settings.scanning.disabled = True
+
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("egpu_operator").info("operator starting", extra={"metrics_port": args.metrics_port})
+    kopf.run(clusterwide=True, standalone=True)
+    return 0

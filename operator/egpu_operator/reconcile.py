@@ -1,0 +1,194 @@
+"""One reconcile of one InferenceDeployment: facts from the indexes, a plan, its execution, a status.
+
+Everything it decides comes from pure modules; this module only sequences them and hands
+writes to ``kube``. It is idempotent: run twice on the same state, the second run writes
+nothing (pod names are stable, so an interrupted run that is repeated gets 409 and moves on).
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from egpu_api import keys
+from egpu_api.inference import InferenceDeploymentSpec
+from egpu_api.power import PowerLimitStatus, parse_status
+from egpu_api.quantity import parse_bytes
+from egpu_operator import metrics, pods, power, status
+from egpu_operator.facts import node_facts
+from egpu_operator.kube import Kube
+from egpu_operator.placement import Demand, NodeFacts, PodView, plan
+
+log = logging.getLogger("egpu_operator.reconcile")
+POWER_FINALIZER = f"{keys.PREFIX}power-limits"
+RESERVATION_S = 60.0
+
+# Placement decisions of all deployments are made one at a time, and a GPU chosen for a new
+# pod stays reserved until the pod shows up in the GPU-usage index: two deployments can
+# otherwise both pick the last free GPU of a node in the instant before either pod is seen.
+_placing = threading.Lock()
+_reserved: dict[str, tuple[str, float]] = {}  # pod name -> (node, when)
+
+
+def _apply_reservations(free: dict[str, int], indexed_pods: set[str]) -> None:
+    now = time.monotonic()
+    for pod, (node, since) in list(_reserved.items()):
+        if pod in indexed_pods or now - since > RESERVATION_S:
+            del _reserved[pod]
+        elif node in free:
+            free[node] -= 1
+
+
+class Fleet:
+    """What the indexes know, as placement wants it. Built per reconcile from live index views."""
+
+    def __init__(
+        self,
+        nodes: Mapping[str, Mapping[str, Any]],
+        heartbeats: Mapping[str, datetime],
+        gpu_usage: Mapping[str, int],
+        lease_ttl_s: int = 40,
+    ) -> None:
+        self.facts = {name: node_facts(node, heartbeats.get(name), lease_ttl_s) for name, node in nodes.items()}
+        self.power_status: dict[str, dict[str, PowerLimitStatus]] = {}
+        for name, node in nodes.items():
+            try:
+                self.power_status[name] = parse_status(
+                    ((node.get("metadata") or {}).get("annotations") or {}).get(keys.POWER_STATUS_ANNOTATION)
+                )
+            except ValueError:
+                self.power_status[name] = {}
+        self.free = {name: facts.gpu_allocatable - gpu_usage.get(name, 0) for name, facts in self.facts.items()}
+        self.gpu_pods: set[str] = set()  # names of pods the GPU-usage index already counts
+
+
+def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_pods: Iterable[PodView]) -> dict[str, Any]:
+    """Bring one deployment's pods and power limits toward its spec; returns the status written."""
+    metadata = deployment["metadata"]
+    name, namespace = metadata["name"], metadata["namespace"]
+    current_status = deployment.get("status") or {}
+    now = datetime.now(UTC)
+    try:
+        spec = InferenceDeploymentSpec.model_validate(deployment["spec"])
+        demand = Demand.of(
+            parse_bytes(spec.model.size),
+            parse_bytes(spec.model.vram_overhead),
+            spec.placement.allowed_modes,
+            spec.placement.max_load_seconds,
+            spec.placement.min_bandwidth_m_bps,
+            spec.placement.node_selector,
+        )
+    except (ValidationError, ValueError) as error:
+        # The API server validates specs; this guards against objects stored before a schema change.
+        message = f"spec cannot be used: {error}".splitlines()[0]
+        bad = {"conditions": [status.condition(current_status.get("conditions") or [], "Placed", False, "InvalidSpec",
+                                               message, int(metadata.get("generation", 0)), now)]}  # fmt: skip
+        kube.patch_status(namespace, name, bad)
+        metrics.RECONCILES.labels("invalid").inc()
+        return bad
+
+    pods_now = list(replica_pods)
+    with _placing:
+        free = dict(fleet.free)
+        _apply_reservations(free, fleet.gpu_pods)
+        started = time.perf_counter()
+        result = plan(demand, spec.replicas, list(fleet.facts.values()), free, pods_now, now)
+        metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
+        for create in result.creates:
+            _reserved[pods.pod_name(name, create.replica, create.node)] = (create.node, time.monotonic())
+
+    for pod_name in result.deletes:
+        kube.delete_pod(namespace, pod_name)
+    deleted = set(result.deletes)
+    after = [pod for pod in pods_now if pod.name not in deleted]
+    for create in result.creates:
+        manifest = pods.replica_pod(deployment, create.replica, create.node, create.load_seconds)
+        if kube.create_pod(manifest):
+            kube.event(deployment, "ReplicaPlaced", f"replica {create.replica} on {create.node}, "
+                       f"estimated load {create.load_seconds:.1f} s")  # fmt: skip
+            log.info("replica placed", extra={"deployment": f"{namespace}/{name}", "replica": create.replica,
+                                              "node": create.node, "load_s": round(create.load_seconds, 1)})  # fmt: skip
+        after.append(PodView(manifest["metadata"]["name"], create.replica, create.node))
+
+    power_by_pod = apply_power(kube, deployment, spec, fleet.facts, after)
+
+    new_status = status.build(deployment, demand, result, after, fleet.facts, power_by_pod, fleet.power_status, now)
+    placed = new_status["conditions"][0]
+    before: Mapping[str, Any] = next((c for c in current_status.get("conditions") or [] if c.get("type") == "Placed"), {})
+    if placed["status"] == "False" and placed["message"] != before.get("message"):
+        kube.event(deployment, "FailedPlacement", placed["message"], warning=True)
+        log.warning("cannot place", extra={"deployment": f"{namespace}/{name}", "why": placed["message"]})
+    if _differs(current_status, new_status):
+        kube.patch_status(namespace, name, new_status)
+    metrics.RECONCILES.labels("placed" if placed["status"] == "True" else "unplaced").inc()
+    return new_status
+
+
+def apply_power(
+    kube: Kube,
+    deployment: Mapping[str, Any],
+    spec: InferenceDeploymentSpec,
+    nodes: Mapping[str, NodeFacts],
+    pods_after: list[PodView],
+) -> dict[str, tuple[str, int]]:
+    """Request this deployment's power limits on the nodes its replicas use; release the rest."""
+    metadata = deployment["metadata"]
+    owner = f"{metadata['namespace']}/{metadata['name']}"
+    limit = spec.power.limit_watts if spec.power else None
+    fraction = spec.power.fraction_of_default if spec.power else None
+    if spec.power is not None and POWER_FINALIZER not in (metadata.get("finalizers") or []):
+        kube.add_finalizer(metadata["namespace"], metadata["name"], POWER_FINALIZER)
+    live = [pod for pod in pods_after if not pod.terminating]
+    by_node: dict[str, list[PodView]] = {}
+    for pod in live:
+        by_node.setdefault(pod.node, []).append(pod)
+    previously = {p.get("node") for p in (deployment.get("status") or {}).get("placements") or [] if p.get("power")}
+    result: dict[str, tuple[str, int]] = {}
+    for node_name in sorted(set(by_node) | {n for n in previously if n}):
+        node = nodes.get(node_name)
+        if node is None or not node.gpu_uuids:
+            continue
+        here = sorted(by_node.get(node_name, []), key=lambda pod: pod.replica)
+        shares: dict[str, int] = {}
+
+        def change(
+            annotations: Mapping[str, str], count: int = len(here), facts: NodeFacts = node, shares: dict[str, int] = shares
+        ) -> Mapping[str, str]:
+            values, mine = power.desired_annotations(
+                annotations, owner, count, facts.gpu_uuids, facts.power_defaults, limit, fraction
+            )
+            shares.clear()
+            shares.update(mine)
+            return values
+
+        if limit is None and fraction is None and node_name not in previously:
+            continue
+        kube.update_node_annotations(node_name, change)
+        for pod, (uuid, watts) in zip(here, sorted(shares.items(), key=lambda item: node.gpu_uuids.index(item[0])), strict=False):
+            result[pod.name] = (uuid, watts)
+    return result
+
+
+def release_power(kube: Kube, deployment: Mapping[str, Any], nodes: Iterable[str]) -> None:
+    """On deletion: drop this deployment's power requests so the agents restore the default limits."""
+    metadata = deployment["metadata"]
+    owner = f"{metadata['namespace']}/{metadata['name']}"
+    for node_name in sorted(set(nodes)):
+
+        def change(annotations: Mapping[str, str]) -> Mapping[str, str]:
+            values, _ = power.desired_annotations(annotations, owner, 0, (), (), None, None)
+            return values
+
+        try:
+            kube.update_node_annotations(node_name, change)
+        except Exception as error:
+            log.warning("could not release power limits", extra={"node": node_name, "error": str(error)})
+    kube.remove_finalizer(metadata["namespace"], metadata["name"], POWER_FINALIZER, list(metadata.get("finalizers") or []))
+
+
+def _differs(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return any(current.get(key) != value for key, value in new.items())

@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
+    if args.kubeconfig is not None:
+        # Before the Kubernetes client is imported: it reads KUBECONFIG into its default path
+        # at import time, and kopf's own login goes through that client.
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    import kopf  # heavy: imported only for `run`
     from kubernetes import client, config
     from prometheus_client import start_http_server
 
@@ -48,7 +52,6 @@ def _run(args: argparse.Namespace) -> int:
     loader: object = config
     try:
         if args.kubeconfig is not None:
-            os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf's own login reads it too
             loader.load_kube_config(config_file=str(args.kubeconfig), client_configuration=configuration)  # type: ignore[attr-defined]
         else:
             loader.load_incluster_config(client_configuration=configuration)  # type: ignore[attr-defined]

@@ -7,6 +7,8 @@ By default the local control plane is started (and built first if needed). With
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -86,3 +88,52 @@ def simulator(kube: Kubectl, fleet: FleetProfile) -> Iterator[FleetSimulator]:
         sim.start()
         yield sim
         sim.stop()
+
+
+class OperatorProcess:
+    """The operator as it runs for real: a separate process with its own API client and kopf watches."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(self.kubeconfig), "--metrics-port", "0"]
+        env = {**os.environ, "EGPU_OPERATOR_RESYNC_SECONDS": "3"}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        self.process.wait(timeout=20)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Kubectl, simulator: FleetSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator, running against the session cluster with the simulated fleet's agents."""
+    process = OperatorProcess(kube.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def workspace(kube: Kubectl, operator: OperatorProcess) -> Iterator[str]:
+    """A namespace for InferenceDeployments; afterwards they are deleted and their pods awaited, freeing the GPUs."""
+    name = f"idep-{uuid.uuid4().hex[:8]}"
+    kube.run("create", "namespace", name)
+    wait_for(
+        lambda: True if kube.run("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0 else None,
+        timeout_s=30,
+        what=f"the default ServiceAccount in {name}",
+    )
+    yield name
+    kube.run("delete", "inferencedeployments", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+    wait_for(lambda: True if not kube.get_json("pods", "-n", name)["items"] else None, timeout_s=60, what=f"pods of {name} to go")
+    kube.run("delete", "namespace", name, "--wait=false", check=False)

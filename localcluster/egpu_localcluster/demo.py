@@ -1,8 +1,10 @@
-"""``make demo``: the local control plane, the simulated edge fleet, and what the node agents publish."""
+"""``make demo``: the local control plane, the simulated edge fleet, its node agents, and the operator placing models."""
 
 import json
 import sys
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from egpu_api import keys
@@ -14,33 +16,7 @@ from egpu_localcluster.table import render
 AGENT_NAMESPACE = "egpu-system"
 P = keys.PREFIX
 
-# An 18 GB model with a 30 s load budget needs >= 600 MB/s and 18 GiB + 2 GiB runtime overhead.
-MODEL_BYTES, BUDGET_S, OVERHEAD_MIB = 18_000_000_000, 30, 2048
-NEED_MBPS = MODEL_BYTES // 1_000_000 // BUDGET_S
-NEED_MIB = MODEL_BYTES // 1024**2 + OVERHEAD_MIB
-DEMO_POD: dict[str, Any] = {
-    "apiVersion": "v1",
-    "kind": "Pod",
-    "metadata": {"name": "llm-18gb", "namespace": "default"},
-    "spec": {
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": keys.PCIE_BANDWIDTH_MBPS_LABEL, "operator": "Gt", "values": [str(NEED_MBPS - 1)]},
-                                {"key": keys.GPU_VRAM_MIB_LABEL, "operator": "Gt", "values": [str(NEED_MIB - 1)]},
-                                {"key": keys.HEALTH_LABEL, "operator": "In", "values": ["ok"]},
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
-        "containers": [{"name": "serve", "image": "registry.example/llm:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
-    },
-}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_demo(fleet: FleetProfile, cluster: LocalCluster, keep: bool) -> None:
@@ -80,30 +56,121 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
         hops = " -> ".join(f"{hop['device']} {hop['current']}" for hop in gpus[0]["path"])
         print(f"\nswitch-4x-a5000, GPU 0's path to the root port: {hops}: the x1 uplink is what a load sees.")
 
-    progress(f"applying a pod for an 18 GB model with a {BUDGET_S} s load budget, selected by nodeAffinity on the labels")
-    kubectl.apply(DEMO_POD)
-    deadline = time.monotonic() + 60
-    while (pod := kubectl.get_json("pod", "llm-18gb", "-n", "default"))["status"].get("phase") != "Running":
+    progress("installing the CRDs and starting the operator (egpu-operator run)")
+    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
+    cluster.spawn(
+        [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
+        "operator",
+    )
+    progress("applying examples/: an 18 GB model (30 s budget), a 6 GB model (20 s), a 140 GiB model (fits nowhere)")
+    kubectl.run("apply", "-f", str(REPO / "examples"))
+    deployments = wait_for_placement(kubectl, ["llm-18gb", "llm-6gb", "llm-140gb"])
+
+    print("\n== kubectl get inferencedeployments ==")
+    print(kubectl.run("get", "idep").stdout.rstrip())
+    print("\n== Where each replica went ==")
+    print(placement_table(deployments))
+    nodes = kubectl.get_json("nodes")["items"]
+    leases = kubectl.get_json("leases", "-n", AGENT_NAMESPACE)["items"]
+    used: dict[str, int] = {}
+    for pod in kubectl.get_json("pods", "--all-namespaces")["items"]:
+        for container in pod["spec"].get("containers", []):
+            gpus = int(((container.get("resources") or {}).get("limits") or {}).get(keys.GPU_RESOURCE, 0))
+            node_name = pod["spec"].get("nodeName")
+            if gpus and node_name:
+                used[node_name] = used.get(node_name, 0) + gpus
+    for item in deployments:
+        print(f"\n== {item['metadata']['name']}: why not elsewhere ==")
+        print(verdict_table(item, nodes, leases, used))
+
+
+def wait_for_placement(kubectl: Kubectl, names: list[str], timeout_s: float = 90) -> list[dict[str, Any]]:
+    """The deployments once each is fully Ready or reported unplaceable."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        items = [kubectl.get_json("idep", name) for name in names]
+        done = []
+        for item in items:
+            status = item.get("status") or {}
+            placed = next((c for c in status.get("conditions", []) if c["type"] == "Placed"), None)
+            ready = status.get("readyReplicas") == item["spec"]["replicas"]
+            # Power limits: wait until the node agents report what they applied (or why they could not).
+            powered = all(
+                (p.get("power") or {}).get("appliedWatts") is not None or (p.get("power") or {}).get("message")
+                for p in status.get("placements") or []
+                if item["spec"].get("power")
+            )
+            done.append(placed is not None and ((ready and powered) or placed["status"] == "False"))
+        if all(done):
+            return items
         if time.monotonic() > deadline:
-            raise KubectlError("the demo pod did not reach Running within 60 s; see 'kubectl describe pod llm-18gb'")
+            raise KubectlError(f"deployments not settled within {timeout_s:.0f} s; see operator.log in the cluster folder")
         time.sleep(0.5)
-    adequate = sorted(
-        n["metadata"]["name"]
-        for n in nodes
-        if int(n["metadata"]["labels"].get(keys.PCIE_BANDWIDTH_MBPS_LABEL, "0")) >= NEED_MBPS
-        and int(n["metadata"]["labels"].get(keys.GPU_VRAM_MIB_LABEL, "0")) >= NEED_MIB
+
+
+def placement_table(deployments: list[dict[str, Any]]) -> str:
+    rows: list[list[object]] = []
+    for item in deployments:
+        name = item["metadata"]["name"]
+        placements = (item.get("status") or {}).get("placements") or []
+        for placement in placements:
+            power = placement.get("power") or {}
+            rows.append(
+                [
+                    name,
+                    placement["replica"],
+                    placement["node"],
+                    f"Gen{placement.get('linkGeneration')} x{placement.get('linkWidth')}",
+                    placement.get("bandwidthMBps", "-"),
+                    f"{placement.get('estimatedLoadSeconds', '-')} s",
+                    f"{power.get('requestedWatts', '-')} / {power.get('appliedWatts') or 'n/a (vGPU: NVML cannot set it)'}"
+                    if power
+                    else "-",
+                    "yes" if placement.get("ready") else "no",
+                ]
+            )
+        if not placements:
+            rows.append([name, "-", "(none)", "-", "-", "-", "-", "no"])
+    return render(("DEPLOYMENT", "REPLICA", "NODE", "LINK", "MB/s", "EST. LOAD", "POWER W REQ/APPLIED", "READY"), rows)
+
+
+def verdict_table(item: dict[str, Any], nodes: list[dict[str, Any]], leases: list[dict[str, Any]], used: dict[str, int]) -> str:
+    """Each node's verdict for one deployment, with the reason the operator's placement gives."""
+    from egpu_api.inference import InferenceDeploymentSpec
+    from egpu_api.quantity import parse_bytes
+    from egpu_operator.facts import lease_time, node_facts
+    from egpu_operator.placement import Demand, rejection
+
+    spec = InferenceDeploymentSpec.model_validate(item["spec"])
+    demand = Demand.of(
+        parse_bytes(spec.model.size),
+        parse_bytes(spec.model.vram_overhead),
+        spec.placement.allowed_modes,
+        spec.placement.max_load_seconds,
+        spec.placement.min_bandwidth_m_bps,
+        spec.placement.node_selector,
     )
-    chosen = pod["spec"]["nodeName"]
-    bandwidth = int(
-        next(n for n in nodes if n["metadata"]["name"] == chosen)["metadata"]["labels"][keys.PCIE_BANDWIDTH_MBPS_LABEL]
+    beats = {lease["metadata"]["name"].removeprefix(keys.AGENT_LEASE_PREFIX): lease_time(lease) for lease in leases}
+    chosen = {p["node"]: p["replica"] for p in (item.get("status") or {}).get("placements") or []}
+    now = datetime.now(UTC)
+    rows = []
+    for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+        facts = node_facts(node, beats.get(node["metadata"]["name"]))
+        reason = rejection(facts, demand, now)
+        if facts.name in chosen:
+            verdict = f"chosen (replica {chosen[facts.name]}), {demand.load_seconds(facts):.1f} s"
+        elif reason is None and used.get(facts.name, 0) >= facts.gpu_allocatable:
+            verdict = f"adequate ({demand.load_seconds(facts):.1f} s), but every GPU is taken"
+        elif reason is None:
+            verdict = f"adequate ({demand.load_seconds(facts):.1f} s), not needed: faster or spread choices won"
+        else:
+            verdict = reason
+        rows.append([facts.name, f"{facts.vram_mib} MiB", f"{facts.bandwidth_mbps} MB/s", verdict])
+    header = (
+        f"needs {demand.vram_mib} MiB and >= {demand.min_bandwidth_mbps} MB/s; modes {', '.join(sorted(demand.allowed_modes))}"
     )
-    print(f"\n== Pod llm-18gb: needs >= {NEED_MBPS} MB/s and >= {NEED_MIB} MiB ==")
-    print(kubectl.run("get", "pod", "llm-18gb", "-n", "default", "-o", "wide").stdout.rstrip())
-    print(f"Adequate by labels: {', '.join(adequate)}.")
-    print(
-        f"kube-scheduler chose {chosen}: the model crosses its link in about {MODEL_BYTES / 1e6 / bandwidth:.1f} s. "
-        "Labels keep it off nodes that cannot load it in time; kube-scheduler does not rank the rest by load time."
-    )
+    return header + "\n" + render(("NODE", "VRAM", "LINK", "VERDICT"), rows)
 
 
 def wait_for_labels(kubectl: Kubectl, names: list[str], timeout_s: float = 60) -> list[dict[str, Any]]:

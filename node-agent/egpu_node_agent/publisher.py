@@ -133,7 +133,9 @@ class NodePublisher:
         name = f"{keys.AGENT_LEASE_PREFIX}{self.node_name}"
         spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": duration_s, "renewTime": _now(micro=True)}
         try:
-            self._leases.patch_namespaced_lease(name, self.namespace, {"spec": spec}, _content_type=MERGE_PATCH)
+            self._leases.patch_namespaced_lease(
+                name, self.namespace, {"spec": spec}, _content_type=MERGE_PATCH, _preload_content=False
+            ).drain_conn()  # release the connection to the pool; we need no reply
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -160,7 +162,7 @@ class NodePublisher:
             "count": 1,
         }
         try:
-            self._core.create_namespaced_event("default", body)
+            self._core.create_namespaced_event("default", body, _preload_content=False).drain_conn()
         except ApiException as error:
             log.warning("could not record event", extra={"node": self.node_name, "reason": reason, "status": error.status})
 

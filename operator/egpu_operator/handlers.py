@@ -12,6 +12,7 @@ Lease went stale. The blocking reconcile runs in a worker thread; the event loop
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -23,15 +24,16 @@ import kopf
 from egpu_api import keys
 from egpu_operator import facts
 from egpu_operator.kube import GROUP, PLURAL, VERSION, Kube
-from egpu_operator.reconcile import Fleet, reconcile, release_power
+from egpu_operator.reconcile import Fleet, forget_infeasible, reconcile, release_power
 
 log = logging.getLogger("egpu_operator.handlers")
 RESYNC_S = float(os.environ.get("EGPU_OPERATOR_RESYNC_SECONDS", "30"))
-LEASE_TTL_S = 40
+# How stale an agent Lease may be; agents renew every 10 s with a 40 s lease (benchmarks stretch it).
+LEASE_TTL_S = int(os.environ.get("EGPU_OPERATOR_LEASE_TTL_SECONDS", "40"))
 _KEPT_ANNOTATIONS = (keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION, "egpu-operator.io/power-limit-owners")
 
 _wake: dict[str, asyncio.Event] = {}
-_node_facts_seen: dict[str, Any] = {}
+_node_facts_seen: dict[str, int] = {}  # node -> hash of its slim facts: wake only on real change
 _kube: Kube | None = None
 
 
@@ -113,7 +115,7 @@ def _wake_all() -> None:
 
 @kopf.on.event("nodes")
 async def node_changed(name: str, type: str, labels: Any, annotations: Any, spec: Any, status: Any, **_: Any) -> None:
-    seen = None if type == "DELETED" else slim_node(name, labels, annotations, spec, status)
+    seen = 0 if type == "DELETED" else hash(json.dumps(slim_node(name, labels, annotations, spec, status), sort_keys=True))
     if _node_facts_seen.get(name) != seen:
         _node_facts_seen[name] = seen
         _wake_all()
@@ -181,6 +183,7 @@ async def keep_placed(
                 await asyncio.wait_for(wake.wait(), timeout=RESYNC_S)
     finally:
         _wake.pop(uid, None)
+        forget_infeasible(f"{namespace}/{name}")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

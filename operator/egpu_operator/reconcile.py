@@ -31,6 +31,7 @@ RESERVATION_S = 60.0
 # pod stays reserved until the pod shows up in the GPU-usage index: two deployments can
 # otherwise both pick the last free GPU of a node in the instant before either pod is seen.
 _placing = threading.Lock()
+_infeasible: set[str] = set()  # namespace/name of deployments with replicas that cannot be placed
 _reserved: dict[str, tuple[str, float]] = {}  # pod name -> (node, when)
 
 
@@ -43,6 +44,26 @@ def _apply_reservations(free: dict[str, int], indexed_pods: set[str]) -> None:
             free[node] -= 1
 
 
+# Facts per node, reused while the node's index entry (the same object) and heartbeat are unchanged:
+# a reconcile of one deployment then costs O(changed nodes), not O(all nodes), on the event loop.
+_facts_cache: dict[str, tuple[int, datetime | None, NodeFacts, dict[str, PowerLimitStatus]]] = {}
+
+
+def _cached_facts(
+    name: str, node: Mapping[str, Any], heartbeat: datetime | None, lease_ttl_s: int
+) -> tuple[NodeFacts, dict[str, PowerLimitStatus]]:
+    cached = _facts_cache.get(name)
+    if cached is not None and cached[0] == id(node) and cached[1] == heartbeat:
+        return cached[2], cached[3]
+    facts = node_facts(node, heartbeat, lease_ttl_s)
+    try:
+        power = parse_status(((node.get("metadata") or {}).get("annotations") or {}).get(keys.POWER_STATUS_ANNOTATION))
+    except ValueError:
+        power = {}
+    _facts_cache[name] = (id(node), heartbeat, facts, power)
+    return facts, power
+
+
 class Fleet:
     """What the indexes know, as placement wants it. Built per reconcile from live index views."""
 
@@ -53,15 +74,12 @@ class Fleet:
         gpu_usage: Mapping[str, int],
         lease_ttl_s: int = 40,
     ) -> None:
-        self.facts = {name: node_facts(node, heartbeats.get(name), lease_ttl_s) for name, node in nodes.items()}
+        self.facts: dict[str, NodeFacts] = {}
         self.power_status: dict[str, dict[str, PowerLimitStatus]] = {}
         for name, node in nodes.items():
-            try:
-                self.power_status[name] = parse_status(
-                    ((node.get("metadata") or {}).get("annotations") or {}).get(keys.POWER_STATUS_ANNOTATION)
-                )
-            except ValueError:
-                self.power_status[name] = {}
+            self.facts[name], self.power_status[name] = _cached_facts(name, node, heartbeats.get(name), lease_ttl_s)
+        for gone in set(_facts_cache) - set(nodes):
+            del _facts_cache[gone]
         self.free = {name: facts.gpu_allocatable - gpu_usage.get(name, 0) for name, facts in self.facts.items()}
         self.gpu_pods: set[str] = set()  # names of pods the GPU-usage index already counts
 
@@ -125,7 +143,18 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
     if _differs(current_status, new_status):
         kube.patch_status(namespace, name, new_status)
     metrics.RECONCILES.labels("placed" if placed["status"] == "True" else "unplaced").inc()
+    if result.unplaced:
+        _infeasible.add(f"{namespace}/{name}")
+        metrics.INFEASIBLE.set(len(_infeasible))
+    else:
+        forget_infeasible(f"{namespace}/{name}")
     return new_status
+
+
+def forget_infeasible(key: str) -> None:
+    """A deployment that is placed, or gone, no longer counts as infeasible."""
+    _infeasible.discard(key)
+    metrics.INFEASIBLE.set(len(_infeasible))
 
 
 def apply_power(

@@ -7,6 +7,7 @@ survived and kills any that did, so a test run leaves nothing behind.
 """
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -55,10 +56,15 @@ class LocalCluster:
         progress(f"starting cluster {self.name} (Kubernetes {kube_version}) in {self.workdir}")
         started = time.monotonic()
         try:
-            self._kwokctl(
-                "create", "cluster", "--config", str(config), "--kubeconfig", str(self.kubeconfig),
-                "--wait", f"{wait_s}s",
-            )  # fmt: skip
+            # kwokctl picks "free" ports by probing, so two clusters created at the same moment
+            # (a test run and a benchmark) can pick the same one and one kwok-controller dies with
+            # "address already in use". Creating clusters one at a time per machine closes that race:
+            # once a cluster is up, its ports are bound and the next one sees them taken.
+            with _machine_lock():
+                self._kwokctl(
+                    "create", "cluster", "--config", str(config), "--kubeconfig", str(self.kubeconfig),
+                    "--wait", f"{wait_s}s",
+                )  # fmt: skip
         except ClusterError:
             self.stop(check=False)
             raise
@@ -177,6 +183,17 @@ class LocalCluster:
             time.sleep(0.2)
             alive = [pid for pid in alive if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]
         return alive
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    lock_path = Path(tempfile.gettempdir()) / "egpu-localcluster.lock"
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -32,6 +32,27 @@ RESERVATION_S = 60.0
 # otherwise both pick the last free GPU of a node in the instant before either pod is seen.
 _placing = threading.Lock()
 _infeasible: set[str] = set()  # namespace/name of deployments with replicas that cannot be placed
+
+# Expectations, as the ReplicaSet controller keeps them: after creating or deleting pods for a
+# deployment, do not plan it again until the pod index shows those changes. Planning from an
+# index that has not caught up would re-create a replica whose first pod it cannot see yet.
+EXPECTATION_S = 15.0
+_expected: dict[str, tuple[set[str], set[str], float]] = {}  # key -> (creates, deletes, since)
+
+
+def _caught_up(key: str, pods_now: list[PodView]) -> bool:
+    expected = _expected.get(key)
+    if expected is None:
+        return True
+    creates, deletes, since = expected
+    live = {pod.name for pod in pods_now if not pod.terminating}
+    seen = {pod.name for pod in pods_now}
+    if (creates <= seen and not (deletes & live)) or time.monotonic() - since > EXPECTATION_S:
+        del _expected[key]
+        return True
+    return False
+
+
 _reserved: dict[str, tuple[str, float]] = {}  # pod name -> (node, when)
 
 
@@ -110,6 +131,10 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
         return bad
 
     pods_now = list(replica_pods)
+    key = f"{namespace}/{name}"
+    if not _caught_up(key, pods_now):
+        metrics.RECONCILES.labels("waiting").inc()
+        return dict(current_status)  # the pod events still on their way will bring it back
     with _placing:
         free = dict(fleet.free)
         _apply_reservations(free, fleet.gpu_pods)
@@ -131,6 +156,9 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
             log.info("replica placed", extra={"deployment": f"{namespace}/{name}", "replica": create.replica,
                                               "node": create.node, "load_s": round(create.load_seconds, 1)})  # fmt: skip
         after.append(PodView(manifest["metadata"]["name"], create.replica, create.node))
+    if result.creates or result.deletes:
+        created = {pods.pod_name(name, create.replica, create.node) for create in result.creates}
+        _expected[key] = (created, deleted, time.monotonic())
 
     power_by_pod = apply_power(kube, deployment, spec, fleet.facts, after)
 

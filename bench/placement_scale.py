@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,6 +174,7 @@ def free_port() -> int:
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
+    print("\n".join(line for line in text.splitlines() if line.startswith("egpu_operator_triggers_total")))
     totals: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("egpu_operator_") and not line.startswith("#"):
@@ -234,6 +236,7 @@ def main() -> int:
         finally:
             operator.send_signal(signal.SIGINT)  # py-spy, when profiling, writes its report on SIGINT
             operator.wait(timeout=60)
+            shutil.copy(log, Path(tempfile.gettempdir()) / "egpu-bench-operator.log")  # kept for reading
 
     reconciles = totals.get("egpu_operator_reconciles_total", 0)
     requests = totals.get("egpu_operator_api_requests_total", 0)
@@ -251,6 +254,7 @@ def main() -> int:
     )
     print(f"reconciles {reconciles:.0f}, API requests {requests:.0f}, per reconcile {requests / max(reconciles, 1):.2f}")
     print(f"operator CPU time {cpu_s:.1f} s (user + system, start to end)")
+    print(f"queue triggers {totals.get('egpu_operator_triggers_total', 0):.0f}")
     print(f"placement decision  {decision_ms:.1f} ms mean over {decisions:.0f} decisions ({args.nodes} nodes each)")
     return 0
 

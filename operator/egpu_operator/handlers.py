@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ import kopf
 from egpu_api import keys
 from egpu_operator import facts
 from egpu_operator.kube import GROUP, PLURAL, VERSION, Kube
+from egpu_operator.metrics import TRIGGERS
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, forget_infeasible, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
 
@@ -41,7 +43,12 @@ WORKERS = int(os.environ.get("EGPU_OPERATOR_WORKERS", "4"))
 _queue: WorkQueue | None = None
 _indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
 _indexed = asyncio.Event()
+_nodes_changed = asyncio.Event()
+NODE_SWEEP_S = 1.0
 _tasks: set[asyncio.Task[None]] = set()
+# Reconciles block on API calls; they get threads of their own. kopf runs sync handlers in the
+# default executor, and sharing it made the indexes lag behind the workers' writes.
+_pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="egpu-reconcile")
 _node_facts_seen: dict[str, int] = {}  # node -> hash of its slim facts: wake only on real change
 _kube: Kube | None = None
 
@@ -74,12 +81,14 @@ def slim_node(name: str, labels: Mapping[str, str], annotations: Mapping[str, st
 
 
 @kopf.index("nodes")
-def nodes_index(name: str, labels: Mapping[str, str], annotations: Mapping[str, str], spec: Any, status: Any, **_: Any) -> Any:
+async def nodes_index(
+    name: str, labels: Mapping[str, str], annotations: Mapping[str, str], spec: Any, status: Any, **_: Any
+) -> Any:
     return {name: slim_node(name, labels, annotations, spec, status)}
 
 
 @kopf.index("coordination.k8s.io", "v1", "leases", when=lambda name, **_: name.startswith(keys.AGENT_LEASE_PREFIX))
-def heartbeats_index(name: str, spec: Any, **_: Any) -> Any:
+async def heartbeats_index(name: str, spec: Any, **_: Any) -> Any:
     return {name.removeprefix(keys.AGENT_LEASE_PREFIX): facts.lease_time({"spec": dict(spec)})}
 
 
@@ -93,7 +102,7 @@ def _slim_pod(body: Any) -> dict[str, Any]:
 
 
 @kopf.index("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT})
-def replica_pods_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+async def replica_pods_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return {(namespace, labels[facts.DEPLOYMENT_LABEL]): _slim_pod(body)}
 
 
@@ -103,14 +112,14 @@ def _holds_gpu(body: Any, **_: Any) -> bool:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def deployments_index(namespace: str, name: str, body: Any, **_: Any) -> Any:
+async def deployments_index(namespace: str, name: str, body: Any, **_: Any) -> Any:
     deployment = _plain(body)
     (deployment.get("status") or {}).pop("kopf", None)
     return {(namespace, name): deployment}
 
 
 @kopf.index("pods", when=_holds_gpu)
-def gpu_usage_index(name: str, body: Any, **_: Any) -> Any:
+async def gpu_usage_index(name: str, body: Any, **_: Any) -> Any:
     pod = _slim_pod(body)
     node = pod["spec"].get("nodeName") or facts._affinity_node(pod)
     return {node: (name, facts.gpu_requests(pod))} if node else {}
@@ -132,8 +141,10 @@ def _capture(indexes: dict[str, Any]) -> None:
         _indexed.set()
 
 
-def _enqueue_all() -> None:
-    for key in list(_indexes.get("deployments_index", {}).keys()):
+def _enqueue_all(source: str) -> None:
+    keys_now = list(_indexes.get("deployments_index", {}).keys())
+    TRIGGERS.labels(source).inc(len(keys_now))
+    for key in keys_now:
         queue().add(key)
 
 
@@ -143,11 +154,14 @@ async def node_changed(name: str, type: str, labels: Any, annotations: Any, spec
     seen = 0 if type == "DELETED" else hash(json.dumps(slim_node(name, labels, annotations, spec, status), sort_keys=True))
     if _node_facts_seen.get(name) != seen:
         _node_facts_seen[name] = seen
-        _enqueue_all()
+        # The initial listing (type None) is not a change: every deployment is reconciled once anyway.
+        if type is not None:
+            _nodes_changed.set()
 
 
 @kopf.on.event("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT})
 async def replica_pod_changed(namespace: str, labels: Any, **_: Any) -> None:
+    TRIGGERS.labels("pod").inc()
     queue().add((namespace, labels[facts.DEPLOYMENT_LABEL]))
 
 
@@ -156,6 +170,7 @@ async def deployment_changed(namespace: str, name: str, type: str, meta: Any, st
     _capture({key: value for key, value in kwargs.items() if key.endswith("_index")})
     fresh = meta.get("generation") != (status or {}).get("observedGeneration")
     if type in (None, "ADDED") or fresh or meta.get("deletionTimestamp"):
+        TRIGGERS.labels("deployment").inc()
         queue().add((namespace, name))
     if type == "DELETED":
         forget_infeasible(f"{namespace}/{name}")
@@ -166,13 +181,25 @@ async def start_workers(**_: Any) -> None:
     # asyncio keeps only weak references to tasks: hold them, or a worker can vanish mid-flight.
     _tasks.update(asyncio.create_task(_worker(number), name=f"egpu-worker-{number}") for number in range(WORKERS))
     _tasks.add(asyncio.create_task(_resync(), name="egpu-resync"))
+    _tasks.add(asyncio.create_task(_sweep_node_changes(), name="egpu-node-sweep"))
 
 
 async def _resync() -> None:
     await _indexed.wait()
     while True:
         await asyncio.sleep(RESYNC_S)
-        _enqueue_all()
+        _enqueue_all("resync")
+
+
+async def _sweep_node_changes() -> None:
+    """At most one sweep a second however many nodes change: a rolling update of 1,000 node
+    agents must not re-queue every deployment 1,000 times."""
+    await _indexed.wait()
+    while True:
+        await _nodes_changed.wait()
+        _nodes_changed.clear()
+        _enqueue_all("node")
+        await asyncio.sleep(NODE_SWEEP_S)
 
 
 # -- the work --------------------------------------------------------------------------------------
@@ -225,11 +252,11 @@ async def _process(key: Any) -> None:
                 for node in node_store
                 if owner in node["metadata"]["annotations"].get("egpu-operator.io/power-limit-owners", "")
             ]
-            await asyncio.to_thread(release_power, kube(), deployment, nodes)
+            await asyncio.get_running_loop().run_in_executor(_pool, release_power, kube(), deployment, nodes)
         return
     fleet = _fleet()
     pods = [view for pod in _indexes["replica_pods_index"].get(key, []) if (view := facts.pod_view(pod))]
-    await asyncio.to_thread(reconcile, kube(), deployment, fleet, pods)
+    await asyncio.get_running_loop().run_in_executor(_pool, reconcile, kube(), deployment, fleet, pods)
 
 
 def _plain(value: Any) -> Any:

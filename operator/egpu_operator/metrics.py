@@ -13,3 +13,4 @@ PLACEMENT_SECONDS = Histogram(
 INFEASIBLE = Gauge("egpu_operator_infeasible_deployments", "Deployments with replicas that cannot be placed", registry=REGISTRY)
 ERRORS = Counter("egpu_operator_errors", "Errors by kind", ["kind"], registry=REGISTRY)
 API_REQUESTS = Counter("egpu_operator_api_requests", "Requests the operator sent to the API server", ["verb"], registry=REGISTRY)
+TRIGGERS = Counter("egpu_operator_triggers", "Reasons a deployment was put on the work queue", ["source"], registry=REGISTRY)

@@ -128,6 +128,16 @@ async def gpu_usage_index(name: str, body: Any, **_: Any) -> Any:
 # -- triggers ---------------------------------------------------------------------------------------
 
 
+def _placement_hash(node: Mapping[str, Any]) -> int:
+    """What placement reads of a node, without its other labels. Controllers label nodes all the
+    time (kube-controller-manager adds beta.kubernetes.io/* to every new node, rate-limited: at
+    1,000 nodes that went on for a minute and re-queued every deployment each second). A change
+    in other labels matters only to a nodeSelector and is picked up by the resync."""
+    metadata = node["metadata"]
+    ours = {key: value for key, value in metadata["labels"].items() if key.startswith(keys.PREFIX)}
+    return hash(json.dumps([ours, metadata["annotations"], node["spec"], node["status"]], sort_keys=True))
+
+
 def queue() -> WorkQueue:
     global _queue
     if _queue is None:
@@ -151,7 +161,7 @@ def _enqueue_all(source: str) -> None:
 @kopf.on.event("nodes")
 async def node_changed(name: str, type: str, labels: Any, annotations: Any, spec: Any, status: Any, **kwargs: Any) -> None:
     _capture({key: value for key, value in kwargs.items() if key.endswith("_index")})
-    seen = 0 if type == "DELETED" else hash(json.dumps(slim_node(name, labels, annotations, spec, status), sort_keys=True))
+    seen = 0 if type == "DELETED" else _placement_hash(slim_node(name, labels, annotations, spec, status))
     if _node_facts_seen.get(name) != seen:
         _node_facts_seen[name] = seen
         # The initial listing (type None) is not a change: every deployment is reconciled once anyway.

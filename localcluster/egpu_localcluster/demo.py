@@ -138,19 +138,10 @@ def placement_table(deployments: list[dict[str, Any]]) -> str:
 def verdict_table(item: dict[str, Any], nodes: list[dict[str, Any]], leases: list[dict[str, Any]], used: dict[str, int]) -> str:
     """Each node's verdict for one deployment, with the reason the operator's placement gives."""
     from egpu_api.inference import InferenceDeploymentSpec
-    from egpu_api.quantity import parse_bytes
     from egpu_operator.facts import lease_time, node_facts
     from egpu_operator.placement import Demand, rejection
 
-    spec = InferenceDeploymentSpec.model_validate(item["spec"])
-    demand = Demand.of(
-        parse_bytes(spec.model.size),
-        parse_bytes(spec.model.vram_overhead),
-        spec.placement.allowed_modes,
-        spec.placement.max_load_seconds,
-        spec.placement.min_bandwidth_m_bps,
-        spec.placement.node_selector,
-    )
+    demand = Demand.of_spec(InferenceDeploymentSpec.model_validate(item["spec"]))
     beats = {lease["metadata"]["name"].removeprefix(keys.AGENT_LEASE_PREFIX): lease_time(lease) for lease in leases}
     chosen = {p["node"]: p["replica"] for p in (item.get("status") or {}).get("placements") or []}
     now = datetime.now(UTC)

@@ -18,6 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from egpu_api.inference import InferenceDeploymentSpec
+from egpu_api.quantity import parse_bytes
+
 MIB = 1024 * 1024
 
 
@@ -72,6 +75,18 @@ class Demand:
             min_bandwidth_mbps=need,
             allowed_modes=frozenset(allowed_modes),
             node_selector=dict(node_selector or {}),
+        )
+
+    @classmethod
+    def of_spec(cls, spec: InferenceDeploymentSpec) -> "Demand":
+        """What one replica of an InferenceDeployment needs; ValueError names a bad quantity."""
+        return cls.of(
+            parse_bytes(spec.model.size),
+            parse_bytes(spec.model.vram_overhead),
+            spec.placement.allowed_modes,
+            spec.placement.max_load_seconds,
+            spec.placement.min_bandwidth_m_bps,
+            spec.placement.node_selector,
         )
 
     def load_seconds(self, node: NodeFacts) -> float:

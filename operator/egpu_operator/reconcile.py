@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentSpec
 from egpu_api.power import PowerLimitStatus, parse_status
-from egpu_api.quantity import parse_bytes
 from egpu_operator import metrics, pods, power, status
 from egpu_operator.facts import node_facts
 from egpu_operator.kube import Kube
@@ -113,14 +112,7 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
     now = datetime.now(UTC)
     try:
         spec = InferenceDeploymentSpec.model_validate(deployment["spec"])
-        demand = Demand.of(
-            parse_bytes(spec.model.size),
-            parse_bytes(spec.model.vram_overhead),
-            spec.placement.allowed_modes,
-            spec.placement.max_load_seconds,
-            spec.placement.min_bandwidth_m_bps,
-            spec.placement.node_selector,
-        )
+        demand = Demand.of_spec(spec)
     except (ValidationError, ValueError) as error:
         # The API server validates specs; this guards against objects stored before a schema change.
         message = f"spec cannot be used: {error}".splitlines()[0]

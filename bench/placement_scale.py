@@ -228,6 +228,9 @@ def main() -> int:
             apply_list(kubectl, [inference_deployment(i, args.replicas) for i in range(args.deployments)])
             operator_s = time_to_bound(kubectl, "operator", expected, started)
             time.sleep(3)
+            refused = kubectl.get_json("events", "-n", "operator", "--field-selector", "reason=FailedScheduling")["items"]
+            kept = Path(tempfile.gettempdir()) / "egpu-bench-refusals.txt"
+            kept.write_text("\n".join(event["message"] for event in refused))  # why kube-scheduler refused replicas
             totals = scrape(port)
             status = Path(f"/proc/{operator.pid}/status").read_text()
             peak_rss_mib = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024

@@ -25,8 +25,14 @@ def node_facts(node: Mapping[str, Any], heartbeat: datetime | None, heartbeat_tt
     labels: Mapping[str, str] = metadata.get("labels") or {}
     spec = node.get("spec") or {}
     allocatable = (node.get("status") or {}).get("allocatable") or {}
+    taints = tuple(
+        (str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+        for t in spec.get("taints") or []
+        if t.get("effect") in ("NoSchedule", "NoExecute")
+    )
     common: dict[str, Any] = {
         "name": name,
+        "taints": taints,
         "labels": dict(labels),
         "unschedulable": bool(spec.get("unschedulable")),
         "maintenance": MAINTENANCE_LABEL in labels,

@@ -75,7 +75,14 @@ def slim_node(name: str, labels: Mapping[str, str], annotations: Mapping[str, st
             "labels": dict(labels),
             "annotations": {key: annotations[key] for key in _KEPT_ANNOTATIONS if key in annotations},
         },
-        "spec": {"unschedulable": bool((spec or {}).get("unschedulable"))},
+        "spec": {
+            "unschedulable": bool((spec or {}).get("unschedulable")),
+            "taints": [
+                {key: taint.get(key) for key in ("key", "value", "effect")}
+                for taint in (spec or {}).get("taints") or []
+                if taint.get("effect") in ("NoSchedule", "NoExecute")
+            ],
+        },
         "status": {"allocatable": {keys.GPU_RESOURCE: allocatable.get(keys.GPU_RESOURCE, "0")}},
     }
 

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from egpu_api.inference import InferenceDeploymentSpec
 from egpu_api.quantity import parse_bytes
@@ -42,6 +43,8 @@ class NodeFacts:
     heartbeat: datetime | None = None
     heartbeat_ttl_s: int = 40
     labels: Mapping[str, str] = field(default_factory=dict)
+    # NoSchedule/NoExecute taints as (key, value, effect): kube-scheduler refuses pods that do not tolerate them.
+    taints: tuple[tuple[str, str, str], ...] = ()
     gpu_uuids: tuple[str, ...] = ()
     power_defaults: tuple[int, ...] = ()  # default limit in watts, per GPU, same order as gpu_uuids
 
@@ -55,6 +58,7 @@ class Demand:
     min_bandwidth_mbps: int
     allowed_modes: frozenset[str]
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def of(
@@ -65,6 +69,7 @@ class Demand:
         max_load_seconds: int | None = None,
         min_bandwidth_mbps: int | None = None,
         node_selector: Mapping[str, str] | None = None,
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> "Demand":
         if (max_load_seconds is None) == (min_bandwidth_mbps is None):
             raise ValueError("set exactly one of max_load_seconds or min_bandwidth_mbps")
@@ -75,6 +80,7 @@ class Demand:
             min_bandwidth_mbps=need,
             allowed_modes=frozenset(allowed_modes),
             node_selector=dict(node_selector or {}),
+            tolerations=tuple(tolerations),
         )
 
     @classmethod
@@ -87,6 +93,7 @@ class Demand:
             spec.placement.max_load_seconds,
             spec.placement.min_bandwidth_m_bps,
             spec.placement.node_selector,
+            [*spec.placement.tolerations, *((spec.template.get("spec") or {}).get("tolerations") or [])],
         )
 
     def load_seconds(self, node: NodeFacts) -> float:
@@ -117,6 +124,7 @@ class Create:
 class Plan:
     creates: list[Create] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)  # pod name -> why it is deleted, for logs
     rejections: Counter[str] = field(default_factory=Counter)
     adequate: int = 0
     considered: int = 0
@@ -140,6 +148,9 @@ def rejection(node: NodeFacts, demand: Demand, now: datetime) -> str | None:
         return "cordoned or in maintenance"
     if node.health != "ok":
         return f"GPU {node.health}"
+    for taint in node.taints:
+        if not any(tolerates(toleration, taint) for toleration in demand.tolerations):
+            return f"untolerated taint {taint[0]}"
     if any(node.labels.get(key) != value for key, value in demand.node_selector.items()):
         return "nodeSelector mismatch"
     if node.mode not in demand.allowed_modes:
@@ -149,6 +160,16 @@ def rejection(node: NodeFacts, demand: Demand, now: datetime) -> str | None:
     if node.bandwidth_mbps < demand.min_bandwidth_mbps:
         return f"link too slow (need >= {demand.min_bandwidth_mbps} MB/s)"
     return None
+
+
+def tolerates(toleration: Mapping[str, Any], taint: tuple[str, str, str]) -> bool:
+    """Kubernetes' rule: key (empty key with Exists matches all), operator Exists or Equal value, effect."""
+    key, value, effect = taint
+    if toleration.get("effect") and toleration["effect"] != effect:
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return not toleration.get("key") or toleration["key"] == key
+    return toleration.get("key") == key and (toleration.get("value") or "") == value
 
 
 def must_evict_now(node: NodeFacts | None, now: datetime) -> bool:
@@ -192,11 +213,13 @@ def plan(
     # Scale down: every pod of a slot at or above the desired count goes, highest slot first.
     for replica in sorted((r for r in slots if r >= replicas), reverse=True):
         result.deletes += [pod.name for pod in slots[replica]]
+        result.why |= {pod.name: "scale down" for pod in slots[replica]}
 
     for replica in range(replicas):
         current = slots.get(replica, [])
         for pod in [pod for pod in current if pod.unschedulable]:
             result.deletes.append(pod.name)  # place it again, elsewhere
+            result.why[pod.name] = "refused by the scheduler"
             current = [other for other in current if other is not pod]
             per_node[pod.node] -= 1
             if pod.node in free:
@@ -206,11 +229,14 @@ def plan(
             # Settled, or a surge finished: keep one pod on an adequate node, drop the rest once it is Ready.
             keeper = max(good, key=lambda pod: (pod.ready, -demand.load_seconds(adequate[pod.node])))
             if keeper.ready:
-                result.deletes += [pod.name for pod in current if pod is not keeper]
+                extra = [pod.name for pod in current if pod is not keeper]
+                result.deletes += extra
+                result.why |= dict.fromkeys(extra, f"replaced by {keeper.name}")
             continue
         for pod in current:
             if must_evict_now(by_name.get(pod.node), now):
                 result.deletes.append(pod.name)
+                result.why[pod.name] = f"node {pod.node} lost, gone or its agent dead"
                 per_node[pod.node] -= 1
         target = _best(adequate, free, per_node, demand)
         if target is None:

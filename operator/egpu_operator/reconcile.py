@@ -138,6 +138,8 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
 
     for pod_name in result.deletes:
         kube.delete_pod(namespace, pod_name)
+        log.info("replica removed", extra={"deployment": f"{namespace}/{name}", "pod": pod_name,
+                                           "why": result.why.get(pod_name, "")})  # fmt: skip
     deleted = set(result.deletes)
     after = [pod for pod in pods_now if pod.name not in deleted]
     for create in result.creates:

@@ -169,3 +169,28 @@ def test_a_pod_the_scheduler_refused_is_placed_again_elsewhere(nodes: dict[str, 
     result = plan(demand, 1, facts(nodes), free, [refused], NOW)
     assert result.deletes == ["a-0"]
     assert [c.node for c in result.creates] == ["pi5-rtx4090"]
+
+
+@pytest.mark.parametrize(
+    ("taint", "tolerations", "allowed"),
+    [
+        ({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}, [], False),
+        ({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+         [{"key": "nvidia.com/gpu", "operator": "Exists"}], True),
+        ({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+         [{"key": "nvidia.com/gpu", "value": "absent", "effect": "NoSchedule"}], False),
+        ({"key": "dedicated", "value": "ai", "effect": "NoExecute"}, [{"operator": "Exists"}], True),
+        ({"key": "dedicated", "value": "ai", "effect": "NoExecute"},
+         [{"key": "dedicated", "value": "ai", "effect": "NoSchedule"}], False),
+        ({"key": "soft", "effect": "PreferNoSchedule"}, [], True),  # only a preference: not a reason to skip
+    ],
+)  # fmt: skip
+def test_taints_are_respected_like_kube_scheduler_does(
+    nodes: dict[str, dict[str, Any]], taint: dict[str, str], tolerations: list[dict[str, str]], allowed: bool
+) -> None:
+    nodes["vm-h100-passthrough"]["spec"]["taints"] = [taint]
+    demand = Demand.of(6 * GB, GIB, ["passthrough"], max_load_seconds=20, tolerations=tolerations)
+    result = plan(demand, 1, facts(nodes), free_all(nodes), [], NOW)
+    assert [c.node for c in result.creates] == (["vm-h100-passthrough"] if allowed else [])
+    if not allowed:
+        assert result.rejections[f"untolerated taint {taint['key']}"] == 1

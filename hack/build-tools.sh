@@ -64,9 +64,30 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 helm_version=$(module_version helm helm.sh/helm/v4)
 
+# KWOK's own default Stage manifests (pod and node lifecycles), taken from the pinned module:
+# the local cluster adds a model-load delay to the pod-ready stage when it simulates load
+# times (localcluster/egpu_localcluster/stages.py), and kwokctl then wants the whole set.
+copy_kwok_stages() {
+  local version dest src tmp
+  version=$(module_version kwok sigs.k8s.io/kwok)
+  dest="$cache/tools/kwok-stages-$version"
+  if [ ! -d "$dest" ]; then
+    src=$(cd "$tools/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    tmp=$(mktemp -d "$cache/tools/.kwok-stages-XXXXXX")
+    cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
+       "$src/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+       "$src/kustomize/stage/pod/fast/pod-ready.yaml" "$src/kustomize/stage/pod/fast/pod-complete.yaml" \
+       "$src/kustomize/stage/pod/fast/pod-delete.yaml" "$tmp/"
+    chmod u+w "$tmp"/*
+    mv "$tmp" "$dest"
+  fi
+  ln -sfn "$dest" "$bin/kwok-stages"
+}
+
 total=$SECONDS
 build_toolset etcd "" .
 build_toolset kwok "" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+copy_kwok_stages
 build_toolset helm "-X helm.sh/helm/v4/internal/version.version=$helm_version -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
   helm.sh/helm/v4/cmd/helm
 build_toolset kube "$kube_ldflags" \

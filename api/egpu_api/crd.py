@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
 from egpu_api.keys import API_GROUP, API_VERSION
+from egpu_api.maintenance import GPUMaintenanceSpec, GPUMaintenanceStatus
 
 _DROP = {"title", "discriminator"}
 
@@ -80,24 +81,34 @@ def _described(schema: dict[str, Any], path: str) -> dict[str, Any]:
     return schema
 
 
-def inference_deployment_crd() -> dict[str, Any]:
-    spec = structural(InferenceDeploymentSpec)
-    status = structural(InferenceDeploymentStatus)
-    spec["description"] = InferenceDeploymentSpec.__doc__
-    status["description"] = InferenceDeploymentStatus.__doc__
+def _crd(
+    kind: str,
+    plural: str,
+    scope: str,
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    description: str,
+    short_names: list[str],
+    subresources: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    spec = structural(spec_model)
+    status = structural(status_model)
+    spec["description"] = spec_model.__doc__
+    status["description"] = status_model.__doc__
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"inferencedeployments.{API_GROUP}"},
+        "metadata": {"name": f"{plural}.{API_GROUP}"},
         "spec": {
             "group": API_GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": "InferenceDeployment",
-                "listKind": "InferenceDeploymentList",
-                "plural": "inferencedeployments",
-                "singular": "inferencedeployment",
-                "shortNames": ["idep"],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
                 "categories": ["egpu"],
             },
             "versions": [
@@ -105,41 +116,16 @@ def inference_deployment_crd() -> dict[str, Any]:
                     "name": API_VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                            "labelSelectorPath": ".status.selector",
-                        },
-                    },
-                    "additionalPrinterColumns": [
-                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
-                        {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
-                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
-                        {"name": "Size", "type": "string", "jsonPath": ".spec.model.size"},
-                        {
-                            "name": "Worst-Load-s",
-                            "type": "number",
-                            "jsonPath": ".status.worstLoadSeconds",
-                            "description": "Largest estimated model load time over the replicas",
-                        },
-                        {
-                            "name": "Placed",
-                            "type": "string",
-                            "jsonPath": ".status.conditions[?(@.type=='Placed')].status",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "subresources": subresources,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "InferenceDeployment serves one model, whole on one GPU per replica, "
-                            "placed only where the GPU holds it and the PCIe link loads it within budget.",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string", "description": "API version: egpu-operator.io/v1alpha1."},
-                                "kind": {"type": "string", "description": "InferenceDeployment."},
+                                "apiVersion": {"type": "string", "description": f"API version: {API_GROUP}/{API_VERSION}."},
+                                "kind": {"type": "string", "description": f"{kind}."},
                                 "metadata": {"type": "object"},
                                 "spec": spec,
                                 "status": status,
@@ -152,7 +138,66 @@ def inference_deployment_crd() -> dict[str, Any]:
     }
 
 
-CRDS = {f"{API_GROUP}_inferencedeployments.yaml": inference_deployment_crd}
+def inference_deployment_crd() -> dict[str, Any]:
+    return _crd(
+        "InferenceDeployment",
+        "inferencedeployments",
+        "Namespaced",
+        InferenceDeploymentSpec,
+        InferenceDeploymentStatus,
+        "InferenceDeployment serves one model, whole on one GPU per replica, "
+        "placed only where the GPU holds it and the PCIe link loads it within budget.",
+        ["idep"],
+        {
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
+            },
+        },
+        [
+            {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
+            {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+            {"name": "Size", "type": "string", "jsonPath": ".spec.model.size"},
+            {
+                "name": "Worst-Load-s",
+                "type": "number",
+                "jsonPath": ".status.worstLoadSeconds",
+                "description": "Largest estimated model load time over the replicas",
+            },
+            {"name": "Placed", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Placed')].status"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
+def gpu_maintenance_crd() -> dict[str, Any]:
+    return _crd(
+        "GPUMaintenance",
+        "gpumaintenances",
+        "Cluster",
+        GPUMaintenanceSpec,
+        GPUMaintenanceStatus,
+        "GPUMaintenance drains one node's GPUs for service without dropping InferenceDeployment replicas: "
+        "cordon, start each replacement elsewhere, evict the old pod once it is Ready, report Ready, then return the node.",
+        ["gpumaint"],
+        {"status": {}},
+        [
+            {"name": "Node", "type": "string", "jsonPath": ".spec.nodeName"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Reason", "type": "string", "jsonPath": ".spec.reason"},
+            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
+CRDS = {
+    f"{API_GROUP}_inferencedeployments.yaml": inference_deployment_crd,
+    f"{API_GROUP}_gpumaintenances.yaml": gpu_maintenance_crd,
+}
 
 
 def render(factory: Any) -> str:

@@ -24,19 +24,19 @@ _QUANTITY: dict[str, Any] = {
 Quantity = Annotated[int | str, Field(json_schema_extra=_QUANTITY)]
 
 
-def _rules(*rules: tuple[str, str]) -> dict[str, Any]:
+def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
 
 
-class _Model(BaseModel):
+class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
-class ModelSpec(_Model):
+class ModelSpec(ApiModel):
     """The model every replica loads whole onto one GPU."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             ("quantity(string(self.size)).isGreaterThan(quantity('0'))", "model.size must be a positive quantity, e.g. 16Gi"),
             (
                 "!has(self.vramOverhead) || !quantity(string(self.vramOverhead)).isLessThan(quantity('0'))",
@@ -55,11 +55,11 @@ class ModelSpec(_Model):
     )
 
 
-class PlacementSpec(_Model):
+class PlacementSpec(ApiModel):
     """Where replicas may run. Set exactly one of maxLoadSeconds or minBandwidthMBps."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             (
                 "has(self.maxLoadSeconds) != has(self.minBandwidthMBps)",
                 "set exactly one of placement.maxLoadSeconds or placement.minBandwidthMBps",
@@ -90,11 +90,11 @@ class PlacementSpec(_Model):
     )
 
 
-class PowerSpec(_Model):
+class PowerSpec(ApiModel):
     """The power limit to set on each replica's GPU. Set exactly one field."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             (
                 "has(self.limitWatts) != has(self.fractionOfDefault)",
                 "set exactly one of power.limitWatts or power.fractionOfDefault",
@@ -110,7 +110,7 @@ class PowerSpec(_Model):
     )
 
 
-class DisruptionSpec(_Model):
+class DisruptionSpec(ApiModel):
     """What GPU maintenance may do to this deployment."""
 
     min_available: Annotated[int, Field(ge=0)] = Field(
@@ -118,11 +118,11 @@ class DisruptionSpec(_Model):
     )
 
 
-class InferenceDeploymentSpec(_Model):
+class InferenceDeploymentSpec(ApiModel):
     """Desired state: how many whole-model replicas, of which model, placed how."""
 
     model_config = ConfigDict(
-        json_schema_extra=_rules(
+        json_schema_extra=cel_rules(
             (
                 "!has(self.disruption) || self.disruption.minAvailable <= self.replicas",
                 "disruption.minAvailable cannot exceed replicas",
@@ -142,7 +142,7 @@ class InferenceDeploymentSpec(_Model):
     )
 
 
-class Condition(_Model):
+class Condition(ApiModel):
     """A Kubernetes API convention condition."""
 
     type: str = Field(description="Condition type: Placed, Ready.")
@@ -153,13 +153,13 @@ class Condition(_Model):
     observed_generation: int | None = Field(default=None, description="The .metadata.generation this was computed for.")
 
 
-class PowerStatus(_Model):
+class PowerStatus(ApiModel):
     requested_watts: int | None = Field(default=None, description="Limit the operator asked the node agent for.")
     applied_watts: int | None = Field(default=None, description="Limit NVML enforces now, as the node agent reports.")
     message: str | None = Field(default=None, description="Why the applied limit differs, if it does.")
 
 
-class ReplicaPlacement(_Model):
+class ReplicaPlacement(ApiModel):
     """Where one replica runs and what its link costs."""
 
     replica: int = Field(description="Replica index.")
@@ -176,7 +176,7 @@ class ReplicaPlacement(_Model):
     power: PowerStatus | None = Field(default=None, description="Power limit requested and applied.")
 
 
-class InferenceDeploymentStatus(_Model):
+class InferenceDeploymentStatus(ApiModel):
     """Observed state, written by the operator."""
 
     observed_generation: int | None = Field(default=None, description="The .metadata.generation last reconciled.")

@@ -90,3 +90,7 @@ POWER_STATUS_ANNOTATION: Final = f"{PREFIX}power-limit-status"
 
 #: Namespace-scoped Lease each node agent renews; its name is this prefix plus the node name.
 AGENT_LEASE_PREFIX: Final = "egpu-node-agent-"
+
+#: On each replica pod: the model's estimated load time over its node's link, in seconds.
+#: The local cluster's simulated pods take this long to become Ready.
+ESTIMATED_LOAD_ANNOTATION: Final = f"{PREFIX}estimated-load-seconds"

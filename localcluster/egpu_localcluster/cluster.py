@@ -23,6 +23,7 @@ from typing import Any, Self
 import yaml
 
 from egpu_localcluster.kubectl import Kubectl
+from egpu_localcluster.stages import StagesError, model_load_stages
 from egpu_localcluster.tools import Tools
 
 
@@ -38,8 +39,13 @@ def progress(message: str) -> None:
 class LocalCluster:
     """A kube-apiserver, controller manager, scheduler, etcd and KWOK controller on this machine."""
 
-    def __init__(self, tools: Tools, name: str | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self, tools: Tools, name: str | None = None, workdir: Path | None = None, model_load_scale: float | None = None
+    ) -> None:
+        """``model_load_scale``: when set, replica pods become Ready only after their estimated model
+        load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once."""
         self.tools = tools
+        self.model_load_scale = model_load_scale
         self.name = name or f"egpu-{uuid.uuid4().hex[:8]}"
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
@@ -52,7 +58,13 @@ class LocalCluster:
         """Create the cluster and wait until its API server answers; stops it again on failure."""
         kube_version = self._kube_version()
         config = self.workdir / "kwokctl.yaml"
-        config.write_text(yaml.safe_dump(self._kwokctl_config(kube_version), sort_keys=False))
+        documents = [self._kwokctl_config(kube_version)]
+        if self.model_load_scale is not None:
+            try:
+                documents += model_load_stages(self.tools.path("kwok-stages"), self.model_load_scale)
+            except StagesError as error:
+                raise ClusterError(str(error)) from None
+        config.write_text(yaml.safe_dump_all(documents, sort_keys=False))
         progress(f"starting cluster {self.name} (Kubernetes {kube_version}) in {self.workdir}")
         started = time.monotonic()
         try:

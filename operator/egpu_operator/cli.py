@@ -24,6 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster credentials")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port; 0 disables")
     run.add_argument("--log-level", default=os.environ.get("EGPU_LOG_LEVEL", "info"))
+    run.add_argument(
+        "--max-parallel-maintenances",
+        type=int,
+        default=None,
+        help="GPUMaintenances draining at once, cluster-wide (default 1; env EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES)",
+    )
+    run.add_argument(
+        "--auto-maintenance",
+        action="store_true",
+        help="file a GPUMaintenance when a node agent reports a lost GPU or a degraded link "
+        "(env EGPU_OPERATOR_AUTO_MAINTENANCE=true)",
+    )
     commands.add_parser("crds", help="print the CustomResourceDefinitions")
     args = parser.parse_args(argv)
 
@@ -38,6 +50,13 @@ def _run(args: argparse.Namespace) -> int:
         # Before the Kubernetes client is imported: it reads KUBECONFIG into its default path
         # at import time, and kopf's own login goes through that client.
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    if args.max_parallel_maintenances is not None:
+        if args.max_parallel_maintenances < 1:
+            print("egpu-operator: --max-parallel-maintenances must be at least 1", file=sys.stderr)
+            return 2
+        os.environ["EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES"] = str(args.max_parallel_maintenances)
+    if args.auto_maintenance:
+        os.environ["EGPU_OPERATOR_AUTO_MAINTENANCE"] = "true"
     import kopf  # heavy: imported only for `run`
     from kubernetes import client, config
     from prometheus_client import start_http_server

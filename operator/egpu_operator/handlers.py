@@ -27,8 +27,9 @@ from typing import Any
 import kopf
 
 from egpu_api import keys
-from egpu_operator import facts
-from egpu_operator.kube import GROUP, PLURAL, VERSION, Kube
+from egpu_api.maintenance import TERMINAL_PHASES
+from egpu_operator import facts, maintenance
+from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION, Kube
 from egpu_operator.metrics import TRIGGERS
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, forget_infeasible, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
@@ -40,7 +41,14 @@ LEASE_TTL_S = int(os.environ.get("EGPU_OPERATOR_LEASE_TTL_SECONDS", "40"))
 _KEPT_ANNOTATIONS = (keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION, "egpu-operator.io/power-limit-owners")
 
 WORKERS = int(os.environ.get("EGPU_OPERATOR_WORKERS", "4"))
+MAX_PARALLEL_MAINTENANCES = int(os.environ.get("EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES", "1"))
+AUTO_MAINTENANCE = os.environ.get("EGPU_OPERATOR_AUTO_MAINTENANCE", "false").lower() in ("1", "true", "yes", "on")
+# An open maintenance is looked at again this often: it waits on pods becoming Ready and on
+# budgets, which are not its own events. There are a handful at a time, never one per node.
+MAINTENANCE_POLL_S = float(os.environ.get("EGPU_OPERATOR_MAINTENANCE_POLL_SECONDS", "2"))
 _queue: WorkQueue | None = None
+_maintenance_queue: WorkQueue | None = None
+_retries: dict[Any, int] = {}  # deployment key -> refused evictions in a row, for backoff
 _indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
 _indexed = asyncio.Event()
 _nodes_changed = asyncio.Event()
@@ -132,6 +140,11 @@ async def gpu_usage_index(name: str, body: Any, **_: Any) -> Any:
     return {node: (name, facts.gpu_requests(pod))} if node else {}
 
 
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT})
+async def budgets_index(namespace: str, labels: Mapping[str, str], spec: Any, **_: Any) -> Any:
+    return {(namespace, labels[facts.DEPLOYMENT_LABEL]): spec.get("minAvailable")}
+
+
 # -- triggers ---------------------------------------------------------------------------------------
 
 
@@ -150,6 +163,13 @@ def queue() -> WorkQueue:
     if _queue is None:
         _queue = WorkQueue()
     return _queue
+
+
+def maintenance_queue() -> WorkQueue:
+    global _maintenance_queue
+    if _maintenance_queue is None:
+        _maintenance_queue = WorkQueue()
+    return _maintenance_queue
 
 
 def _capture(indexes: dict[str, Any]) -> None:
@@ -193,12 +213,22 @@ async def deployment_changed(namespace: str, name: str, type: str, meta: Any, st
         forget_infeasible(f"{namespace}/{name}")
 
 
+@kopf.on.event(GROUP, VERSION, MAINTENANCES)
+async def maintenance_changed(name: str, **_: Any) -> None:
+    TRIGGERS.labels("maintenance").inc()
+    maintenance_queue().add(name)
+
+
 @kopf.on.startup()
 async def start_workers(**_: Any) -> None:
     # asyncio keeps only weak references to tasks: hold them, or a worker can vanish mid-flight.
     _tasks.update(asyncio.create_task(_worker(number), name=f"egpu-worker-{number}") for number in range(WORKERS))
     _tasks.add(asyncio.create_task(_resync(), name="egpu-resync"))
     _tasks.add(asyncio.create_task(_sweep_node_changes(), name="egpu-node-sweep"))
+    # One maintenance worker: maintenances start one after another under the parallel limit.
+    _tasks.add(asyncio.create_task(_maintenance_worker(), name="egpu-maintenance"))
+    if AUTO_MAINTENANCE:
+        _tasks.add(asyncio.create_task(_file_automatic(), name="egpu-auto-maintenance"))
 
 
 async def _resync() -> None:
@@ -241,7 +271,12 @@ async def _worker(number: int) -> None:
     while True:
         key: Any = await queue().get()  # (namespace, name)
         try:
-            await _process(key)
+            if await _process(key):
+                # An eviction was refused (a PodDisruptionBudget): try again, backing off to 30 s.
+                _retries[key] = _retries.get(key, 0) + 1
+                asyncio.get_running_loop().call_later(min(30.0, 2.0 ** _retries[key]), queue().add, key)
+            else:
+                _retries.pop(key, None)
         except Exception as error:
             from egpu_operator.metrics import ERRORS
 
@@ -252,12 +287,13 @@ async def _worker(number: int) -> None:
             queue().done(key)
 
 
-async def _process(key: Any) -> None:
+async def _process(key: Any) -> bool:
+    """Reconcile one deployment; True when it should run again soon."""
     namespace, name = key
     store = _indexes["deployments_index"].get(key)
     if not store:
         forget_infeasible(f"{namespace}/{name}")
-        return
+        return False
     deployment = next(iter(store))
     if deployment["metadata"].get("deletionTimestamp"):
         # Pods go by owner reference; power requests are node annotations, so we drop them.
@@ -270,10 +306,62 @@ async def _process(key: Any) -> None:
                 if owner in node["metadata"]["annotations"].get("egpu-operator.io/power-limit-owners", "")
             ]
             await asyncio.get_running_loop().run_in_executor(_pool, release_power, kube(), deployment, nodes)
-        return
+        return False
     fleet = _fleet()
     pods = [view for pod in _indexes["replica_pods_index"].get(key, []) if (view := facts.pod_view(pod))]
-    await asyncio.get_running_loop().run_in_executor(_pool, reconcile, kube(), deployment, fleet, pods)
+    budget = next(iter(_indexes["budgets_index"].get(key, [])), None)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_pool, reconcile, kube(), deployment, fleet, pods, budget)
+
+
+async def _maintenance_worker() -> None:
+    await _indexed.wait()
+    loop = asyncio.get_running_loop()
+    while True:
+        name = str(await maintenance_queue().get())
+        again = True
+        try:
+            phase = await loop.run_in_executor(
+                _pool, maintenance.step, kube(), name, _deployment, _replica_pods, MAX_PARALLEL_MAINTENANCES
+            )
+            again = phase is not None and phase not in TERMINAL_PHASES
+        except Exception as error:
+            from egpu_operator.metrics import ERRORS
+
+            ERRORS.labels(type(error).__name__).inc()
+            log.warning("maintenance step failed", extra={"maintenance": name, "error": str(error)})
+        finally:
+            maintenance_queue().done(name)
+        if again:
+            loop.call_later(MAINTENANCE_POLL_S, maintenance_queue().add, name)
+
+
+def _deployment(key: tuple[str, str]) -> Mapping[str, Any] | None:
+    return next(iter(_indexes["deployments_index"].get(key, [])), None)
+
+
+def _replica_pods(key: tuple[str, str]) -> list[Mapping[str, Any]]:
+    return list(_indexes["replica_pods_index"].get(key, []))
+
+
+async def _file_automatic() -> None:
+    """Opt-in: a node whose agent reports a lost GPU or a degraded link gets a GPUMaintenance."""
+    await _indexed.wait()
+    loop = asyncio.get_running_loop()
+    while True:
+        troubled = {
+            name: health
+            for name, store in _indexes["nodes_index"].items()
+            for node in store
+            if (health := node["metadata"]["labels"].get(keys.HEALTH_LABEL)) in ("lost", "degraded")
+        }
+        if troubled:
+            try:
+                for created in await loop.run_in_executor(_pool, maintenance.file_automatic, kube(), troubled):
+                    maintenance_queue().add(created)
+            except Exception as error:
+                log.warning("automatic maintenance failed", extra={"error": str(error)})
+        await asyncio.sleep(5.0)
 
 
 def _plain(value: Any) -> Any:

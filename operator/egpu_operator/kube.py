@@ -16,12 +16,123 @@ log = logging.getLogger("egpu_operator.kube")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 GROUP, VERSION, PLURAL = keys.API_GROUP, keys.API_VERSION, "inferencedeployments"
+MAINTENANCES = "gpumaintenances"
 
 
 class Kube:
     def __init__(self, api_client: Any) -> None:
         self._core: Any = client.CoreV1Api(api_client)
         self._custom: Any = client.CustomObjectsApi(api_client)
+        self._policy: Any = client.PolicyV1Api(api_client)
+
+    # -- pods --------------------------------------------------------------------------------------
+
+    def evict_pod(self, namespace: str, name: str) -> str | None:
+        """Evict through the Eviction API; None when done (or already gone), else why it was refused.
+
+        The API server refuses (429) an eviction that would break a PodDisruptionBudget; the
+        caller tries again later. Nothing here ever force-deletes.
+        """
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        API_REQUESTS.labels("evict").inc()
+        try:
+            _drained(self._core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            if error.status == 429:
+                return _api_message(error) or "refused by a PodDisruptionBudget"
+            raise
+        return None
+
+    def pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        API_REQUESTS.labels("list").inc()
+        response = self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+    # -- nodes -------------------------------------------------------------------------------------
+
+    def get_node(self, node: str) -> dict[str, Any] | None:
+        API_REQUESTS.labels("get").inc()
+        try:
+            return dict(json.loads(self._core.read_node(node, _preload_content=False).data))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_node(self, node: str, patch: Mapping[str, Any]) -> None:
+        API_REQUESTS.labels("patch").inc()
+        _drained(self._core.patch_node(node, patch, _content_type=MERGE_PATCH, _preload_content=False))
+
+    # -- GPUMaintenance ----------------------------------------------------------------------------
+
+    def list_maintenances(self) -> list[dict[str, Any]]:
+        API_REQUESTS.labels("list").inc()
+        response = self._custom.list_cluster_custom_object(GROUP, VERSION, MAINTENANCES, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+    def create_maintenance(self, body: Mapping[str, Any]) -> bool:
+        """False if it exists already (its name is deterministic)."""
+        API_REQUESTS.labels("create").inc()
+        try:
+            _drained(self._custom.create_cluster_custom_object(GROUP, VERSION, MAINTENANCES, body, _preload_content=False))
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def patch_maintenance_status(self, name: str, status: Mapping[str, Any]) -> None:
+        API_REQUESTS.labels("patch").inc()
+        _drained(
+            self._custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, MAINTENANCES, name, {"status": status}, _content_type=MERGE_PATCH, _preload_content=False
+            )
+        )
+
+    def set_maintenance_finalizers(self, name: str, resource_version: str, finalizers: list[str]) -> None:
+        """Replace the finalizer list, guarded by resourceVersion so a concurrent edit is not lost."""
+        API_REQUESTS.labels("patch").inc()
+        body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
+        _drained(
+            self._custom.patch_cluster_custom_object(
+                GROUP, VERSION, MAINTENANCES, name, body, _content_type=MERGE_PATCH, _preload_content=False
+            )
+        )
+
+    def maintenance_event(self, maintenance: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        """Events of a cluster-scoped object live in the default namespace, as kubectl expects."""
+        self._event("default", maintenance, "GPUMaintenance", reason, message, warning)
+
+    # -- PodDisruptionBudgets ----------------------------------------------------------------------
+
+    def apply_pdb(self, manifest: Mapping[str, Any]) -> None:
+        """Create the deployment's PodDisruptionBudget, or bring an existing one to ``manifest``."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        API_REQUESTS.labels("create").inc()
+        try:
+            _drained(self._policy.create_namespaced_pod_disruption_budget(namespace, manifest, _preload_content=False))
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            API_REQUESTS.labels("patch").inc()
+            patch = {"spec": manifest["spec"], "metadata": {"labels": manifest["metadata"]["labels"]}}
+            _drained(
+                self._policy.patch_namespaced_pod_disruption_budget(
+                    name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+                )
+            )
+
+    def delete_pdb(self, namespace: str, name: str) -> None:
+        API_REQUESTS.labels("delete").inc()
+        try:
+            _drained(self._policy.delete_namespaced_pod_disruption_budget(name, namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def create_pod(self, manifest: Mapping[str, Any]) -> bool:
         """Create a replica pod; False if it already exists (a restarted operator repeating itself)."""
@@ -101,17 +212,17 @@ class Kube:
 
     def event(self, deployment: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
         """An Event on the InferenceDeployment; best effort."""
-        metadata = deployment["metadata"]
+        self._event(deployment["metadata"]["namespace"], deployment, "InferenceDeployment", reason, message, warning)
+
+    def _event(self, namespace: str, subject: Mapping[str, Any], kind: str, reason: str, message: str, warning: bool) -> None:
+        metadata = subject["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": metadata["name"], "uid": metadata.get("uid")}
+        if metadata.get("namespace"):
+            involved["namespace"] = metadata["namespace"]
         body: dict[str, Any] = {
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "InferenceDeployment",
-                "name": metadata["name"],
-                "namespace": metadata["namespace"],
-                "uid": metadata.get("uid"),
-            },
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": namespace},
+            "involvedObject": involved,
             "reason": reason,
             "message": message[:1024],
             "type": "Warning" if warning else "Normal",
@@ -122,9 +233,16 @@ class Kube:
         }
         API_REQUESTS.labels("create").inc()
         try:
-            _drained(self._core.create_namespaced_event(metadata["namespace"], body, _preload_content=False))
+            _drained(self._core.create_namespaced_event(namespace, body, _preload_content=False))
         except ApiException as error:
             log.warning("could not record event", extra={"reason": reason, "status": error.status})
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message", ""))
+    except ValueError:
+        return ""
 
 
 def _drained(response: Any) -> None:

@@ -9,7 +9,8 @@ nodes first. Replicas already on an adequate node stay put (placement is stable)
 
 A replica whose node stops being adequate is moved: if the node can still serve (a slower
 link, a cordon) a replacement is surged first and the old pod removed once the new one is
-Ready; if the GPU is lost or the agent is dead the old pod is removed at once.
+Ready (evicted, so a PodDisruptionBudget still has its say); if the GPU is lost or the agent
+is dead the old pod is removed at once.
 """
 
 import math
@@ -124,7 +125,9 @@ class Create:
 class Plan:
     creates: list[Create] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
-    why: dict[str, str] = field(default_factory=dict)  # pod name -> why it is deleted, for logs
+    # Pods replaced by a Ready pod elsewhere: evicted through the Eviction API, so PodDisruptionBudgets hold.
+    evictions: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)  # pod name -> why it is deleted or evicted, for logs
     rejections: Counter[str] = field(default_factory=Counter)
     adequate: int = 0
     considered: int = 0
@@ -230,7 +233,7 @@ def plan(
             keeper = max(good, key=lambda pod: (pod.ready, -demand.load_seconds(adequate[pod.node])))
             if keeper.ready:
                 extra = [pod.name for pod in current if pod is not keeper]
-                result.deletes += extra
+                result.evictions += extra
                 result.why |= dict.fromkeys(extra, f"replaced by {keeper.name}")
             continue
         for pod in current:

@@ -19,7 +19,7 @@ from typing import Any
 from egpu_api import keys
 from egpu_operator.facts import DEPLOYMENT_LABEL, REPLICA_LABEL
 
-LOAD_ESTIMATE_ANNOTATION = f"{keys.PREFIX}estimated-load-seconds"
+LOAD_ESTIMATE_ANNOTATION = keys.ESTIMATED_LOAD_ANNOTATION
 STARTUP_MARGIN_S = 60
 STARTUP_FACTOR = 2
 
@@ -70,16 +70,35 @@ def replica_pod(deployment: Mapping[str, Any], replica: int, node: str, load_sec
             "namespace": metadata["namespace"],
             "labels": {**(template_meta.get("labels") or {}), DEPLOYMENT_LABEL: name, REPLICA_LABEL: str(replica)},
             "annotations": {**(template_meta.get("annotations") or {}), LOAD_ESTIMATE_ANNOTATION: f"{load_seconds:.1f}"},
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{keys.API_GROUP}/{keys.API_VERSION}",
-                    "kind": "InferenceDeployment",
-                    "name": name,
-                    "uid": metadata["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(metadata)],
         },
         "spec": pod_spec,
+    }
+
+
+def disruption_budget(deployment: Mapping[str, Any], min_available: int) -> dict[str, Any]:
+    """The deployment's PodDisruptionBudget, owned by it so deletion cleans it up."""
+    metadata = deployment["metadata"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "labels": {DEPLOYMENT_LABEL: metadata["name"]},
+            "ownerReferences": [owner_reference(metadata)],
+        },
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": {DEPLOYMENT_LABEL: metadata["name"]}}},
+    }
+
+
+def owner_reference(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The deployment as controller owner: its pods and budget go when it goes."""
+    return {
+        "apiVersion": f"{keys.API_GROUP}/{keys.API_VERSION}",
+        "kind": "InferenceDeployment",
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
     }

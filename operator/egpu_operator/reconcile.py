@@ -104,8 +104,17 @@ class Fleet:
         self.gpu_pods: set[str] = set()  # names of pods the GPU-usage index already counts
 
 
-def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_pods: Iterable[PodView]) -> dict[str, Any]:
-    """Bring one deployment's pods and power limits toward its spec; returns the status written."""
+def reconcile(
+    kube: Kube,
+    deployment: Mapping[str, Any],
+    fleet: Fleet,
+    replica_pods: Iterable[PodView],
+    pdb_min_available: int | None = None,
+) -> bool:
+    """Bring one deployment's pods, power limits and disruption budget toward its spec.
+
+    ``pdb_min_available`` is what its PodDisruptionBudget holds now (None: none). Returns True
+    when it should run again soon: an eviction was refused (a PodDisruptionBudget said no)."""
     metadata = deployment["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
     current_status = deployment.get("status") or {}
@@ -120,13 +129,13 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
                                                message, int(metadata.get("generation", 0)), now)]}  # fmt: skip
         kube.patch_status(namespace, name, bad)
         metrics.RECONCILES.labels("invalid").inc()
-        return bad
+        return False
 
     pods_now = list(replica_pods)
     key = f"{namespace}/{name}"
     if not _caught_up(key, pods_now):
         metrics.RECONCILES.labels("waiting").inc()
-        return dict(current_status)  # the pod events still on their way will bring it back
+        return False  # the pod events still on their way will bring it back
     with _placing:
         free = dict(fleet.free)
         _apply_reservations(free, fleet.gpu_pods)
@@ -136,10 +145,19 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
         for create in result.creates:
             _reserved[pods.pod_name(name, create.replica, create.node)] = (create.node, time.monotonic())
 
+    retry = False
     for pod_name in result.deletes:
         kube.delete_pod(namespace, pod_name)
         log.info("replica removed", extra={"deployment": f"{namespace}/{name}", "pod": pod_name,
                                            "why": result.why.get(pod_name, "")})  # fmt: skip
+    for pod_name in result.evictions:
+        refusal = kube.evict_pod(namespace, pod_name)
+        if refusal is None:
+            result.deletes.append(pod_name)
+            log.info("replica evicted", extra={"deployment": key, "pod": pod_name, "why": result.why.get(pod_name, "")})
+        else:
+            retry = True
+            log.info("eviction refused", extra={"deployment": key, "pod": pod_name, "why": refusal})
     deleted = set(result.deletes)
     after = [pod for pod in pods_now if pod.name not in deleted]
     for create in result.creates:
@@ -155,6 +173,7 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
         _expected[key] = (created, deleted, time.monotonic())
 
     power_by_pod = apply_power(kube, deployment, spec, fleet.facts, after)
+    apply_disruption_budget(kube, deployment, spec, pdb_min_available)
 
     new_status = status.build(deployment, demand, result, after, fleet.facts, power_by_pod, fleet.power_status, now)
     placed = new_status["conditions"][0]
@@ -170,7 +189,30 @@ def reconcile(kube: Kube, deployment: Mapping[str, Any], fleet: Fleet, replica_p
         metrics.INFEASIBLE.set(len(_infeasible))
     else:
         forget_infeasible(f"{namespace}/{name}")
-    return new_status
+    return retry
+
+
+_budgets: dict[str, int | None] = {}  # namespace/name -> minAvailable last written, until the index shows it
+
+
+def apply_disruption_budget(
+    kube: Kube, deployment: Mapping[str, Any], spec: InferenceDeploymentSpec, current: int | None
+) -> None:
+    """One PodDisruptionBudget per deployment with spec.disruption: evictions (ours in maintenance,
+    kubectl drain's, the cluster autoscaler's) then never take it below minAvailable Ready replicas."""
+    metadata = deployment["metadata"]
+    key = f"{metadata['namespace']}/{metadata['name']}"
+    wanted = spec.disruption.min_available if spec.disruption else None
+    if wanted == current:
+        _budgets.pop(key, None)
+        return
+    if key in _budgets and _budgets[key] == wanted:
+        return  # written; the index has not caught up yet
+    if wanted is None:
+        kube.delete_pdb(metadata["namespace"], metadata["name"])
+    else:
+        kube.apply_pdb(pods.disruption_budget(deployment, wanted))
+    _budgets[key] = wanted
 
 
 def forget_infeasible(key: str) -> None:

@@ -25,6 +25,7 @@ from tests.e2e.helpers import NAMESPACE, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
+MODEL_LOAD_SCALE = 0.1
 
 
 def install_crds(kubectl: Kubectl) -> None:
@@ -56,7 +57,9 @@ def kube(fleet: FleetProfile) -> Iterator[Kubectl]:
         yield kubectl
         return
     # stop() raises if any process of the cluster outlives it, failing the run at teardown.
-    with LocalCluster(ensure_tools()) as cluster:
+    # Replica pods take a tenth of their estimated model load time to become Ready (2.1 s for
+    # 18 GB over Gen3 x1): quick, yet a drain that evicts before the replacement loads shows its outage.
+    with LocalCluster(ensure_tools(), model_load_scale=MODEL_LOAD_SCALE) as cluster:
         cluster.kubectl.apply_fleet(fleet)
         cluster.kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
         install_crds(cluster.kubectl)
@@ -100,8 +103,9 @@ class OperatorProcess:
         self.kubeconfig, self.log = kubeconfig, log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra_args: str) -> None:
         command = [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(self.kubeconfig), "--metrics-port", "0"]
+        command += extra_args
         env = {**os.environ, "EGPU_OPERATOR_RESYNC_SECONDS": "3"}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -136,3 +140,10 @@ def workspace(kube: Kubectl, operator: OperatorProcess) -> Iterator[str]:
     kube.run("delete", "inferencedeployments", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
     wait_for(lambda: True if not kube.get_json("pods", "-n", name)["items"] else None, timeout_s=60, what=f"pods of {name} to go")
     kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def maintenances(kube: Kubectl, operator: OperatorProcess) -> Iterator[None]:
+    """Afterwards every GPUMaintenance is deleted and awaited, so each node is back in service."""
+    yield
+    kube.run("delete", "gpumaintenances", "--all", "--wait=true", "--timeout=60s", check=False)

@@ -126,15 +126,16 @@ def test_degraded_link_surges_a_replacement_then_removes_the_old_pod(nodes: dict
     old = PodView("a-0-old", 0, "pi5-rtx4090", ready=True)
 
     first = plan(demand, 1, facts(nodes), free_all(nodes), [old], NOW)
-    assert first.deletes == []  # still serving: keep it until the replacement is Ready
+    assert (first.deletes, first.evictions) == ([], [])  # still serving: keep it until the replacement is Ready
     assert [c.node for c in first.creates] == ["vm-h100-passthrough"]
 
     new = PodView("a-0-new", 0, "vm-h100-passthrough", ready=False)
     waiting = plan(demand, 1, facts(nodes), free_all(nodes), [old, new], NOW)
-    assert (waiting.creates, waiting.deletes) == ([], [])
+    assert (waiting.creates, waiting.deletes, waiting.evictions) == ([], [], [])
 
     done = plan(demand, 1, facts(nodes), free_all(nodes), [old, replace(new, ready=True)], NOW)
-    assert (done.creates, done.deletes) == ([], ["a-0-old"])
+    # Evicted, not deleted: the Eviction API lets a PodDisruptionBudget veto it.
+    assert (done.creates, done.deletes, done.evictions) == ([], [], ["a-0-old"])
 
 
 def test_lost_gpu_replaces_at_once(nodes: dict[str, dict[str, Any]]) -> None:

@@ -1,0 +1,91 @@
+"""The GPUMaintenance API (egpu-operator.io/v1alpha1, cluster-scoped): drain one node's GPUs for service.
+
+A GPU in a passthrough VM cannot live-migrate and an eGPU dock must be re-seated by hand, so
+GPU maintenance is a planned drain. One GPUMaintenance names a node; the operator cordons
+it, moves each InferenceDeployment replica by starting a replacement elsewhere first and
+evicting the old pod only once the replacement is Ready, evicts other GPU pods per policy,
+and reports ``Ready`` when the node holds no GPU workload. Setting ``spec.completed`` (or
+deleting the object) returns the node to service.
+
+Phases: Pending -> Cordoned -> Evacuating -> Ready -> Completed, or Failed with a reason.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from egpu_api.inference import ApiModel, Condition, cel_rules
+
+Phase = Literal["Pending", "Cordoned", "Evacuating", "Ready", "Completed", "Failed"]
+PHASES: tuple[Phase, ...] = ("Pending", "Cordoned", "Evacuating", "Ready", "Completed", "Failed")
+#: Phases that hold one of the cluster's parallel-maintenance slots.
+ACTIVE_PHASES: frozenset[str] = frozenset({"Cordoned", "Evacuating", "Ready"})
+TERMINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed"})
+
+UnmanagedPodPolicy = Literal["Evict", "Wait"]
+CapacityPolicy = Literal["WaitForCapacity", "AllowReducedCapacity"]
+
+
+class GPUMaintenanceSpec(ApiModel):
+    """Which node to drain for GPU service, why, and how patiently."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            ("self.nodeName == oldSelf.nodeName", "nodeName is immutable; create another GPUMaintenance for another node"),
+        )
+    )
+
+    node_name: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The node whose GPUs need service.")
+    reason: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Why, for people: 'reseat eGPU dock', 'driver 580 upgrade', 'GPU lost (Xid 79)'."
+    )
+    drain_timeout_seconds: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Fail (leaving the node cordoned for a human) if the node is not Ready this many seconds after "
+        "the drain starts. Unset waits as long as it takes, with conditions saying why.",
+    )
+    unmanaged_gpu_pods: UnmanagedPodPolicy = Field(
+        default="Evict",
+        description="GPU pods egpu-operator does not manage: Evict (through the Eviction API, honouring "
+        "PodDisruptionBudgets) or Wait for them to finish. DaemonSet pods are always left alone; "
+        "nothing is ever force-deleted.",
+    )
+    capacity_policy: CapacityPolicy = Field(
+        default="WaitForCapacity",
+        description="When a replica has no other adequate node: WaitForCapacity keeps it serving here until one "
+        "appears; AllowReducedCapacity evicts it anyway, as far as its PodDisruptionBudget allows.",
+    )
+    completed: bool = Field(
+        default=False,
+        description="Set true when the service is done: the node is uncordoned (unless it was cordoned before) "
+        "and the maintenance ends in Completed. Deleting the object does the same.",
+    )
+
+
+class MovedReplica(ApiModel):
+    """One replica moved off the node, and where to."""
+
+    deployment: str = Field(description="namespace/name of the InferenceDeployment.")
+    replica: int = Field(description="Replica index.")
+    from_pod: str = Field(description="The pod evicted from the node in maintenance.")
+    to_pod: str | None = Field(default=None, description="The replacement pod, if one was Ready before the eviction.")
+    to_node: str | None = Field(default=None, description="Node of the replacement pod.")
+
+
+class GPUMaintenanceStatus(ApiModel):
+    """Observed state, written by the operator."""
+
+    phase: Phase = Field(default="Pending", description="Pending, Cordoned, Evacuating, Ready, Completed or Failed.")
+    message: str = Field(default="", description="What the maintenance is doing or waiting for, in one line.")
+    node_was_cordoned: bool | None = Field(
+        default=None, description="Whether an administrator had cordoned the node before; such a node stays cordoned."
+    )
+    started_at: str | None = Field(default=None, description="When the node was cordoned (RFC 3339).")
+    ready_at: str | None = Field(default=None, description="When the node first held no GPU workload (RFC 3339).")
+    completed_at: str | None = Field(default=None, description="When the node returned to service (RFC 3339).")
+    moved: list[MovedReplica] = Field(default_factory=list, description="InferenceDeployment replicas moved off the node.")
+    evicted: list[str] = Field(default_factory=list, description="Other GPU pods evicted (namespace/name).")
+    observed_generation: int | None = Field(default=None, description="The .metadata.generation last reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Started, Cordoned, Evacuated and Failed, per API conventions."
+    )

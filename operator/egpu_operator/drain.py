@@ -1,0 +1,267 @@
+"""One step of a GPUMaintenance: what to do to the node and its pods, and what to report. Pure.
+
+The controller (``maintenance``) gathers a ``World`` — the node, the GPU pods on it, where
+each InferenceDeployment replica's replacement stands — and ``decide`` returns the next phase,
+the node changes and the evictions. After running them, ``status`` turns the decision and
+the evictions the API server refused into the status and conditions users read.
+
+Why surge-then-evict: ``kubectl drain`` evicts first and lets the workload find a home after;
+a one-replica model on a slow link is then down for its whole load time. Here the replica's
+own controller (``reconcile``) sees the cordon and starts a replacement on another adequate
+node; only when that one is Ready is the old pod evicted — through the Eviction API, so any
+PodDisruptionBudget still has the last word.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from egpu_api import keys
+from egpu_api.maintenance import ACTIVE_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus
+from egpu_operator.status import condition
+
+MAINTENANCE_LABEL = f"{keys.PREFIX}maintenance"
+AUTO_LABEL = f"{keys.PREFIX}auto-maintenance"
+FINALIZER = f"{keys.PREFIX}maintenance"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    exists: bool = True
+    unschedulable: bool = False
+    maintenance_label: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuPod:
+    """A pod on the node that holds GPUs (or a DaemonSet pod, which is left alone)."""
+
+    namespace: str
+    name: str
+    deployment: str | None = None  # namespace/name of the InferenceDeployment it is a replica of
+    replica: int | None = None
+    terminating: bool = False
+    daemonset: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """The pod of the same deployment and replica on another node."""
+
+    pod: str
+    node: str
+    ready: bool
+
+
+@dataclass(frozen=True)
+class World:
+    node: NodeState
+    pods: Sequence[GpuPod] = ()
+    replacements: Mapping[tuple[str, int], Replacement] = field(default_factory=dict)
+    placement_why: Mapping[str, str] = field(default_factory=dict)  # deployment -> its Placed=False message
+    slot_wait: str | None = None  # why this maintenance may not start yet (parallel limit, node busy)
+
+
+@dataclass
+class Decision:
+    phase: str
+    cordon: bool = False  # make sure the node is cordoned and labelled
+    restore: bool = False  # give the node back: uncordon unless it was cordoned before, drop the label
+    add_finalizer: bool = False
+    evict: list[tuple[GpuPod, str]] = field(default_factory=list)  # pod, why (for events and logs)
+    waiting: list[str] = field(default_factory=list)
+    wait_reason: str = ""
+    failure: tuple[str, str] | None = None  # reason, message
+    status: dict[str, Any] = field(default_factory=dict)  # fields to carry into the new status
+
+
+def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: World, now: datetime) -> Decision:
+    phase = previous.phase
+    if phase == "Completed" or (phase == "Failed" and not spec.completed):
+        return Decision(phase)
+    if phase == "Failed" or (phase in ACTIVE_PHASES and spec.completed):
+        return Decision("Completed", restore=world.node.exists, status={"completedAt": _time(now)})
+    if phase == "Pending":
+        if spec.completed:
+            return Decision("Completed", status={"completedAt": _time(now)})
+        if not world.node.exists:
+            return _failed("NodeNotFound", f"node {spec.node_name} does not exist")
+        if world.slot_wait is not None:
+            return Decision("Pending", waiting=[world.slot_wait], wait_reason="WaitingForSlot")
+        # Remember an administrator's cordon before adding ours: it must outlive this maintenance.
+        # The pods are looked at from the next step on, once the cordon keeps new ones away.
+        carried = {"nodeWasCordoned": world.node.unschedulable, "startedAt": _time(now)}
+        return Decision("Cordoned", cordon=True, add_finalizer=True, status=carried)
+    if not world.node.exists:
+        return _failed("NodeDeleted", f"node {spec.node_name} was deleted during the maintenance")
+
+    decision = Decision(phase, cordon=True, add_finalizer=True)
+    started = previous.started_at
+    remaining = [pod for pod in world.pods if not pod.daemonset]
+    if not remaining:
+        decision.phase = "Ready"
+        decision.status["readyAt"] = previous.ready_at or _time(now)
+        return decision
+    if world.node.unschedulable:
+        decision.phase = "Evacuating"  # cordoned for sure: no new GPU pod can land while we move the others
+    for pod in remaining:
+        _plan_pod(pod, spec, world, decision)
+    timeout = spec.drain_timeout_seconds
+    if timeout is not None and started and (now - _parse(started)).total_seconds() > timeout:
+        left = ", ".join(pod.key for pod in remaining)
+        failed = _failed("DrainTimeout", f"node not drained within {timeout} s; still on it: {left}; node left cordoned")
+        failed.status = decision.status
+        return failed
+    return decision
+
+
+def _plan_pod(pod: GpuPod, spec: GPUMaintenanceSpec, world: World, decision: Decision) -> None:
+    if decision.phase == "Cordoned":
+        return  # wait for the cordon to show before moving anything, or a replacement could land here
+    if pod.terminating:
+        decision.waiting.append(f"{pod.key} is terminating")
+        decision.wait_reason = decision.wait_reason or "WaitingForPods"
+        return
+    if pod.deployment is None:
+        if spec.unmanaged_gpu_pods == "Evict":
+            decision.evict.append((pod, "unmanaged GPU pod (unmanagedGpuPods: Evict)"))
+        else:
+            decision.waiting.append(f"{pod.key} (not managed by egpu-operator) to finish (unmanagedGpuPods: Wait)")
+            decision.wait_reason = decision.wait_reason or "WaitingForPods"
+        return
+    replica = f"{pod.deployment} replica {pod.replica}"
+    replacement = world.replacements.get((pod.deployment, pod.replica or 0))
+    if replacement is not None and replacement.ready:
+        decision.evict.append((pod, f"replacement {replacement.pod} is Ready on {replacement.node}"))
+    elif replacement is not None:
+        decision.waiting.append(f"{replica}: replacement {replacement.pod} on {replacement.node} is loading the model")
+        decision.wait_reason = "WaitingForReplacement"
+    elif spec.capacity_policy == "AllowReducedCapacity":
+        decision.evict.append((pod, "no other adequate node; capacityPolicy AllowReducedCapacity"))
+    else:
+        why = world.placement_why.get(pod.deployment, "waiting for the operator to place a replacement")
+        decision.waiting.append(f"{replica} has no other adequate node ({why})")
+        decision.wait_reason = "NoAdequateNode"
+
+
+def _failed(reason: str, message: str) -> Decision:
+    return Decision("Failed", failure=(reason, message))
+
+
+def status(
+    decision: Decision,
+    previous: GPUMaintenanceStatus,
+    previous_conditions: Sequence[Mapping[str, Any]],
+    generation: int,
+    refused: Mapping[str, str],  # pod key -> why the API server refused its eviction
+    moved: Sequence[Mapping[str, Any]],
+    evicted: Sequence[str],
+    now: datetime,
+) -> dict[str, Any]:
+    """The status after a step: phase, one-line message, conditions per API conventions."""
+    waiting = [*decision.waiting, *(f"eviction of {pod} refused: {why}" for pod, why in refused.items())]
+    phase = decision.phase
+    if decision.failure is not None:
+        message = decision.failure[1]
+    elif phase == "Pending":
+        message = f"waiting to start: {'; '.join(waiting)}" if waiting else "waiting to start"
+    elif phase == "Ready":
+        message = "no GPU workload left on the node: safe to service; set spec.completed=true when done"
+    elif phase == "Completed":
+        message = "node returned to service"
+    elif phase == "Cordoned":
+        message = "node cordoned; waiting for the cordon to be seen before moving replicas"
+    else:
+        message = f"waiting for: {'; '.join(waiting)}" if waiting else "evicting GPU pods"
+
+    def cond(kind: str, ok: bool, reason: str, text: str) -> dict[str, Any]:
+        return condition(previous_conditions, kind, ok, reason, text, generation, now)
+
+    started = phase != "Pending"
+    conditions = [cond("Started", started, "Started" if started else "WaitingForSlot", "drain started" if started else message)]
+    was_cordoned = decision.status.get("nodeWasCordoned", previous.node_was_cordoned)
+    if started and phase != "Completed":
+        cordon_note = " (an administrator had cordoned it before; it stays cordoned afterwards)" if was_cordoned else ""
+        conditions.append(cond("Cordoned", True, "Cordoned", f"node cordoned{cordon_note}"))
+    elif phase == "Completed":
+        if was_cordoned:
+            conditions.append(cond("Cordoned", True, "AdminCordon", "node stays cordoned: an administrator had cordoned it"))
+        else:
+            conditions.append(cond("Cordoned", False, "Uncordoned", "node returned to service"))
+    if started:
+        done = phase in ("Ready", "Completed")
+        reason = "NoGPUWorkload" if done else ("DisruptionBudget" if refused else decision.wait_reason or "Evicting")
+        if decision.failure is not None:
+            reason = decision.failure[0]
+        conditions.append(cond("Evacuated", done, reason, "no GPU workload on the node" if done else message))
+    if decision.failure is not None:
+        conditions.append(cond("Failed", True, decision.failure[0], decision.failure[1]))
+    return {
+        "phase": phase,
+        "message": message,
+        **decision.status,
+        "moved": list(moved),
+        "evicted": list(evicted),
+        "observedGeneration": generation,
+        "conditions": conditions,
+    }
+
+
+def record_moves(previous: Sequence[Mapping[str, Any]], world: World) -> list[dict[str, Any]]:
+    """The moved-replica list: every replica seen on the node, with its replacement once known."""
+    moved = {entry["fromPod"]: dict(entry) for entry in previous}
+    for pod in world.pods:
+        if pod.deployment is not None and pod.key not in moved:
+            moved[pod.key] = {"deployment": pod.deployment, "replica": pod.replica or 0, "fromPod": pod.key}
+    for entry in moved.values():
+        replacement = world.replacements.get((entry["deployment"], entry["replica"]))
+        if replacement is not None and replacement.ready:
+            entry["toPod"], entry["toNode"] = replacement.pod, replacement.node
+    return sorted(moved.values(), key=lambda entry: entry["fromPod"])
+
+
+def slot_wait(name: str, node: str, created: str, maintenances: Sequence[Mapping[str, Any]], limit: int) -> str | None:
+    """Why a Pending maintenance may not start yet, or None. The oldest pending ones go first."""
+    others = [m for m in maintenances if m["metadata"]["name"] != name]
+    active = [m for m in others if ((m.get("status") or {}).get("phase") in ACTIVE_PHASES)]
+    busy = [m["metadata"]["name"] for m in active if m["spec"].get("nodeName") == node]
+    if busy:
+        return f"node {node} is already in maintenance {', '.join(busy)}"
+    ahead = [
+        m["metadata"]["name"]
+        for m in others
+        if (m.get("status") or {}).get("phase", "Pending") == "Pending"
+        and not m["spec"].get("completed")
+        and not m["metadata"].get("deletionTimestamp")
+        and (m["metadata"].get("creationTimestamp", ""), m["metadata"]["name"]) < (created, name)
+    ]
+    if len(active) + len(ahead) >= limit:
+        holders = ", ".join(sorted(m["metadata"]["name"] for m in active)) or "none"
+        queue = f"; queued behind {', '.join(ahead)}" if ahead else ""
+        return f"{len(active)} of at most {limit} maintenance(s) in progress ({holders}){queue}"
+    return None
+
+
+def auto_maintenance(node: str, health: str, since: str, message: str) -> dict[str, Any]:
+    """The GPUMaintenance the operator files itself for a lost GPU or a degraded link. Its name is
+    derived from the node and when the problem began, so a restarted operator files it once."""
+    stamp = "".join(ch for ch in since if ch.isdigit())[:14]
+    return {
+        "apiVersion": f"{keys.API_GROUP}/{keys.API_VERSION}",
+        "kind": "GPUMaintenance",
+        "metadata": {"name": f"{node[:220]}-gpu-{health}-{stamp}", "labels": {AUTO_LABEL: "true"}},
+        "spec": {"nodeName": node, "reason": f"automatic: GPU {health}: {message}"[:1024]},
+    }
+
+
+def _time(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

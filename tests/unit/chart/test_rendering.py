@@ -1,0 +1,137 @@
+"""What the important values change in the rendered objects."""
+
+from typing import Any
+
+import pytest
+
+from tests.unit.chart.helm import AGENT_SA, NAMESPACE, OPERATOR_SA, find, render
+
+
+def agent_pod(values: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = find(render(values), "DaemonSet")["spec"]["template"]["spec"]
+    return spec
+
+
+def operator_pod(values: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = find(render(values), "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def env(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+
+
+def test_operator_is_one_replica_replaced_not_rolled() -> None:
+    deployment = find(render(), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["egpu-operator"]
+    assert container["args"] == ["run", "--metrics-port=8080"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_operator_pod_meets_pod_security_restricted() -> None:
+    pod = operator_pod()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert pod["serviceAccountName"] == OPERATOR_SA
+
+
+def test_operator_environment_comes_from_values() -> None:
+    defaults = env(operator_pod()["containers"][0])
+    assert defaults["EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES"] == "1"
+    assert defaults["EGPU_OPERATOR_AUTO_MAINTENANCE"] == "false"
+    assert defaults["EGPU_OPERATOR_WORKERS"] == "4"
+    changed = env(
+        operator_pod({"operator.workers": "8", "operator.maintenance.maxParallel": "3", "operator.maintenance.auto": "true"})[
+            "containers"
+        ][0]
+    )
+    assert (changed["EGPU_OPERATOR_WORKERS"], changed["EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES"]) == ("8", "3")
+    assert changed["EGPU_OPERATOR_AUTO_MAINTENANCE"] == "true"
+
+
+def test_operator_resources_come_from_values() -> None:
+    resources = operator_pod({"operator.resources.limits.memory": "2Gi"})["containers"][0]["resources"]
+    assert resources["limits"]["memory"] == "2Gi"
+    assert resources["requests"] == {"cpu": "100m", "memory": "256Mi"}
+
+
+def test_agent_read_only_by_default_with_every_capability_dropped() -> None:
+    pod = agent_pod()
+    container = pod["containers"][0]
+    assert "--read-only" in container["args"]
+    assert "--backend=nvml" in container["args"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["serviceAccountName"] == AGENT_SA
+
+
+def test_power_actuation_adds_sys_admin_as_root_and_drops_read_only() -> None:
+    pod = agent_pod({"agent.powerActuation.enabled": "true"})
+    container = pod["containers"][0]
+    assert "--read-only" not in container["args"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    # The API server rejects allowPrivilegeEscalation=false together with CAP_SYS_ADMIN.
+    assert "allowPrivilegeEscalation" not in container["securityContext"]
+    assert pod["securityContext"]["runAsUser"] == 0
+
+
+def test_agent_gets_node_and_namespace_from_the_downward_api_and_nvidia_runtime() -> None:
+    pod = agent_pod()
+    variables = env(pod["containers"][0])
+    assert variables["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert variables["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert variables["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert pod["runtimeClassName"] == "nvidia"
+    assert "runtimeClassName" not in agent_pod({"agent.nvidia.runtimeClassName": ""})
+
+
+def test_agent_node_selector_defaults_to_nfd_and_is_configurable() -> None:
+    assert agent_pod()["nodeSelector"] == {"feature.node.kubernetes.io/pci-10de.present": "true"}
+    assert agent_pod()["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    # Helm merges maps: a default key goes only when set to null.
+    replaced = '{"feature.node.kubernetes.io/pci-10de.present": null, "gpu": "yes"}'
+    custom = find(render(None, "--set-json", f"agent.nodeSelector={replaced}"), "DaemonSet")["spec"]["template"]["spec"]
+    assert custom["nodeSelector"] == {"gpu": "yes"}
+
+
+def test_fake_backend_mounts_its_fleet_profile() -> None:
+    objects = render({"agent.backend": "fake", "agent.fleetProfile": "nodes: []"})
+    pod = find(objects, "DaemonSet")["spec"]["template"]["spec"]
+    assert "--fleet=/etc/egpu-node-agent/fleet.yaml" in pod["containers"][0]["args"]
+    assert find(objects, "ConfigMap")["data"]["fleet.yaml"].strip() == "nodes: []"
+    assert "checksum/fleet" in find(objects, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(("enabled", "count"), [("false", 0), ("true", 2)])
+def test_service_monitors(enabled: str, count: int) -> None:
+    objects = render({"metrics.serviceMonitor.enabled": enabled, "metrics.serviceMonitor.labels.release": "prom"})
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert len(monitors) == count
+    assert all(m["metadata"]["labels"]["release"] == "prom" for m in monitors)
+    services = {o["metadata"]["name"]: o["spec"]["ports"][0]["port"] for o in objects if o["kind"] == "Service"}
+    assert services == {"egpu-operator-metrics": 8080, "egpu-operator-node-agent-metrics": 9400}
+
+
+def test_admission_policy_matches_only_the_agent_service_account() -> None:
+    objects = render()
+    policy = find(objects, "ValidatingAdmissionPolicy")
+    expression = policy["spec"]["matchConditions"][0]["expression"]
+    assert expression == f'request.userInfo.username == "system:serviceaccount:{NAMESPACE}:{AGENT_SA}"'
+    binding = find(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert [o for o in render({"agent.ownNodePolicy.enabled": "false"}) if o["kind"] == "ValidatingAdmissionPolicy"] == []
+
+
+def test_agent_disabled_leaves_only_the_operator() -> None:
+    kinds = {o["kind"] for o in render({"agent.enabled": "false"})}
+    assert "DaemonSet" not in kinds
+    assert "ValidatingAdmissionPolicy" not in kinds
+    assert "Deployment" in kinds

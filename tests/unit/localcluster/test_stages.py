@@ -1,0 +1,28 @@
+"""The KWOK stages that make simulated replica pods take their model load time."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from egpu_localcluster.stages import StagesError, model_load_stages
+
+
+def test_pod_ready_waits_for_the_scaled_load_estimate(tmp_path: Path) -> None:
+    for name in ("pod-ready", "pod-delete", "node-initialize"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({"kind": "Stage", "metadata": {"name": name}, "spec": {}}))
+    stages = model_load_stages(tmp_path, 0.1)
+    assert sorted(stage["metadata"]["name"] for stage in stages) == ["node-initialize", "pod-delete", "pod-ready"]
+    ready = next(stage for stage in stages if stage["metadata"]["name"] == "pod-ready")
+    assert ready["spec"]["delay"] == {
+        "durationMilliseconds": 0,
+        "durationFrom": {
+            "expressionFrom": '((.metadata.annotations["egpu-operator.io/estimated-load-seconds"] // "0" | tonumber)'
+            ' * 0.1 | tostring) + "s"'
+        },
+    }
+
+
+def test_missing_stages_say_how_to_get_them(tmp_path: Path) -> None:
+    with pytest.raises(StagesError, match=r"run hack/build-tools\.sh"):
+        model_load_stages(tmp_path, 1.0)

@@ -1,0 +1,151 @@
+"""The drain planner: one step of a GPUMaintenance, as case tables over plain data."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from egpu_api.maintenance import GPUMaintenanceSpec, GPUMaintenanceStatus
+from egpu_operator.drain import GpuPod, NodeState, Replacement, World, auto_maintenance, decide, record_moves, slot_wait, status
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+STARTED = (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+CORDONED = NodeState(unschedulable=True, maintenance_label="m")
+REPLICA = GpuPod("ns", "llm-0-abc", deployment="ns/llm", replica=0)
+UNMANAGED = GpuPod("ns", "batch")
+DAEMON = GpuPod("kube-system", "dcgm-exporter", daemonset=True)
+
+
+def spec(**fields: Any) -> GPUMaintenanceSpec:
+    return GPUMaintenanceSpec.model_validate({"nodeName": "n1", "reason": "reseat dock", **fields})
+
+
+def previous(phase: str, **fields: Any) -> GPUMaintenanceStatus:
+    return GPUMaintenanceStatus.model_validate({"phase": phase, "startedAt": STARTED, "nodeWasCordoned": False, **fields})
+
+
+@pytest.mark.parametrize(
+    ("phase", "world", "fields", "expected_phase", "evicted", "wait_reason"),
+    [
+        # Pending: start when a slot is free, remembering whether the node was cordoned already.
+        ("Pending", World(NodeState()), {}, "Cordoned", [], ""),
+        ("Pending", World(NodeState(), slot_wait="1 of at most 1 in progress"), {}, "Pending", [], "WaitingForSlot"),
+        ("Pending", World(NodeState(exists=False)), {}, "Failed", [], ""),
+        ("Pending", World(NodeState()), {"completed": True}, "Completed", [], ""),
+        # Cordoned, but the cordon is not visible yet: nothing moves.
+        ("Cordoned", World(NodeState(), pods=[REPLICA]), {}, "Cordoned", [], ""),
+        # Evacuating: a Ready replacement lets the old pod go; a loading one makes it wait.
+        ("Cordoned", World(CORDONED, pods=[REPLICA], replacements={("ns/llm", 0): Replacement("llm-0-new", "n2", True)}),
+         {}, "Evacuating", ["llm-0-abc"], ""),
+        ("Evacuating", World(CORDONED, pods=[REPLICA], replacements={("ns/llm", 0): Replacement("llm-0-new", "n2", False)}),
+         {}, "Evacuating", [], "WaitingForReplacement"),
+        # No other adequate node: wait by default, evict when reduced capacity is allowed.
+        ("Evacuating", World(CORDONED, pods=[REPLICA]), {}, "Evacuating", [], "NoAdequateNode"),
+        ("Evacuating", World(CORDONED, pods=[REPLICA]), {"capacityPolicy": "AllowReducedCapacity"},
+         "Evacuating", ["llm-0-abc"], ""),
+        # Unmanaged GPU pods per policy; DaemonSet pods never count.
+        ("Evacuating", World(CORDONED, pods=[UNMANAGED, DAEMON]), {}, "Evacuating", ["batch"], ""),
+        ("Evacuating", World(CORDONED, pods=[UNMANAGED]), {"unmanagedGpuPods": "Wait"}, "Evacuating", [], "WaitingForPods"),
+        ("Evacuating", World(CORDONED, pods=[GpuPod("ns", "going", terminating=True)]), {}, "Evacuating", [], "WaitingForPods"),
+        ("Evacuating", World(CORDONED, pods=[DAEMON]), {}, "Ready", [], ""),
+        # Done: back to service; a failed one too once a human says so.
+        ("Ready", World(CORDONED), {"completed": True}, "Completed", [], ""),
+        ("Failed", World(CORDONED), {}, "Failed", [], ""),
+        ("Failed", World(CORDONED), {"completed": True}, "Completed", [], ""),
+        ("Evacuating", World(NodeState(exists=False)), {}, "Failed", [], ""),
+    ],
+)  # fmt: skip
+def test_one_step(
+    phase: str, world: World, fields: dict[str, Any], expected_phase: str, evicted: list[str], wait_reason: str
+) -> None:
+    decision = decide(spec(**fields), previous(phase), world, NOW)
+    assert decision.phase == expected_phase
+    assert [pod.name for pod, _ in decision.evict] == evicted
+    assert decision.wait_reason == wait_reason
+
+
+def test_starting_records_an_admin_cordon_and_cordons() -> None:
+    fresh = GPUMaintenanceStatus()
+    decision = decide(spec(), fresh, World(NodeState(unschedulable=True)), NOW)
+    assert (decision.phase, decision.cordon, decision.add_finalizer) == ("Cordoned", True, True)
+    assert decision.status["nodeWasCordoned"] is True
+    assert decide(spec(), fresh, World(NodeState()), NOW).status["nodeWasCordoned"] is False
+
+
+def test_completion_restores_only_a_started_maintenance() -> None:
+    assert decide(spec(completed=True), previous("Ready"), World(CORDONED), NOW).restore is True
+    assert decide(spec(completed=True), GPUMaintenanceStatus(), World(NodeState()), NOW).restore is False
+
+
+def test_timeout_fails_and_leaves_the_node_cordoned() -> None:
+    decision = decide(spec(drainTimeoutSeconds=10), previous("Evacuating"), World(CORDONED, pods=[REPLICA]), NOW)
+    assert decision.phase == "Failed"
+    assert decision.failure is not None
+    reason, message = decision.failure
+    assert reason == "DrainTimeout"
+    assert message == "node not drained within 10 s; still on it: ns/llm-0-abc; node left cordoned"
+    assert decision.restore is False
+    # A Ready node has nothing left to time out.
+    assert decide(spec(drainTimeoutSeconds=10), previous("Evacuating"), World(CORDONED), NOW).phase == "Ready"
+
+
+def test_status_names_what_it_waits_for_and_refused_evictions() -> None:
+    world = World(CORDONED, pods=[REPLICA], placement_why={"ns/llm": "0/8 nodes adequate: 7 VRAM < 20 GiB"})
+    decision = decide(spec(), previous("Evacuating"), world, NOW)
+    written = status(decision, previous("Evacuating"), [], 1, {}, [], [], NOW)
+    evacuated = next(c for c in written["conditions"] if c["type"] == "Evacuated")
+    assert (evacuated["status"], evacuated["reason"]) == ("False", "NoAdequateNode")
+    assert (
+        evacuated["message"] == "waiting for: ns/llm replica 0 has no other adequate node (0/8 nodes adequate: 7 VRAM < 20 GiB)"
+    )
+
+    refused = {"ns/batch": "Cannot evict pod as it would violate the pod's disruption budget."}
+    blocked = decide(spec(), previous("Evacuating"), World(CORDONED, pods=[UNMANAGED]), NOW)
+    written = status(blocked, previous("Evacuating"), [], 1, refused, [], [], NOW)
+    evacuated = next(c for c in written["conditions"] if c["type"] == "Evacuated")
+    assert evacuated["reason"] == "DisruptionBudget"
+    assert "eviction of ns/batch refused: Cannot evict pod" in evacuated["message"]
+
+
+def test_moves_are_recorded_once_and_completed_when_the_replacement_is_ready() -> None:
+    loading = World(CORDONED, pods=[REPLICA], replacements={("ns/llm", 0): Replacement("llm-0-new", "n2", False)})
+    moved = record_moves([], loading)
+    assert moved == [{"deployment": "ns/llm", "replica": 0, "fromPod": "ns/llm-0-abc"}]
+    gone = World(CORDONED, replacements={("ns/llm", 0): Replacement("llm-0-new", "n2", True)})
+    assert record_moves(moved, gone) == [
+        {"deployment": "ns/llm", "replica": 0, "fromPod": "ns/llm-0-abc", "toPod": "llm-0-new", "toNode": "n2"}
+    ]
+
+
+def maintenance(name: str, node: str, phase: str | None, created: str, **spec_fields: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {"nodeName": node, **spec_fields},
+        "status": {"phase": phase} if phase else {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("others", "limit", "expected"),
+    [
+        ([], 1, None),
+        ([maintenance("a", "n2", "Evacuating", "T1")], 1, "1 of at most 1 maintenance(s) in progress (a)"),
+        ([maintenance("a", "n2", "Evacuating", "T1")], 2, None),
+        ([maintenance("a", "n2", "Completed", "T1"), maintenance("b", "n3", "Failed", "T1")], 1, None),
+        # The oldest pending goes first; a completed pending one does not hold the line.
+        ([maintenance("a", "n2", None, "T0")], 1, "0 of at most 1 maintenance(s) in progress (none); queued behind a"),
+        ([maintenance("a", "n2", None, "T0", completed=True)], 1, None),
+        ([maintenance("a", "n2", None, "T9")], 1, None),
+        # One node, one maintenance at a time, whatever the limit.
+        ([maintenance("a", "n1", "Ready", "T0")], 5, "node n1 is already in maintenance a"),
+    ],
+)
+def test_parallel_limit(others: list[dict[str, Any]], limit: int, expected: str | None) -> None:
+    assert slot_wait("me", "n1", "T5", [maintenance("me", "n1", "Pending", "T5"), *others], limit) == expected
+
+
+def test_automatic_maintenance_has_a_stable_name() -> None:
+    body = auto_maintenance("pi5-rtx4090", "lost", "2026-11-22T10:00:00Z", "GPU 0 fell off the bus (Xid 79)")
+    assert body["metadata"]["name"] == "pi5-rtx4090-gpu-lost-20261122100000"
+    assert body["metadata"]["labels"] == {"egpu-operator.io/auto-maintenance": "true"}
+    assert body["spec"] == {"nodeName": "pi5-rtx4090", "reason": "automatic: GPU lost: GPU 0 fell off the bus (Xid 79)"}

@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint unit e2e tools venv clean
+.PHONY: demo test lint chart-lint unit e2e tools venv clean
 
 demo: $(STAMP) tools
 	$(PY) -m egpu_localcluster demo
@@ -18,6 +18,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api localcluster node-agent operator
+	$(VENV)/bin/hadolint images/operator.Dockerfile images/node-agent.Dockerfile
+	$(MAKE) --no-print-directory chart-lint
+
+# The Helm chart: strict lint with the cached helm (hack/build-tools.sh builds it once), and
+# its CRD templates and values schema in step with crds/ and values.yaml.
+chart-lint: $(STAMP)
+	"$$(hack/build-tools.sh)/helm" lint --strict charts/egpu-operator
+	$(PY) hack/sync-chart-crds.py --check
+	$(PY) hack/sync-chart-schema.py --check
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

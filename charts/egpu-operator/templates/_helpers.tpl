@@ -1,0 +1,54 @@
+{{/* Names: the operator is "<fullname>", the node agent "<fullname>-node-agent". */}}
+{{- define "egpu-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "egpu-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "egpu-operator.operator.name" -}}
+{{- include "egpu-operator.fullname" . }}
+{{- end }}
+
+{{- define "egpu-operator.agent.name" -}}
+{{- printf "%s-node-agent" (include "egpu-operator.fullname" . | trunc 52 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Labels on every object; pass (dict "root" $ "component" "operator"). */}}
+{{- define "egpu-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: egpu-operator
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{ include "egpu-operator.selectorLabels" . }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "egpu-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "egpu-operator.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{- define "egpu-operator.image" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) }}
+{{- end }}
+
+{{/* The user name the API server gives the node agent's ServiceAccount tokens. */}}
+{{- define "egpu-operator.agent.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "egpu-operator.agent.name" .) }}
+{{- end }}

@@ -1,0 +1,227 @@
+"""Benchmark: draining a node that holds 10 model replicas, GPUMaintenance against ``kubectl drain``.
+
+    python bench/maintenance_drain.py [--replicas 10] [--load-scale 1.0]
+
+One local cluster, one run, real node agents on simulated hardware. Three PCIe-switch hosts
+(RTX A5000s behind a Gen3 x1 uplink, as in the default fleet): the source with 10 GPUs, two
+targets with 5 each. Ten one-replica InferenceDeployments of a 6 GB model are placed on the
+source (the targets are cordoned while they are placed), and their simulated pods take their
+estimated load time (6.9 s over the x1 uplink, times --load-scale) to become Ready, as a real
+model server would.
+
+Then the same setup is drained twice:
+1. a GPUMaintenance: time from its creation to phase Ready (node empty, safe to service);
+2. ``kubectl drain`` (the baseline): time until the command returns, and until all replicas
+   are Ready again elsewhere.
+For both, a pod watch records the fewest Ready replicas at any moment (target: all of them for
+the GPUMaintenance). Printed: both times, both minima, and their ratios.
+
+Not modelled: ten models loading at once share the switch's x1 uplink, so on real hardware
+each load takes longer than its estimate; both runs would stretch alike.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+
+from egpu_api.fleet import load_fleet, parse_fleet
+from egpu_localcluster import LocalCluster, ensure_tools
+from egpu_localcluster.kubectl import Kubectl
+from egpu_node_agent.kube import api_client
+from egpu_node_agent.simulator import FleetSimulator
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOYMENT_LABEL = "egpu-operator.io/inference-deployment"
+NAMESPACE = "bench"
+SOURCE, TARGETS = "switch-10x-a5000", ("switch-5x-a5000-a", "switch-5x-a5000-b")
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def fleet(replicas: int) -> Any:
+    """The source host with ``replicas`` GPUs and two targets sharing them, all behind x1 uplinks."""
+    document: dict[str, Any] = load_fleet().model_dump(by_alias=True, exclude_none=True)
+    switch = next(node for node in document["nodes"] if node["name"] == "switch-4x-a5000")
+    gpu = {key: value for key, value in switch["gpus"][0].items() if key not in ("uuid", "pciBusId")}
+    half = (replicas + 1) // 2
+
+    def host(name: str, count: int) -> dict[str, Any]:
+        gpus = [{**gpu, "pciBusId": f"0000:{index + 3:02x}:00.0"} for index in range(count)]
+        return {**switch, "name": name, "gpus": gpus}
+
+    return parse_fleet({**document, "nodes": [host(SOURCE, replicas), *(host(name, half) for name in TARGETS)]})
+
+
+def inference_deployment(index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "egpu-operator.io/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": f"model-{index:02d}", "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "model": {"name": f"model-{index:02d}", "size": "6G"},
+            "placement": {"maxLoadSeconds": 20, "allowedModes": ["bare-metal"]},
+            "template": {"spec": {"containers": [{"name": "server", "image": "registry.example/llm:1"}]}},
+        },
+    }
+
+
+class ReadyWatch:
+    """The number of Ready replica pods at every event, and the fewest since ``reset``."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self._core = client.CoreV1Api(api_client(kubeconfig))
+        self._watch = watch.Watch()
+        self._ready: dict[str, bool] = {}
+        self._lock = threading.Lock()
+        self.minimum = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def ready(self) -> int:
+        with self._lock:
+            return sum(self._ready.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self.minimum = sum(self._ready.values())
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._watch.stop()
+
+    def _run(self) -> None:
+        try:
+            for event in self._watch.stream(self._core.list_namespaced_pod, NAMESPACE, label_selector=DEPLOYMENT_LABEL):
+                pod = event["object"]
+                conditions = (pod.status.conditions if pod.status else None) or []
+                ready = (
+                    event["type"] != "DELETED"
+                    and pod.metadata.deletion_timestamp is None
+                    and any(c.type == "Ready" and c.status == "True" for c in conditions)
+                )
+                with self._lock:
+                    if event["type"] == "DELETED":
+                        self._ready.pop(pod.metadata.name, None)
+                    else:
+                        self._ready[pod.metadata.name] = ready
+                    self.minimum = min(self.minimum, sum(self._ready.values()))
+        except Exception:
+            if not self._stopping:
+                raise
+
+
+def wait(what: str, probe: Any, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def ready_on(kubectl: Kubectl, node: str | None, count: int) -> bool:
+    pods = kubectl.get_json("pods", "-n", NAMESPACE, "-l", DEPLOYMENT_LABEL)["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    ready = [p for p in live if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+    return len(live) == count and len(ready) == count and (node is None or {p["spec"].get("nodeName") for p in ready} == {node})
+
+
+def place_on_source(kubectl: Kubectl, replicas: int) -> None:
+    """Fresh deployments, all on the source: the targets are cordoned while they are placed."""
+    kubectl.run("delete", "inferencedeployments", "--all", "-n", NAMESPACE, "--wait=true", "--timeout=120s")
+    wait("old pods to go", lambda: not kubectl.get_json("pods", "-n", NAMESPACE)["items"])
+    for target in TARGETS:
+        kubectl.run("cordon", target)
+    kubectl.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                "items": [inference_deployment(index) for index in range(replicas)]}))  # fmt: skip
+    wait(f"{replicas} replicas Ready on {SOURCE}", lambda: ready_on(kubectl, SOURCE, replicas))
+    for target in TARGETS:
+        kubectl.run("uncordon", target)
+    time.sleep(2)  # let the operator see the uncordon before the drain starts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=10)
+    parser.add_argument("--load-scale", type=float, default=1.0, help="simulated load time = estimate x this")
+    args = parser.parse_args()
+
+    profile = fleet(args.replicas)
+    with LocalCluster(ensure_tools(), model_load_scale=args.load_scale) as cluster, tempfile.TemporaryDirectory() as scratch:
+        kubectl = cluster.kubectl
+        kubectl.apply_fleet(profile)
+        kubectl.wait_nodes_ready(node.name for node in profile.nodes)
+        kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+        kubectl.run("wait", "--for", "condition=Established", "-f", str(REPO / "crds"))
+        for namespace in ("egpu-system", NAMESPACE):
+            kubectl.run("create", "namespace", namespace)
+        agents = FleetSimulator(profile, api_client(cluster.kubeconfig), "egpu-system", Path(scratch), poll_interval_s=1.0)
+        agents.start()
+        log = (Path(tempfile.gettempdir()) / "egpu-bench-maintenance-operator.log").open("wb")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        watcher = ReadyWatch(cluster.kubeconfig)
+        try:
+            wait(
+                "the default ServiceAccount",
+                lambda: kubectl.run("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
+            )
+
+            say(f"placing {args.replicas} replicas on {SOURCE}")
+            place_on_source(kubectl, args.replicas)
+            say("GPUMaintenance: draining")
+            watcher.reset()
+            started = time.monotonic()
+            kubectl.run("create", "-f", "-", stdin=json.dumps({
+                "apiVersion": "egpu-operator.io/v1alpha1", "kind": "GPUMaintenance", "metadata": {"name": "bench"},
+                "spec": {"nodeName": SOURCE, "reason": "benchmark"}}))  # fmt: skip
+            wait("the GPUMaintenance to reach Ready", lambda: (kubectl.get_json("gpumaint", "bench").get("status") or {})
+                 .get("phase") == "Ready")  # fmt: skip
+            maintenance_s = time.monotonic() - started
+            maintenance_min = watcher.minimum
+            wait("replicas Ready elsewhere", lambda: ready_on(kubectl, None, args.replicas))
+            kubectl.run("delete", "gpumaint", "bench", "--wait=true")
+
+            say(f"placing {args.replicas} replicas on {SOURCE} again")
+            place_on_source(kubectl, args.replicas)
+            say("kubectl drain: draining")
+            watcher.reset()
+            started = time.monotonic()
+            kubectl.run("drain", SOURCE, "--ignore-daemonsets", "--timeout=300s")
+            drain_s = time.monotonic() - started
+            wait("replicas Ready elsewhere", lambda: ready_on(kubectl, None, args.replicas))
+            restored_s = time.monotonic() - started
+            drain_min = watcher.minimum
+        finally:
+            watcher.stop()
+            operator.terminate()
+            operator.wait(timeout=20)
+            agents.stop()
+
+    n = args.replicas
+    print(f"node with {n} replicas, 6 GB model over Gen3 x1 (estimated load 6.9 s x {args.load_scale:g})")
+    print(f"GPUMaintenance: Ready (node empty) after {maintenance_s:.1f} s; fewest Ready replicas {maintenance_min}/{n}")
+    print(f"kubectl drain:  returned after {drain_s:.1f} s, service restored after {restored_s:.1f} s; "
+          f"fewest Ready replicas {drain_min}/{n}")  # fmt: skip
+    verdict = "no outage" if maintenance_min == n else "outage"
+    print(f"ratios (GPUMaintenance / kubectl drain): time to empty node {maintenance_s / drain_s:.2f}x, "
+          f"fewest Ready replicas {maintenance_min}/{drain_min} ({verdict})")  # fmt: skip
+    return 0 if maintenance_min == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ from typing import Any
 from egpu_api import keys
 from egpu_api.fleet import FleetProfile
 from egpu_localcluster.cluster import LocalCluster, progress
+from egpu_localcluster.demo_maintenance import show_maintenance
 from egpu_localcluster.kubectl import Kubectl, KubectlError
 from egpu_localcluster.table import render
 
@@ -83,6 +84,7 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
     for item in deployments:
         print(f"\n== {item['metadata']['name']}: why not elsewhere ==")
         print(verdict_table(item, nodes, leases, used))
+    show_maintenance(kubectl)
 
 
 def wait_for_placement(kubectl: Kubectl, names: list[str], timeout_s: float = 90) -> list[dict[str, Any]]:

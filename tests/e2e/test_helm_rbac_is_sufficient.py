@@ -2,6 +2,7 @@
 agent per fleet node with a token bound to the DaemonSet's pod on that node place an example
 InferenceDeployment, report a lost GPU, and are refused nothing."""
 
+import json
 import logging
 import os
 import tempfile
@@ -13,6 +14,7 @@ import pytest
 
 from egpu_api.fleet import load_fleet
 from egpu_localcluster import LocalCluster
+from egpu_localcluster.kubectl import Kubectl
 from egpu_node_agent.agent import AgentConfig, NodeAgent
 from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.kube import api_client
@@ -28,6 +30,10 @@ pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("EGPU_E2E_KUBECONFIG")), reason="installs the chart on a local cluster of its own"),
 ]
 EXAMPLE = REPO / "examples" / "01-llm-18gb-30s-budget.yaml"
+
+
+def maintenance_phase(kube: Kubectl, name: str) -> str | None:
+    return (kube.get_json("gpumaint", name).get("status") or {}).get("phase")
 
 
 class BoundAgents:
@@ -85,7 +91,7 @@ def test_operator_and_agents_with_chart_credentials_place_a_model(
     kube.run("create", "namespace", "models")
     with tempfile.TemporaryDirectory(prefix="egpu-helm-agents-") as folder, BoundAgents(cluster, Path(folder)) as agents:
         caplog.set_level(logging.WARNING, logger="egpu_node_agent")
-        operator.start()
+        operator.start("--auto-maintenance")
         try:
             kube.run("apply", "-n", "models", "-f", str(EXAMPLE))
             # The example wants two replicas on bare-metal or passthrough GPUs that load 18 GB in 30 s.
@@ -98,7 +104,17 @@ def test_operator_and_agents_with_chart_credentials_place_a_model(
                 timeout_s=40,
                 what="both replicas of the example to be placed and Ready",
             )
-            # A GPU falls off the bus: the agent records an Event (namespace "default") and the condition.
+            # A GPU maintenance moves a replica (cordon, surge, eviction, status) with the same credentials.
+            node = kube.get_json("idep", "llm-18gb", "-n", "models")["status"]["placements"][0]["node"]
+            maintenance = {"apiVersion": "egpu-operator.io/v1alpha1", "kind": "GPUMaintenance",
+                           "metadata": {"name": "rbac-check"}, "spec": {"nodeName": node, "reason": "RBAC check"}}  # fmt: skip
+            kube.run("create", "-f", "-", stdin=json.dumps(maintenance))
+            wait_for(lambda: True if maintenance_phase(kube, "rbac-check") == "Ready" else None, 60, "the maintenance Ready")
+            kube.run("patch", "gpumaint", "rbac-check", "--type=merge", "-p", '{"spec": {"completed": true}}')
+            wait_for(lambda: True if maintenance_phase(kube, "rbac-check") == "Completed" else None, 30, "the maintenance done")
+
+            # A GPU falls off the bus: the agent records an Event (namespace "default") and the condition,
+            # and the operator (--auto-maintenance) files a GPUMaintenance for the node.
             agents.hosts["x220-tesla-p4"].lose_gpu(0)
             wait_for(
                 lambda: (
@@ -114,6 +130,11 @@ def test_operator_and_agents_with_chart_credentials_place_a_model(
             )
             healthy = next(c for c in kube.get_json("node", "x220-tesla-p4")["status"]["conditions"] if c["type"] == "GPUHealthy")
             assert healthy["status"] == "False"
+            wait_for(
+                lambda: True if kube.get_json("gpumaint", "-l", "egpu-operator.io/auto-maintenance=true")["items"] else None,
+                timeout_s=30,
+                what="the automatic GPUMaintenance of x220-tesla-p4",
+            )
         finally:
             operator.stop()
         assert agents.errors() == 0

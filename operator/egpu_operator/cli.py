@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as error:
         print(f"egpu-operator: cannot load Kubernetes credentials: {error}", file=sys.stderr)
         return 4
-    handlers.set_kube(Kube(client.ApiClient(configuration)))
+    handlers.set_kube(Kube(client.ApiClient(configuration)), client.ApiClient(configuration))
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=REGISTRY)
 

@@ -16,7 +16,6 @@ per-object bookkeeping for 100 waiting daemons took about 30% of the operator's 
 """
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from egpu_api.maintenance import TERMINAL_PHASES
 from egpu_operator import facts, maintenance
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION, Kube
 from egpu_operator.metrics import TRIGGERS
+from egpu_operator.nodewatch import NodeWatch
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, forget_infeasible, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
 
@@ -38,7 +38,6 @@ log = logging.getLogger("egpu_operator.handlers")
 RESYNC_S = float(os.environ.get("EGPU_OPERATOR_RESYNC_SECONDS", "30"))
 # How stale an agent Lease may be; agents renew every 10 s with a 40 s lease (benchmarks stretch it).
 LEASE_TTL_S = int(os.environ.get("EGPU_OPERATOR_LEASE_TTL_SECONDS", "40"))
-_KEPT_ANNOTATIONS = (keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION, "egpu-operator.io/power-limit-owners")
 
 WORKERS = int(os.environ.get("EGPU_OPERATOR_WORKERS", "4"))
 MAX_PARALLEL_MAINTENANCES = int(os.environ.get("EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES", "1"))
@@ -57,8 +56,10 @@ _tasks: set[asyncio.Task[None]] = set()
 # Reconciles block on API calls; they get threads of their own. kopf runs sync handlers in the
 # default executor, and sharing it made the indexes lag behind the workers' writes.
 _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="egpu-reconcile")
-_node_facts_seen: dict[str, int] = {}  # node -> hash of its slim facts: wake only on real change
 _kube: Kube | None = None
+_watch_client: Any = None
+_node_watch: NodeWatch | None = None
+_captured = asyncio.Event()
 
 
 def kube() -> Kube:
@@ -67,39 +68,19 @@ def kube() -> Kube:
     return _kube
 
 
-def set_kube(value: Kube) -> None:
-    global _kube
-    _kube = value
+def set_kube(value: Kube, watch_client: Any) -> None:
+    """The API layer, and a client of its own for the long-running node watch."""
+    global _kube, _watch_client
+    _kube, _watch_client = value, watch_client
+
+
+def nodes() -> dict[str, dict[str, Any]]:
+    if _node_watch is None:
+        raise RuntimeError("the node watch starts at startup")
+    return _node_watch.snapshot()
 
 
 # -- indexes ---------------------------------------------------------------------------------------
-
-
-def slim_node(name: str, labels: Mapping[str, str], annotations: Mapping[str, str], spec: Any, status: Any) -> dict[str, Any]:
-    allocatable = (status or {}).get("allocatable") or {}
-    return {
-        "metadata": {
-            "name": name,
-            "labels": dict(labels),
-            "annotations": {key: annotations[key] for key in _KEPT_ANNOTATIONS if key in annotations},
-        },
-        "spec": {
-            "unschedulable": bool((spec or {}).get("unschedulable")),
-            "taints": [
-                {key: taint.get(key) for key in ("key", "value", "effect")}
-                for taint in (spec or {}).get("taints") or []
-                if taint.get("effect") in ("NoSchedule", "NoExecute")
-            ],
-        },
-        "status": {"allocatable": {keys.GPU_RESOURCE: allocatable.get(keys.GPU_RESOURCE, "0")}},
-    }
-
-
-@kopf.index("nodes")
-async def nodes_index(
-    name: str, labels: Mapping[str, str], annotations: Mapping[str, str], spec: Any, status: Any, **_: Any
-) -> Any:
-    return {name: slim_node(name, labels, annotations, spec, status)}
 
 
 @kopf.index("coordination.k8s.io", "v1", "leases", when=lambda name, **_: name.startswith(keys.AGENT_LEASE_PREFIX))
@@ -148,16 +129,6 @@ async def budgets_index(namespace: str, labels: Mapping[str, str], spec: Any, **
 # -- triggers ---------------------------------------------------------------------------------------
 
 
-def _placement_hash(node: Mapping[str, Any]) -> int:
-    """What placement reads of a node, without its other labels. Controllers label nodes all the
-    time (kube-controller-manager adds beta.kubernetes.io/* to every new node, rate-limited: at
-    1,000 nodes that went on for a minute and re-queued every deployment each second). A change
-    in other labels matters only to a nodeSelector and is picked up by the resync."""
-    metadata = node["metadata"]
-    ours = {key: value for key, value in metadata["labels"].items() if key.startswith(keys.PREFIX)}
-    return hash(json.dumps([ours, metadata["annotations"], node["spec"], node["status"]], sort_keys=True))
-
-
 def queue() -> WorkQueue:
     global _queue
     if _queue is None:
@@ -173,9 +144,9 @@ def maintenance_queue() -> WorkQueue:
 
 
 def _capture(indexes: dict[str, Any]) -> None:
-    if not _indexed.is_set():
+    if not _captured.is_set():
         _indexes.update(indexes)
-        _indexed.set()
+        _captured.set()
 
 
 def _enqueue_all(source: str) -> None:
@@ -185,19 +156,9 @@ def _enqueue_all(source: str) -> None:
         queue().add(key)
 
 
-@kopf.on.event("nodes")
-async def node_changed(name: str, type: str, labels: Any, annotations: Any, spec: Any, status: Any, **kwargs: Any) -> None:
-    _capture({key: value for key, value in kwargs.items() if key.endswith("_index")})
-    seen = 0 if type == "DELETED" else _placement_hash(slim_node(name, labels, annotations, spec, status))
-    if _node_facts_seen.get(name) != seen:
-        _node_facts_seen[name] = seen
-        # The initial listing (type None) is not a change: every deployment is reconciled once anyway.
-        if type is not None:
-            _nodes_changed.set()
-
-
 @kopf.on.event("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT})
-async def replica_pod_changed(namespace: str, labels: Any, **_: Any) -> None:
+async def replica_pod_changed(namespace: str, labels: Any, **kwargs: Any) -> None:
+    _capture({key: value for key, value in kwargs.items() if key.endswith("_index")})
     TRIGGERS.labels("pod").inc()
     queue().add((namespace, labels[facts.DEPLOYMENT_LABEL]))
 
@@ -214,13 +175,19 @@ async def deployment_changed(namespace: str, name: str, type: str, meta: Any, st
 
 
 @kopf.on.event(GROUP, VERSION, MAINTENANCES)
-async def maintenance_changed(name: str, **_: Any) -> None:
+async def maintenance_changed(name: str, **kwargs: Any) -> None:
+    _capture({key: value for key, value in kwargs.items() if key.endswith("_index")})
     TRIGGERS.labels("maintenance").inc()
     maintenance_queue().add(name)
 
 
 @kopf.on.startup()
 async def start_workers(**_: Any) -> None:
+    global _node_watch
+    loop = asyncio.get_running_loop()
+    _node_watch = NodeWatch(_watch_client, lambda: loop.call_soon_threadsafe(_nodes_changed.set))
+    _node_watch.start()
+    _tasks.add(asyncio.create_task(_ready(_node_watch), name="egpu-ready"))
     # asyncio keeps only weak references to tasks: hold them, or a worker can vanish mid-flight.
     _tasks.update(asyncio.create_task(_worker(number), name=f"egpu-worker-{number}") for number in range(WORKERS))
     _tasks.add(asyncio.create_task(_resync(), name="egpu-resync"))
@@ -229,6 +196,15 @@ async def start_workers(**_: Any) -> None:
     _tasks.add(asyncio.create_task(_maintenance_worker(), name="egpu-maintenance"))
     if AUTO_MAINTENANCE:
         _tasks.add(asyncio.create_task(_file_automatic(), name="egpu-auto-maintenance"))
+
+
+async def _ready(watch: NodeWatch) -> None:
+    """Work starts once the kopf indexes are captured and every node has been listed once:
+    placing against a half-known fleet would report nodes as missing."""
+    await _captured.wait()
+    await asyncio.to_thread(watch.synced.wait)
+    _nodes_changed.clear()  # the first listing is not a change: every deployment is reconciled once anyway
+    _indexed.set()
 
 
 async def _resync() -> None:
@@ -253,7 +229,7 @@ async def _sweep_node_changes() -> None:
 
 
 def _fleet() -> Fleet:
-    nodes = {name: next(iter(store)) for name, store in _indexes["nodes_index"].items()}
+    nodes_now = nodes()
     heartbeats: dict[str, datetime] = {}
     for node, store in _indexes["heartbeats_index"].items():
         times = [value for value in store if value is not None]
@@ -261,7 +237,7 @@ def _fleet() -> Fleet:
             heartbeats[node] = max(times)
     usage_index = _indexes["gpu_usage_index"]
     usage = {node: sum(gpus for _, gpus in store) for node, store in usage_index.items()}
-    fleet = Fleet(nodes, heartbeats, usage, LEASE_TTL_S)
+    fleet = Fleet(nodes_now, heartbeats, usage, LEASE_TTL_S)
     fleet.gpu_pods = {pod for store in usage_index.values() for pod, _ in store}
     return fleet
 
@@ -299,13 +275,12 @@ async def _process(key: Any) -> bool:
         # Pods go by owner reference; power requests are node annotations, so we drop them.
         if POWER_FINALIZER in (deployment["metadata"].get("finalizers") or []):
             owner = f"{namespace}/{name}"
-            nodes = [
+            owning = [
                 node_name
-                for node_name, node_store in _indexes["nodes_index"].items()
-                for node in node_store
+                for node_name, node in nodes().items()
                 if owner in node["metadata"]["annotations"].get("egpu-operator.io/power-limit-owners", "")
             ]
-            await asyncio.get_running_loop().run_in_executor(_pool, release_power, kube(), deployment, nodes)
+            await asyncio.get_running_loop().run_in_executor(_pool, release_power, kube(), deployment, owning)
         return False
     fleet = _fleet()
     pods = [view for pod in _indexes["replica_pods_index"].get(key, []) if (view := facts.pod_view(pod))]
@@ -351,8 +326,7 @@ async def _file_automatic() -> None:
     while True:
         troubled = {
             name: health
-            for name, store in _indexes["nodes_index"].items()
-            for node in store
+            for name, node in nodes().items()
             if (health := node["metadata"]["labels"].get(keys.HEALTH_LABEL)) in ("lost", "degraded")
         }
         if troubled:

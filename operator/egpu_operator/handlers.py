@@ -1,14 +1,17 @@
-"""kopf wiring: indexes that hold what placement needs, and a work queue of deployments.
+"""kopf wiring: indexes that hold what placement needs, and work queues of deployments and maintenances.
 
-Memory: the node index keeps only labels, the agent's annotations, the cordon flag and GPU
-capacity of each node, not whole Node objects. Pods and Leases are indexed the same way.
+Memory: the indexes keep slim views of pods, agent Leases, PodDisruptionBudgets and
+deployments, not whole objects. Nodes are not a kopf index: ``nodewatch`` keeps slim copies
+from a plain watch thread, because kopf's per-event machinery for 1,000 busy Nodes cost more
+CPU than placement (docs/measurements.md).
 
 Triggers put a deployment's key on one work queue (``workqueue``), drained by a few workers:
 a new generation of the deployment (its own status writes do not count), a change in a node's
 placement facts (node events are compared with the last facts seen, so heartbeats and status
 churn trigger nothing), an event of one of its pods, deletion (to release power limits), and a
 resync tick (30 s) that notices agents whose Lease went stale. The blocking reconcile runs in
-a worker thread; the event loop never blocks.
+a worker thread; the event loop never blocks. GPUMaintenances have a queue and one worker of
+their own; an open one is looked at again every 2 s, as it waits on other objects' progress.
 
 Why a queue and not a kopf daemon per deployment: at 1,000 nodes and 100 deployments, kopf's
 per-object bookkeeping for 100 waiting daemons took about 30% of the operator's CPU

@@ -6,7 +6,7 @@ One local cluster, one run, real node agents on simulated hardware. Three PCIe-s
 (RTX A5000s behind a Gen3 x1 uplink, as in the default fleet): the source with 10 GPUs, two
 targets with 5 each. Ten one-replica InferenceDeployments of a 6 GB model are placed on the
 source (the targets are cordoned while they are placed), and their simulated pods take their
-estimated load time (6.9 s over the x1 uplink, times --load-scale) to become Ready, as a real
+estimated load time (7.0 s over the x1 uplink, times --load-scale) to become Ready, as a real
 model server would.
 
 Then the same setup is drained twice:
@@ -25,21 +25,18 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, watch
-
 from egpu_api.fleet import load_fleet, parse_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
+from egpu_localcluster.readywatch import DEPLOYMENT_LABEL, ReadyWatch
 from egpu_node_agent.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
 
 REPO = Path(__file__).resolve().parents[1]
-DEPLOYMENT_LABEL = "egpu-operator.io/inference-deployment"
 NAMESPACE = "bench"
 SOURCE, TARGETS = "switch-10x-a5000", ("switch-5x-a5000-a", "switch-5x-a5000-b")
 
@@ -74,53 +71,6 @@ def inference_deployment(index: int) -> dict[str, Any]:
             "template": {"spec": {"containers": [{"name": "server", "image": "registry.example/llm:1"}]}},
         },
     }
-
-
-class ReadyWatch:
-    """The number of Ready replica pods at every event, and the fewest since ``reset``."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        self._core = client.CoreV1Api(api_client(kubeconfig))
-        self._watch = watch.Watch()
-        self._ready: dict[str, bool] = {}
-        self._lock = threading.Lock()
-        self.minimum = 0
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @property
-    def ready(self) -> int:
-        with self._lock:
-            return sum(self._ready.values())
-
-    def reset(self) -> None:
-        with self._lock:
-            self.minimum = sum(self._ready.values())
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._watch.stop()
-
-    def _run(self) -> None:
-        try:
-            for event in self._watch.stream(self._core.list_namespaced_pod, NAMESPACE, label_selector=DEPLOYMENT_LABEL):
-                pod = event["object"]
-                conditions = (pod.status.conditions if pod.status else None) or []
-                ready = (
-                    event["type"] != "DELETED"
-                    and pod.metadata.deletion_timestamp is None
-                    and any(c.type == "Ready" and c.status == "True" for c in conditions)
-                )
-                with self._lock:
-                    if event["type"] == "DELETED":
-                        self._ready.pop(pod.metadata.name, None)
-                    else:
-                        self._ready[pod.metadata.name] = ready
-                    self.minimum = min(self.minimum, sum(self._ready.values()))
-        except Exception:
-            if not self._stopping:
-                raise
 
 
 def wait(what: str, probe: Any, timeout_s: float = 300) -> None:
@@ -174,7 +124,7 @@ def main() -> int:
             [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        watcher = ReadyWatch(cluster.kubeconfig)
+        watcher = ReadyWatch(cluster.kubeconfig, NAMESPACE).start()
         try:
             wait(
                 "the default ServiceAccount",
@@ -192,7 +142,7 @@ def main() -> int:
             wait("the GPUMaintenance to reach Ready", lambda: (kubectl.get_json("gpumaint", "bench").get("status") or {})
                  .get("phase") == "Ready")  # fmt: skip
             maintenance_s = time.monotonic() - started
-            maintenance_min = watcher.minimum
+            maintenance_min = watcher.minimum_total
             wait("replicas Ready elsewhere", lambda: ready_on(kubectl, None, args.replicas))
             kubectl.run("delete", "gpumaint", "bench", "--wait=true")
 
@@ -205,7 +155,7 @@ def main() -> int:
             drain_s = time.monotonic() - started
             wait("replicas Ready elsewhere", lambda: ready_on(kubectl, None, args.replicas))
             restored_s = time.monotonic() - started
-            drain_min = watcher.minimum
+            drain_min = watcher.minimum_total
         finally:
             watcher.stop()
             operator.terminate()
@@ -213,7 +163,7 @@ def main() -> int:
             agents.stop()
 
     n = args.replicas
-    print(f"node with {n} replicas, 6 GB model over Gen3 x1 (estimated load 6.9 s x {args.load_scale:g})")
+    print(f"node with {n} replicas, 6 GB model over a Gen3 x1 uplink (856 MB/s: estimated load 7.0 s x {args.load_scale:g})")
     print(f"GPUMaintenance: Ready (node empty) after {maintenance_s:.1f} s; fewest Ready replicas {maintenance_min}/{n}")
     print(f"kubectl drain:  returned after {drain_s:.1f} s, service restored after {restored_s:.1f} s; "
           f"fewest Ready replicas {drain_min}/{n}")  # fmt: skip

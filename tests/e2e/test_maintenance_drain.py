@@ -17,7 +17,7 @@ def test_maintenance_moves_the_replica_first_then_returns_the_node(kube: Kubectl
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["metadata"]["ownerReferences"][0]["kind"] == "InferenceDeployment"
 
-    with ReadyWatch(kube, workspace) as watch:
+    with ReadyWatch(kube.kubeconfig, workspace) as watch:
         wait_for(lambda: True if watch.ready("served") == 1 else None, 10, "the watch to see the Ready replica")
         watch.reset()
         gm.create(kube, "reseat-oculink", source, reason="reseat the OCuLink cable")
@@ -49,7 +49,7 @@ def test_kubectl_drain_drops_the_replica_or_deadlocks_on_the_budget(kube: Kubect
     apply(kube, workspace, deployment("evicted", "6G", 20))
     [source] = wait_for(lambda: ready_on(kube, workspace, "evicted", 1), 60, "evicted: 1 replica Ready")
     try:
-        with ReadyWatch(kube, workspace) as watch:
+        with ReadyWatch(kube.kubeconfig, workspace) as watch:
             wait_for(lambda: True if watch.ready("evicted") == 1 else None, 10, "the watch to see the Ready replica")
             watch.reset()
             kube.run("drain", source, "--ignore-daemonsets", "--timeout=60s")

@@ -1,11 +1,14 @@
 """GPU maintenance drains a node without dropping service; ``kubectl drain`` on the same setup does not."""
 
+import json
+from typing import Any
+
 import pytest
 
 from egpu_localcluster.kubectl import Kubectl
 from tests.e2e import maintenances as gm
-from tests.e2e.deployments import ReadyWatch, apply, deployment, ready_on
-from tests.e2e.helpers import wait_for
+from tests.e2e.deployments import ReadyWatch, apply, deployment, ready_on, status
+from tests.e2e.helpers import node, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +41,15 @@ def test_maintenance_moves_the_replica_first_then_returns_the_node(kube: Kubectl
 
     columns = kube.run("get", "gpumaint", "reseat-oculink").stdout.splitlines()[1].split()
     assert columns[:3] == ["reseat-oculink", source, "Ready"]
+
+    # The power limit followed the replica: applied on its new GPU, released on the old node.
+    def powered() -> dict[str, Any] | None:
+        placement = (status(kube, workspace, "served").get("placements") or [{}])[0]
+        return placement if (placement.get("power") or {}).get("appliedWatts") == 150 else None
+
+    assert wait_for(powered, 30, "150 W applied on the new node")["node"] == target
+    request = node(kube, source)["metadata"]["annotations"].get("egpu-operator.io/power-limit-request", "{}")
+    assert json.loads(request) == {}
 
     finished = gm.complete(kube, "reseat-oculink")
     assert finished["status"]["completedAt"]

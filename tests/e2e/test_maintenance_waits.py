@@ -99,3 +99,26 @@ def test_disruption_budget_blocks_an_eviction_until_it_allows_it(kube: Kubectl, 
     done = gm.wait_phase(kube, "p4-dock", "Ready")
     assert done["status"]["evicted"] == [f"{workspace}/batch-job"]
     gm.complete(kube, "p4-dock")
+
+
+def test_a_drain_timeout_fails_and_leaves_the_node_cordoned(kube: Kubectl, workspace: str, maintenances: None) -> None:
+    job = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "long-job"},
+        "spec": {
+            "nodeName": "laptop-rtx3060-tb",
+            "containers": [{"name": "job", "image": "registry.example/job:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        },
+    }
+    kube.run("apply", "-n", workspace, "-f", "-", stdin=json.dumps(job))
+    gm.create(kube, "tb-firmware", "laptop-rtx3060-tb", reason="Thunderbolt firmware", unmanagedGpuPods="Wait",
+              drainTimeoutSeconds=3)  # fmt: skip
+    failed = gm.wait_phase(kube, "tb-firmware", "Failed", timeout_s=30)
+    assert gm.condition(failed, "Failed")["reason"] == "DrainTimeout"
+    assert failed["status"]["message"] == (f"node not drained within 3 s; still on it: {workspace}/long-job; node left cordoned")
+    assert gm.node_spec(kube, "laptop-rtx3060-tb") == (True, "tb-firmware"), "left for a human"
+    assert kube.get_json("pod", "long-job", "-n", workspace)["metadata"].get("deletionTimestamp") is None
+    kube.run("delete", "gpumaint", "tb-firmware", "--wait=true", "--timeout=30s")
+    assert gm.node_spec(kube, "laptop-rtx3060-tb") == (False, None), "deleting it hands the node back"
+    kube.run("delete", "pod", "long-job", "-n", workspace, "--wait=true", "--timeout=30s")

@@ -11,6 +11,7 @@ the replacement is Ready (by that reconcile or by this controller, whichever com
 """
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,13 +19,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from egpu_api import keys
-from egpu_api.maintenance import ACTIVE_PHASES, TERMINAL_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus
+from egpu_api.maintenance import ACTIVE_PHASES, PHASES, TERMINAL_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus
 from egpu_operator import drain, facts
 from egpu_operator.kube import Kube
+from egpu_operator.metrics import EVICTIONS, MAINTENANCES
 
 log = logging.getLogger("egpu_operator.maintenance")
 
 DeploymentKey = tuple[str, str]
+# A refused eviction (a PodDisruptionBudget said no) is asked again after 2, 4, 8 ... 60 s:
+# pod key -> (refusals in a row, when to ask next, the last refusal).
+_refusals: dict[str, tuple[int, float, str]] = {}
+_filed: set[str] = set()  # automatic maintenances this process created or found existing
 
 
 def step(
@@ -38,6 +44,8 @@ def step(
     """Move one maintenance forward; returns its phase afterwards (None once it is gone)."""
     now = now or datetime.now(UTC)
     everything = kube.list_maintenances()
+    for phase in PHASES:
+        MAINTENANCES.labels(phase).set(sum(1 for m in everything if (m.get("status") or {}).get("phase", "Pending") == phase))
     maintenance = next((m for m in everything if m["metadata"]["name"] == name), None)
     if maintenance is None:
         return None
@@ -83,7 +91,7 @@ def step(
     refused: dict[str, str] = {}
     evicted = list(previous.evicted)
     for pod, why in decision.evict:
-        refusal = kube.evict_pod(pod.namespace, pod.name)
+        refusal = _evict(kube, pod)
         if refusal is not None:
             refused[pod.key] = refusal
             continue
@@ -108,6 +116,20 @@ def step(
     if any(previous_raw.get(key) != value for key, value in new_status.items()):
         kube.patch_maintenance_status(name, new_status)
     return str(new_status["phase"])
+
+
+def _evict(kube: Kube, pod: drain.GpuPod) -> str | None:
+    """Evict, unless a recent refusal says to wait a little longer; None once evicted."""
+    count, next_try, last = _refusals.get(pod.key, (0, 0.0, ""))
+    if time.monotonic() < next_try:
+        return last
+    refusal = kube.evict_pod(pod.namespace, pod.name)
+    EVICTIONS.labels("maintenance", "refused" if refusal else "evicted").inc()
+    if refusal is None:
+        _refusals.pop(pod.key, None)
+        return None
+    _refusals[pod.key] = (count + 1, time.monotonic() + min(60.0, 2.0 ** (count + 1)), refusal)
+    return refusal
 
 
 def _node_state(node: Mapping[str, Any] | None) -> drain.NodeState:
@@ -216,6 +238,9 @@ def file_automatic(kube: Kube, troubled: Mapping[str, str]) -> list[str]:
         if condition is None or condition.get("status") != "False":
             continue
         body = drain.auto_maintenance(node_name, health, condition.get("lastTransitionTime", ""), condition.get("message", ""))
+        if body["metadata"]["name"] in _filed:
+            continue  # filed for this very problem already (perhaps completed while the GPU is still lost)
+        _filed.add(body["metadata"]["name"])
         if kube.create_maintenance(body):
             created.append(body["metadata"]["name"])
             log.warning("maintenance filed", extra={"node": node_name, "maintenance": body["metadata"]["name"],

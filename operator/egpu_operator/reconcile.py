@@ -152,6 +152,7 @@ def reconcile(
                                            "why": result.why.get(pod_name, "")})  # fmt: skip
     for pod_name in result.evictions:
         refusal = kube.evict_pod(namespace, pod_name)
+        metrics.EVICTIONS.labels("deployment", "refused" if refusal else "evicted").inc()
         if refusal is None:
             result.deletes.append(pod_name)
             log.info("replica evicted", extra={"deployment": key, "pod": pod_name, "why": result.why.get(pod_name, "")})

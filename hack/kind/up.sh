@@ -42,7 +42,9 @@ kubectl "${kc[@]}" apply -f "$kwok_release/stage-fast.yaml"
 kubectl "${kc[@]}" -n kube-system rollout status deployment/kwok-controller --timeout=120s
 
 echo "[kind] creating the fleet's fake GPU nodes"
-"$root/.venv/bin/egpu-localcluster" nodes --kubeconfig "$kubeconfig"
+# --model-load-scale: replica pods become Ready after a tenth of their estimated model load time,
+# as in the local e2e cluster (tests/e2e/conftest.py), so drains show their outages here too.
+"$root/.venv/bin/egpu-localcluster" nodes --kubeconfig "$kubeconfig" --model-load-scale 0.1
 
 if ! $chart; then
   echo "export EGPU_E2E_KUBECONFIG=$kubeconfig"

@@ -5,6 +5,7 @@ does not come up) ends in one line on stderr and exit status 1, never a tracebac
 """
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from egpu_localcluster.cluster import ClusterError, LocalCluster
 from egpu_localcluster.demo import run_demo
 from egpu_localcluster.fleet_view import fleet_table
 from egpu_localcluster.kubectl import Kubectl, KubectlError
+from egpu_localcluster.stages import pod_ready_delay
 from egpu_localcluster.tools import REPO_ROOT, ToolsError, ensure_tools
 
 # Clusters started with `up` outlive the command, so they live in a known place, not a temp dir.
@@ -42,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     nodes.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
     nodes.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the cluster")
     nodes.add_argument("--kubectl", type=Path, default=None, help="kubectl binary (default: kubectl on PATH)")
+    nodes.add_argument(
+        "--model-load-scale",
+        type=float,
+        default=None,
+        help="also delay KWOK's pod-ready Stage (kind) by each replica's estimated load time x this",
+    )
 
     demo = commands.add_parser("demo", help="start a cluster, show the simulated edge fleet, stop it")
     demo.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
@@ -66,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             kubectl.apply_fleet(fleet)
             kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
             print(f"{len(fleet.nodes)} fake GPU nodes of fleet {fleet.metadata.name!r} are Ready")
+            if args.model_load_scale is not None:
+                patch = json.dumps({"spec": {"delay": pod_ready_delay(args.model_load_scale)}})
+                kubectl.run("patch", "stages.kwok.x-k8s.io", "pod-ready", "--type=merge", "-p", patch)
+                print(f"replica pods become Ready after their estimated load time x {args.model_load_scale:g}")
         elif args.command == "demo":
             fleet = load_fleet(args.fleet)
             cluster = (

@@ -30,10 +30,17 @@ def model_load_stages(stages_dir: Path, scale: float) -> list[dict[str, Any]]:
     ready = next((stage for stage in stages if stage["metadata"]["name"] == "pod-ready"), None)
     if ready is None:
         raise StagesError(f"{stages_dir} has no pod-ready stage; run hack/build-tools.sh again")
+    ready["spec"]["delay"] = pod_ready_delay(scale)
+    return stages
+
+
+def pod_ready_delay(scale: float) -> dict[str, Any]:
+    """The pod-ready stage's delay: the replica's load estimate times ``scale`` (0 without one).
+    On kind, where KWOK's stages are objects, ``egpu-localcluster nodes --model-load-scale``
+    patches it into the pod-ready Stage."""
     seconds = f'(.metadata.annotations["{keys.ESTIMATED_LOAD_ANNOTATION}"] // "0" | tonumber)'
-    ready["spec"]["delay"] = {
+    return {
         "durationMilliseconds": 0,
         # gojq: "21.0" * 0.1 -> "2.1s", which KWOK reads as a Go duration.
         "durationFrom": {"expressionFrom": f'({seconds} * {scale:g} | tostring) + "s"'},
     }
-    return stages

@@ -323,8 +323,10 @@ def _replica_pods(key: tuple[str, str]) -> list[Mapping[str, Any]]:
 
 
 async def _file_automatic() -> None:
-    """Opt-in: a node whose agent reports a lost GPU or a degraded link gets a GPUMaintenance."""
-    await _indexed.wait()
+    """Opt-in: a node whose agent reports a lost GPU or a degraded link gets a GPUMaintenance.
+    Needs only the nodes: it runs in a cluster that has no InferenceDeployment yet too."""
+    if _node_watch is not None:
+        await asyncio.to_thread(_node_watch.synced.wait)
     loop = asyncio.get_running_loop()
     while True:
         troubled = {

@@ -101,7 +101,6 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
         return _failed("NodeDeleted", f"node {spec.node_name} was deleted during the maintenance")
 
     decision = Decision(phase, cordon=True, add_finalizer=True)
-    started = previous.started_at
     remaining = [pod for pod in world.pods if not pod.daemonset]
     if not remaining:
         decision.phase = "Ready"
@@ -112,11 +111,10 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
     for pod in remaining:
         _plan_pod(pod, spec, world, decision)
     timeout = spec.drain_timeout_seconds
+    started = previous.started_at
     if timeout is not None and started and (now - _parse(started)).total_seconds() > timeout:
         left = ", ".join(pod.key for pod in remaining)
-        failed = _failed("DrainTimeout", f"node not drained within {timeout} s; still on it: {left}; node left cordoned")
-        failed.status = decision.status
-        return failed
+        return _failed("DrainTimeout", f"node not drained within {timeout} s; still on it: {left}; node left cordoned")
     return decision
 
 

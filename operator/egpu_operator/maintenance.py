@@ -59,13 +59,18 @@ def step(
         kube.patch_maintenance_status(name, {"phase": "Failed", "message": f"spec cannot be used: {error}".splitlines()[0]})
         return "Failed"
 
+    deleting = bool(metadata.get("deletionTimestamp"))
+    if previous.phase == "Completed":  # the node was returned already: nothing to read
+        if deleting:
+            _finish_deletion(kube, maintenance, spec, previous, drain.NodeState())
+        return None if deleting else previous.phase
     node = kube.get_node(spec.node_name)
     node_state = _node_state(node)
-    if metadata.get("deletionTimestamp"):
+    if deleting:
         _finish_deletion(kube, maintenance, spec, previous, node_state)
         return None
-    if previous.phase in TERMINAL_PHASES and not (previous.phase == "Failed" and spec.completed):
-        return previous.phase
+    if previous.phase == "Failed" and not spec.completed:
+        return previous.phase  # left for a human: set spec.completed or delete it
 
     world = drain.World(node=node_state)
     if previous.phase == "Pending":

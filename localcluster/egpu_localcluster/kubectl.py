@@ -46,7 +46,11 @@ class Kubectl:
         self.apply(fleet_manifests(fleet))
 
     def wait_nodes_ready(self, names: Iterable[str], timeout_s: float = 60) -> None:
-        """Poll until every named node reports Ready=True, or raise naming the ones that did not."""
+        """Poll until every named node is Ready and schedulable, or raise naming the ones that were not.
+
+        Ready=True is not enough: the node lifecycle controller lifts its ``node.kubernetes.io/not-ready``
+        taint a moment later, and until then the scheduler and the DaemonSet controller pass the node
+        over (a DaemonSet created in that window counts the node out until its next resync)."""
         pending = set(names)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -59,7 +63,12 @@ class Kubectl:
             time.sleep(0.5)
 
 
+LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
+
 def is_ready(node: dict[str, Any]) -> bool:
-    """Whether a Node (as JSON) has condition Ready=True."""
+    """Whether a Node (as JSON) has condition Ready=True and none of the node lifecycle controller's taints."""
     conditions = node.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    tainted = any(t.get("key") in LIFECYCLE_TAINTS for t in node.get("spec", {}).get("taints") or [])
+    return ready and not tainted

@@ -8,6 +8,7 @@ holding their tokens.
 import contextlib
 import functools
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,17 @@ def install(cluster: LocalCluster, values: dict[str, str] | None = None, command
     ).stdout  # fmt: skip
 
 
-def agent_pod_on(kube: Kubectl, node: str) -> str:
-    """The name of the node agent DaemonSet's pod on ``node``."""
-    pods = kube.get_json(
-        "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-agent", "--field-selector", f"spec.nodeName={node}"
-    )["items"]
-    assert len(pods) == 1, f"expected one node agent pod on {node}, found {len(pods)}"
-    name: str = pods[0]["metadata"]["name"]
-    return name
+def agent_pod_on(kube: Kubectl, node: str, timeout_s: float = 30) -> str:
+    """The name of the node agent DaemonSet's pod on ``node``, once the DaemonSet controller has made it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pods = kube.get_json(
+            "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-agent", "--field-selector", f"spec.nodeName={node}"
+        )["items"]
+        live = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+        if len(live) == 1:
+            name: str = live[0]["metadata"]["name"]
+            return name
+        assert len(live) < 2, f"expected one node agent pod on {node}, found {len(live)}"
+        assert time.monotonic() < deadline, f"no node agent pod on {node} after {timeout_s:.0f} s"
+        time.sleep(0.25)

@@ -84,7 +84,11 @@ class GPUMaintenanceStatus(ApiModel):
     ready_at: str | None = Field(default=None, description="When the node first held no GPU workload (RFC 3339).")
     completed_at: str | None = Field(default=None, description="When the node returned to service (RFC 3339).")
     moved: list[MovedReplica] = Field(default_factory=list, description="InferenceDeployment replicas moved off the node.")
-    evicted: list[str] = Field(default_factory=list, description="Other GPU pods evicted (namespace/name).")
+    evicted: list[str] = Field(
+        default_factory=list,
+        description="GPU pods evicted without a replacement (namespace/name): pods egpu-operator does not "
+        "manage, and replicas dropped under capacityPolicy AllowReducedCapacity.",
+    )
     observed_generation: int | None = Field(default=None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] = Field(
         default_factory=list, description="Started, Cordoned, Evacuated and Failed, per API conventions."

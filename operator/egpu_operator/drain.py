@@ -139,11 +139,15 @@ def _plan_pod(pod: GpuPod, spec: GPUMaintenanceSpec, world: World, decision: Dec
     elif replacement is not None:
         decision.waiting.append(f"{replica}: replacement {replacement.pod} on {replacement.node} is loading the model")
         decision.wait_reason = "WaitingForReplacement"
+    elif pod.deployment not in world.placement_why:
+        # The deployment has not yet said it cannot place: its reconcile is about to surge a
+        # replacement, so capacity is not reduced merely because the drain looked first.
+        decision.waiting.append(f"{replica}: waiting for the operator to place a replacement")
+        decision.wait_reason = "WaitingForReplacement"
     elif spec.capacity_policy == "AllowReducedCapacity":
         decision.evict.append((pod, "no other adequate node; capacityPolicy AllowReducedCapacity"))
     else:
-        why = world.placement_why.get(pod.deployment, "waiting for the operator to place a replacement")
-        decision.waiting.append(f"{replica} has no other adequate node ({why})")
+        decision.waiting.append(f"{replica} has no other adequate node ({world.placement_why[pod.deployment]})")
         decision.wait_reason = "NoAdequateNode"
 
 

@@ -102,8 +102,9 @@ def step(
             continue
         log.info("pod evicted", extra={"maintenance": name, "pod": pod.key, "why": why})
         kube.maintenance_event(maintenance, "Evicted", f"evicted {pod.key}: {why}")
-        if pod.deployment is None and pod.key not in evicted:
-            evicted.append(pod.key)
+        replaced = pod.deployment is not None and (pod.deployment, pod.replica or 0) in world.replacements
+        if not replaced and pod.key not in evicted:
+            evicted.append(pod.key)  # unmanaged, or a replica dropped under AllowReducedCapacity
 
     moved = drain.record_moves(previous_raw.get("moved") or [], world)
     known = {entry["fromPod"] for entry in previous_raw.get("moved") or [] if entry.get("toPod")}

@@ -13,7 +13,7 @@ from egpu_node_agent.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
 from tests.e2e import maintenances as gm
 from tests.e2e.conftest import OperatorProcess
-from tests.e2e.deployments import apply, deployment, ready_on, replica_pods
+from tests.e2e.deployments import apply, deployment, placed_condition, ready_on, replica_pods
 from tests.e2e.helpers import NAMESPACE, extra_node, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +122,23 @@ def test_a_drain_timeout_fails_and_leaves_the_node_cordoned(kube: Kubectl, works
     kube.run("delete", "gpumaint", "tb-firmware", "--wait=true", "--timeout=30s")
     assert gm.node_spec(kube, "laptop-rtx3060-tb") == (False, None), "deleting it hands the node back"
     kube.run("delete", "pod", "long-job", "-n", workspace, "--wait=true", "--timeout=30s")
+
+
+def test_reduced_capacity_evicts_only_what_cannot_move_and_brings_it_back(
+    kube: Kubectl, workspace: str, maintenances: None
+) -> None:
+    # Only the A100's MIG slices are allowed: no other node can take the replica.
+    apply(kube, workspace, deployment("sliced", "6G", 20, modes=("mig",)))
+    assert wait_for(lambda: ready_on(kube, workspace, "sliced", 1), 60, "sliced: Ready") == ["server-a100-mig"]
+    [sliced_pod] = [pod["metadata"]["name"] for pod in replica_pods(kube, workspace, "sliced")]
+
+    gm.create(kube, "a100-reduced", "server-a100-mig", reason="replace the A100's fan", capacityPolicy="AllowReducedCapacity")
+    done = gm.wait_phase(kube, "a100-reduced", "Ready", timeout_s=60)
+    assert done["status"]["evicted"] == [f"{workspace}/{sliced_pod}"]
+    assert not replica_pods(kube, workspace, "sliced"), "no node can hold it: the replica waits, unplaced"
+    unplaced = wait_for(lambda: c if (c := placed_condition(kube, workspace, "sliced")) and c["status"] == "False" else None,
+                        30, "sliced: Placed=False")  # fmt: skip
+    assert "0/" in unplaced["message"]
+
+    gm.complete(kube, "a100-reduced")
+    assert wait_for(lambda: ready_on(kube, workspace, "sliced", 1), 60, "sliced: back on the A100") == ["server-a100-mig"]

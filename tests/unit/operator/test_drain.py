@@ -12,6 +12,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 STARTED = (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
 CORDONED = NodeState(unschedulable=True, maintenance_label="m")
 REPLICA = GpuPod("ns", "llm-0-abc", deployment="ns/llm", replica=0)
+NO_NODE = {"ns/llm": "0/8 nodes adequate: 1 replica(s) run on nodes no longer adequate"}
 UNMANAGED = GpuPod("ns", "batch")
 DAEMON = GpuPod("kube-system", "dcgm-exporter", daemonset=True)
 
@@ -39,10 +40,16 @@ def previous(phase: str, **fields: Any) -> GPUMaintenanceStatus:
          {}, "Evacuating", ["llm-0-abc"], ""),
         ("Evacuating", World(CORDONED, pods=[REPLICA], replacements={("ns/llm", 0): Replacement("llm-0-new", "n2", False)}),
          {}, "Evacuating", [], "WaitingForReplacement"),
-        # No other adequate node: wait by default, evict when reduced capacity is allowed.
-        ("Evacuating", World(CORDONED, pods=[REPLICA]), {}, "Evacuating", [], "NoAdequateNode"),
-        ("Evacuating", World(CORDONED, pods=[REPLICA]), {"capacityPolicy": "AllowReducedCapacity"},
+        # No other adequate node (the deployment says Placed=False): wait by default, evict when
+        # reduced capacity is allowed.
+        ("Evacuating", World(CORDONED, pods=[REPLICA], placement_why=NO_NODE), {}, "Evacuating", [], "NoAdequateNode"),
+        ("Evacuating", World(CORDONED, pods=[REPLICA], placement_why=NO_NODE), {"capacityPolicy": "AllowReducedCapacity"},
          "Evacuating", ["llm-0-abc"], ""),
+        # The deployment has not judged the cordoned node yet: its surge is coming, so even
+        # AllowReducedCapacity waits rather than dropping a replica that could move.
+        ("Evacuating", World(CORDONED, pods=[REPLICA]), {}, "Evacuating", [], "WaitingForReplacement"),
+        ("Evacuating", World(CORDONED, pods=[REPLICA]), {"capacityPolicy": "AllowReducedCapacity"},
+         "Evacuating", [], "WaitingForReplacement"),
         # Unmanaged GPU pods per policy; DaemonSet pods never count.
         ("Evacuating", World(CORDONED, pods=[UNMANAGED, DAEMON]), {}, "Evacuating", ["batch"], ""),
         ("Evacuating", World(CORDONED, pods=[UNMANAGED]), {"unmanagedGpuPods": "Wait"}, "Evacuating", [], "WaitingForPods"),

@@ -32,7 +32,7 @@ module_version() { # <toolset> <module>
 }
 
 toolset_key() { # <toolset>
-  (cd "$tools/$1" && cat go.mod go.sum $(ls *.go 2>/dev/null) && echo "$go_version") | sha256sum | cut -c1-16
+  (cd "$tools/$1" && shopt -s nullglob && cat go.mod go.sum ./*.go && echo "$go_version") | sha256sum | cut -c1-16
 }
 
 build_toolset() { # <toolset> <ldflags> <package>...

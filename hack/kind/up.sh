@@ -56,8 +56,9 @@ docker build -f "$root/images/operator.Dockerfile" -t "egpu-operator:$tag" "$roo
 docker build -f "$root/images/node-agent.Dockerfile" -t "egpu-node-agent:$tag" "$root"
 kind load docker-image --name "$name" "egpu-operator:$tag" "egpu-node-agent:$tag"
 
-# KWOK's nodes run no containers, so the agent runs on the kind worker, a real node, with the
-# fake GPU backend: the worker plays the default fleet's Raspberry Pi 5 with an RTX 4090 on
+# KWOK's nodes run no containers, so the operator and the agent run on the kind worker, a real
+# node (unpinned, the scheduler could pick a KWOK node and the operator would only seem to run);
+# the agent with the fake GPU backend: the worker plays the default fleet's Raspberry Pi 5 with an RTX 4090 on
 # PCIe Gen3 x1. It gets what NFD and the NVIDIA device plugin would give a GPU node.
 worker="$name-worker"
 echo "[kind] making $worker a (simulated) GPU node"
@@ -86,6 +87,7 @@ helm "${kc[@]}" upgrade --install egpu-operator "$root/charts/egpu-operator" \
   --set agent.image.repository=egpu-node-agent --set agent.image.tag="$tag" \
   --set agent.backend=fake --set-file agent.fleetProfile="$fleet" \
   --set agent.nvidia.runtimeClassName= \
+  --set-json "operator.nodeSelector={\"kubernetes.io/hostname\": \"$worker\"}" \
   --set-json "agent.nodeSelector={\"feature.node.kubernetes.io/pci-10de.present\": null, \"kubernetes.io/hostname\": \"$worker\"}"
 
 echo "[kind] applying examples/02-llm-6gb-20s-budget.yaml"

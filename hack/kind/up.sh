@@ -56,10 +56,10 @@ docker build -f "$root/images/operator.Dockerfile" -t "egpu-operator:$tag" "$roo
 docker build -f "$root/images/node-agent.Dockerfile" -t "egpu-node-agent:$tag" "$root"
 kind load docker-image --name "$name" "egpu-operator:$tag" "egpu-node-agent:$tag"
 
-# KWOK's nodes run no containers, so the operator and the agent run on the kind worker, a real
-# node (unpinned, the scheduler could pick a KWOK node and the operator would only seem to run);
-# the agent with the fake GPU backend: the worker plays the default fleet's Raspberry Pi 5 with an RTX 4090 on
-# PCIe Gen3 x1. It gets what NFD and the NVIDIA device plugin would give a GPU node.
+# KWOK's nodes run no containers, so the operator and the agent are pinned to the kind worker, a
+# real node (unpinned, the scheduler could pick a KWOK node and they would only seem to run). The
+# agent uses the fake GPU backend: the worker plays the default fleet's Raspberry Pi 5 with an
+# RTX 4090 on PCIe Gen3 x1. It gets what NFD and the NVIDIA device plugin would give a GPU node.
 worker="$name-worker"
 echo "[kind] making $worker a (simulated) GPU node"
 kubectl "${kc[@]}" label node "$worker" --overwrite feature.node.kubernetes.io/pci-10de.present=true

@@ -85,6 +85,9 @@ GPU_HEALTHY_CONDITION: Final = "GPUHealthy"
 
 #: Power limits the operator asks for, JSON ``{"<gpu uuid>": <watts>}`` (see egpu_api.power).
 POWER_REQUEST_ANNOTATION: Final = f"{PREFIX}power-limit-request"
+#: Which deployment owns each GPU's power request, JSON ``{"<gpu uuid>": "<namespace>/<name>"}``.
+#: Written only by the operator; the chart's admission policy refuses it to the node agent.
+POWER_OWNERS_ANNOTATION: Final = f"{PREFIX}power-limit-owners"
 #: What the node agent did with each request, JSON (see egpu_api.power).
 POWER_STATUS_ANNOTATION: Final = f"{PREFIX}power-limit-status"
 

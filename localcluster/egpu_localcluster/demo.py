@@ -141,16 +141,21 @@ def verdict_table(item: dict[str, Any], nodes: list[dict[str, Any]], leases: lis
     """Each node's verdict for one deployment, with the reason the operator's placement gives."""
     from egpu_api.inference import InferenceDeploymentSpec
     from egpu_operator.facts import lease_time, node_facts
+    from egpu_operator.liveness import Liveness, LivenessConfig
     from egpu_operator.placement import Demand, rejection
 
     demand = Demand.of_spec(InferenceDeploymentSpec.model_validate(item["spec"]))
     beats = {lease["metadata"]["name"].removeprefix(keys.AGENT_LEASE_PREFIX): lease_time(lease) for lease in leases}
     chosen = {p["node"]: p["replica"] for p in (item.get("status") or {}).get("placements") or []}
     now = datetime.now(UTC)
+    ttl_s = LivenessConfig().lease_ttl_s
     rows = []
     for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
-        facts = node_facts(node, beats.get(node["metadata"]["name"]))
-        reason = rejection(facts, demand, now)
+        # One snapshot cannot prove an agent dead (the operator watches for that); fresh or not sure.
+        renewed = beats.get(node["metadata"]["name"])
+        fresh = renewed is not None and (now - renewed).total_seconds() <= ttl_s
+        facts = node_facts(node, Liveness.ALIVE if fresh else Liveness.UNKNOWN)
+        reason = rejection(facts, demand)
         if facts.name in chosen:
             verdict = f"chosen (replica {chosen[facts.name]}), {demand.load_seconds(facts):.1f} s"
         elif reason is None and used.get(facts.name, 0) >= facts.gpu_allocatable:

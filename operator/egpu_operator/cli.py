@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         help="file a GPUMaintenance when a node agent reports a lost GPU or a degraded link "
         "(env EGPU_OPERATOR_AUTO_MAINTENANCE=true)",
     )
+    safety = run.add_argument_group("failure safety (README.md: Failure safety)")
+    for flag, env, default, text in _LIVENESS_FLAGS:
+        safety.add_argument(flag, type=float, default=None, help=f"{text} (default {default}; env {env})")
     commands.add_parser("crds", help="print the CustomResourceDefinitions")
     args = parser.parse_args(argv)
 
@@ -45,7 +48,46 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args)
 
 
+_LIVENESS_FLAGS = (
+    ("--lease-ttl-seconds", "EGPU_OPERATOR_LEASE_TTL_SECONDS", 40, "an agent Lease this fresh is alive"),
+    ("--agent-grace-seconds", "EGPU_OPERATOR_AGENT_GRACE_SECONDS", 20,
+     "clear sight beyond the TTL before an unchanged Lease means a dead agent"),
+    ("--probe-interval-seconds", "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS", 2, "how often the API server's /readyz is asked"),
+    ("--blind-after-seconds", "EGPU_OPERATOR_BLIND_AFTER_SECONDS", 6,
+     "no successful probe for this long: the operator is blind and judges no agent dead"),
+    ("--disruption-fraction", "EGPU_OPERATOR_DISRUPTION_FRACTION", 0.55,
+     "this fraction of agents dead at once is a control-plane problem: nothing is removed"),
+)  # fmt: skip
+
+
+def _liveness_settings(args: argparse.Namespace) -> str | None:
+    """Put the failure-safety flags into the environment the handlers read; a problem sentence if they are bad."""
+    from egpu_operator.liveness import LivenessConfig
+
+    for flag, env, _, _ in _LIVENESS_FLAGS:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            os.environ[env] = str(value)
+    fields = ("lease_ttl_s", "grace_s", "probe_interval_s", "blind_after_s", "disruption_fraction")
+    values: dict[str, float] = {}
+    for field, (flag, env, _, _) in zip(fields, _LIVENESS_FLAGS, strict=True):
+        if env in os.environ:
+            try:
+                values[field] = float(os.environ[env])
+            except ValueError:
+                return f"{env} (or {flag}) must be a number, not {os.environ[env]!r}"
+    try:
+        LivenessConfig(**values)
+    except ValueError as error:
+        return f"failure-safety settings: {error}; see egpu-operator run --help"
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
+    problem = _liveness_settings(args)
+    if problem is not None:
+        print(f"egpu-operator: {problem}", file=sys.stderr)
+        return 2
     if args.kubeconfig is not None:
         # Before the Kubernetes client is imported: it reads KUBECONFIG into its default path
         # at import time, and kopf's own login goes through that client.
@@ -97,4 +139,10 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("kopf").setLevel(logging.WARNING)
     logging.getLogger("egpu_operator").info("operator starting", extra={"metrics_port": args.metrics_port})
     kopf.run(clusterwide=True, standalone=True)
-    return 0
+    # kopf has stopped (SIGTERM, SIGINT). A reconcile thread blocked in an API call (an API server
+    # waiting on a lost etcd answers after a minute) would hold up the exit; every write is whole
+    # on its own and the next start resumes from the API server, so there is nothing to wait for.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from egpu_api import keys
+from egpu_operator.liveness import Liveness
 from egpu_operator.placement import NodeFacts, PodView
 
 DEPLOYMENT_LABEL = f"{keys.PREFIX}inference-deployment"
@@ -19,7 +20,8 @@ _MODES = {"bare-metal", "passthrough", "vgpu", "vgpu-host", "mig", "mixed"}
 _HEALTH = {"ok", "degraded", "lost"}
 
 
-def node_facts(node: Mapping[str, Any], heartbeat: datetime | None, heartbeat_ttl_s: int = 40) -> NodeFacts:
+def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> NodeFacts:
+    """``liveness``: of the node's agent, as ``egpu_operator.liveness`` judged it from its Lease."""
     metadata = node.get("metadata", {})
     name = metadata.get("name", "")
     labels: Mapping[str, str] = metadata.get("labels") or {}
@@ -36,8 +38,7 @@ def node_facts(node: Mapping[str, Any], heartbeat: datetime | None, heartbeat_tt
         "labels": dict(labels),
         "unschedulable": bool(spec.get("unschedulable")),
         "maintenance": MAINTENANCE_LABEL in labels,
-        "heartbeat": heartbeat,
-        "heartbeat_ttl_s": heartbeat_ttl_s,
+        "liveness": liveness,
         "gpu_allocatable": _int(allocatable.get(keys.GPU_RESOURCE, "0")) or 0,
     }
     if labels.get(keys.LABEL_SCHEMA_LABEL) != keys.LABEL_SCHEMA:
@@ -90,6 +91,14 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
         c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable" for c in conditions
     )
     return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating, unschedulable=unschedulable)
+
+
+def controller_uid(pod: Mapping[str, Any]) -> str | None:
+    """UID of the object that controls the pod (its controller owner reference), if any."""
+    for reference in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("controller"):
+            return str(reference.get("uid") or "") or None
+    return None
 
 
 def gpu_requests(pod: Mapping[str, Any]) -> int:

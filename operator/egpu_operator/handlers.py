@@ -13,6 +13,10 @@ resync tick (30 s) that notices agents whose Lease went stale. The blocking reco
 a worker thread; the event loop never blocks. GPUMaintenances have a queue and one worker of
 their own; an open one is looked at again every 2 s, as it waits on other objects' progress.
 
+Blindness is not death (``liveness``): a thread asks the API server's ``/readyz`` every few
+seconds, Lease events are recorded as the operator observes them, and agents are judged on
+those observations only; see README.md (Failure safety) for the thresholds.
+
 Why a queue and not a kopf daemon per deployment: at 1,000 nodes and 100 deployments, kopf's
 per-object bookkeeping for 100 waiting daemons took about 30% of the operator's CPU
 (docs/measurements.md). A queue keeps the work proportional to what changed.
@@ -21,26 +25,35 @@ per-object bookkeeping for 100 waiting daemons took about 30% of the operator's 
 import asyncio
 import logging
 import os
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from egpu_api import keys
 from egpu_api.maintenance import TERMINAL_PHASES
-from egpu_operator import facts, maintenance
+from egpu_operator import facts, maintenance, power
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION, Kube
-from egpu_operator.metrics import TRIGGERS
+from egpu_operator.liveness import Heartbeats, Liveness, LivenessConfig, Verdicts, Visibility
+from egpu_operator.metrics import AGENTS, API_VISIBLE, DISRUPTION, TRIGGERS
 from egpu_operator.nodewatch import NodeWatch
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, forget_infeasible, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
 
 log = logging.getLogger("egpu_operator.handlers")
 RESYNC_S = float(os.environ.get("EGPU_OPERATOR_RESYNC_SECONDS", "30"))
-# How stale an agent Lease may be; agents renew every 10 s with a 40 s lease (benchmarks stretch it).
-LEASE_TTL_S = int(os.environ.get("EGPU_OPERATOR_LEASE_TTL_SECONDS", "40"))
+# How agents are judged alive or dead (egpu_operator.liveness); agents renew every 10 s.
+LIVENESS = LivenessConfig(
+    lease_ttl_s=float(os.environ.get("EGPU_OPERATOR_LEASE_TTL_SECONDS", "40")),
+    grace_s=float(os.environ.get("EGPU_OPERATOR_AGENT_GRACE_SECONDS", "20")),
+    probe_interval_s=float(os.environ.get("EGPU_OPERATOR_PROBE_INTERVAL_SECONDS", "2")),
+    blind_after_s=float(os.environ.get("EGPU_OPERATOR_BLIND_AFTER_SECONDS", "6")),
+    disruption_fraction=float(os.environ.get("EGPU_OPERATOR_DISRUPTION_FRACTION", "0.55")),
+)
 
 WORKERS = int(os.environ.get("EGPU_OPERATOR_WORKERS", "4"))
 MAX_PARALLEL_MAINTENANCES = int(os.environ.get("EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES", "1"))
@@ -50,7 +63,10 @@ AUTO_MAINTENANCE = os.environ.get("EGPU_OPERATOR_AUTO_MAINTENANCE", "false").low
 MAINTENANCE_POLL_S = float(os.environ.get("EGPU_OPERATOR_MAINTENANCE_POLL_SECONDS", "2"))
 _queue: WorkQueue | None = None
 _maintenance_queue: WorkQueue | None = None
-_retries: dict[Any, int] = {}  # deployment key -> refused evictions in a row, for backoff
+_heartbeats = Heartbeats(LIVENESS)
+_visibility = Visibility(LIVENESS, time.monotonic())
+_disruption = False  # last verdict, to log a change once
+_stopping = threading.Event()
 _indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
 _indexed = asyncio.Event()
 _nodes_changed = asyncio.Event()
@@ -88,13 +104,17 @@ def nodes() -> dict[str, dict[str, Any]]:
 
 @kopf.index("coordination.k8s.io", "v1", "leases", when=lambda name, **_: name.startswith(keys.AGENT_LEASE_PREFIX))
 async def heartbeats_index(name: str, spec: Any, **_: Any) -> Any:
-    return {name.removeprefix(keys.AGENT_LEASE_PREFIX): facts.lease_time({"spec": dict(spec)})}
+    node, renewed = name.removeprefix(keys.AGENT_LEASE_PREFIX), facts.lease_time({"spec": dict(spec)})
+    _heartbeats.observe(node, renewed, time.monotonic())  # when the operator saw it, not when the agent says
+    return {node: renewed}
 
 
 def _slim_pod(body: Any) -> dict[str, Any]:
     plain = _plain(body)
     return {
-        "metadata": {key: plain["metadata"].get(key) for key in ("name", "namespace", "labels", "deletionTimestamp")},
+        "metadata": {
+            key: plain["metadata"].get(key) for key in ("name", "namespace", "labels", "deletionTimestamp", "ownerReferences")
+        },
         "spec": {key: plain.get("spec", {}).get(key) for key in ("nodeName", "affinity", "containers")},
         "status": {key: plain.get("status", {}).get(key) for key in ("phase", "conditions")},
     }
@@ -188,8 +208,13 @@ async def maintenance_changed(name: str, **kwargs: Any) -> None:
 async def start_workers(**_: Any) -> None:
     global _node_watch
     loop = asyncio.get_running_loop()
-    _node_watch = NodeWatch(_watch_client, lambda: loop.call_soon_threadsafe(_nodes_changed.set))
+    _node_watch = NodeWatch(
+        _watch_client,
+        lambda: loop.call_soon_threadsafe(_nodes_changed.set),
+        on_gap=lambda: _visibility.gap(time.monotonic()),
+    )
     _node_watch.start()
+    threading.Thread(target=_probe_api, args=(_watch_client,), name="egpu-api-probe", daemon=True).start()
     _tasks.add(asyncio.create_task(_ready(_node_watch), name="egpu-ready"))
     # asyncio keeps only weak references to tasks: hold them, or a worker can vanish mid-flight.
     _tasks.update(asyncio.create_task(_worker(number), name=f"egpu-worker-{number}") for number in range(WORKERS))
@@ -205,9 +230,29 @@ async def _ready(watch: NodeWatch) -> None:
     """Work starts once the kopf indexes are captured and every node has been listed once:
     placing against a half-known fleet would report nodes as missing."""
     await _captured.wait()
-    await asyncio.to_thread(watch.synced.wait)
+    await _synced(watch)
     _nodes_changed.clear()  # the first listing is not a change: every deployment is reconciled once anyway
     _indexed.set()
+
+
+async def _synced(watch: NodeWatch) -> None:
+    """Wait for the node watch's first listing without parking a thread on it: a thread blocked
+    in Event.wait() would hold up the process's exit on SIGTERM while the API server is away."""
+    while not watch.synced.is_set():
+        await asyncio.sleep(0.1)
+
+
+@kopf.on.cleanup()
+async def stop_threads(**_: Any) -> None:
+    """On SIGTERM: stop the threads of our own and drop queued reconciles; one already running
+    finishes its current API call (each write is whole on its own, and the next start resumes
+    from what the API server holds)."""
+    _stopping.set()
+    if _node_watch is not None:
+        _node_watch.stop()
+    _pool.shutdown(wait=False, cancel_futures=True)
+    for task in _tasks:
+        task.cancel()
 
 
 async def _resync() -> None:
@@ -228,19 +273,52 @@ async def _sweep_node_changes() -> None:
         await asyncio.sleep(NODE_SWEEP_S)
 
 
+def _probe_api(api_client: Any) -> None:
+    """Whether the operator sees the API server, every probe interval, from a thread of its own:
+    ``/readyz`` fails while the server is down or has lost etcd; a pause of this process shows
+    as a probe that is late (``Visibility.seeing``)."""
+    while not _stopping.is_set():
+        started = time.monotonic()
+        try:
+            response = api_client.call_api(
+                "/readyz", "GET", auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=LIVENESS.probe_interval_s,
+            )  # fmt: skip
+            response[0].drain_conn()
+            _visibility.probe_succeeded(time.monotonic())
+            API_VISIBLE.set(1)
+        except Exception as error:
+            API_VISIBLE.set(0)
+            log.debug("API server not ready", extra={"error": str(error)[:200]})
+        _stopping.wait(max(0.0, LIVENESS.probe_interval_s - (time.monotonic() - started)))
+
+
 # -- the work --------------------------------------------------------------------------------------
+
+
+def _verdicts(nodes_now: dict[str, dict[str, Any]]) -> Verdicts:
+    """Judge every node that runs (or ran) an agent: it labelled the node, or it has a Lease.
+    Nodes that never had one (control plane, CPU nodes) would otherwise count as dead ones."""
+    global _disruption
+    leases = _indexes["heartbeats_index"]
+    judged = [name for name, node in nodes_now.items() if keys.LABEL_SCHEMA_LABEL in node["metadata"]["labels"] or name in leases]
+    verdicts = _heartbeats.judge(judged, _visibility, time.monotonic(), datetime.now(UTC))
+    for state in Liveness:
+        AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
+    DISRUPTION.set(int(verdicts.disruption))
+    if verdicts.disruption != _disruption:
+        _disruption = verdicts.disruption
+        message = "most node agents look dead at once: treating it as a control-plane problem, removing nothing"
+        extra = {"dead": verdicts.dead_seen, "judged": len(judged)}
+        (log.warning if _disruption else log.info)(message if _disruption else "full disruption over", extra=extra)
+    return verdicts
 
 
 def _fleet() -> Fleet:
     nodes_now = nodes()
-    heartbeats: dict[str, datetime] = {}
-    for node, store in _indexes["heartbeats_index"].items():
-        times = [value for value in store if value is not None]
-        if times:
-            heartbeats[node] = max(times)
     usage_index = _indexes["gpu_usage_index"]
     usage = {node: sum(gpus for _, gpus in store) for node, store in usage_index.items()}
-    fleet = Fleet(nodes_now, heartbeats, usage, LEASE_TTL_S)
+    fleet = Fleet(nodes_now, _verdicts(nodes_now), usage)
     fleet.gpu_pods = {pod for store in usage_index.values() for pod, _ in store}
     return fleet
 
@@ -251,17 +329,15 @@ async def _worker(number: int) -> None:
         key: Any = await queue().get()  # (namespace, name)
         try:
             if await _process(key):
-                # An eviction was refused (a PodDisruptionBudget): try again, backing off to 30 s.
-                _retries[key] = _retries.get(key, 0) + 1
-                asyncio.get_running_loop().call_later(min(30.0, 2.0 ** _retries[key]), queue().add, key)
+                queue().add_rate_limited(key)  # an eviction or a pod was refused: ask again later
             else:
-                _retries.pop(key, None)
+                queue().forget(key)
         except Exception as error:
             from egpu_operator.metrics import ERRORS
 
             ERRORS.labels(type(error).__name__).inc()
             log.warning("reconcile failed", extra={"deployment": "/".join(str(part) for part in key), "error": str(error)})
-            asyncio.get_running_loop().call_later(1.0, queue().add, key)
+            queue().add_after(key, 1.0)
         finally:
             queue().done(key)
 
@@ -281,12 +357,19 @@ async def _process(key: Any) -> bool:
             owning = [
                 node_name
                 for node_name, node in nodes().items()
-                if owner in node["metadata"]["annotations"].get("egpu-operator.io/power-limit-owners", "")
+                if owner in power.parse_owners(node["metadata"]["annotations"].get(keys.POWER_OWNERS_ANNOTATION))[0].values()
             ]
             await asyncio.get_running_loop().run_in_executor(_pool, release_power, kube(), deployment, owning)
         return False
     fleet = _fleet()
-    pods = [view for pod in _indexes["replica_pods_index"].get(key, []) if (view := facts.pod_view(pod))]
+    # Only pods this deployment controls: a look-alike pod someone else made, labels and all, is
+    # never counted as a replica, moved, or given a power limit.
+    uid = deployment["metadata"].get("uid")
+    pods = [
+        view
+        for pod in _indexes["replica_pods_index"].get(key, [])
+        if facts.controller_uid(pod) == uid and (view := facts.pod_view(pod))
+    ]
     budget = next(iter(_indexes["budgets_index"].get(key, [])), None)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_pool, reconcile, kube(), deployment, fleet, pods, budget)
@@ -326,7 +409,7 @@ async def _file_automatic() -> None:
     """Opt-in: a node whose agent reports a lost GPU or a degraded link gets a GPUMaintenance.
     Needs only the nodes: it runs in a cluster that has no InferenceDeployment yet too."""
     if _node_watch is not None:
-        await asyncio.to_thread(_node_watch.synced.wait)
+        await _synced(_node_watch)
     loop = asyncio.get_running_loop()
     while True:
         troubled = {

@@ -19,6 +19,10 @@ GROUP, VERSION, PLURAL = keys.API_GROUP, keys.API_VERSION, "inferencedeployments
 MAINTENANCES = "gpumaintenances"
 
 
+class PodRefused(Exception):
+    """The API server refused a pod for good (invalid, forbidden, over quota); ``str()`` is its message."""
+
+
 class Kube:
     def __init__(self, api_client: Any) -> None:
         self._core: Any = client.CoreV1Api(api_client)
@@ -135,13 +139,18 @@ class Kube:
                 raise
 
     def create_pod(self, manifest: Mapping[str, Any]) -> bool:
-        """Create a replica pod; False if it already exists (a restarted operator repeating itself)."""
+        """Create a replica pod; False if it already exists (a restarted operator repeating itself).
+
+        ``PodRefused`` when admission says no (400 invalid, 403 forbidden or over quota, 422
+        Pod Security or validation): retrying at once would only say no again."""
         API_REQUESTS.labels("create").inc()
         try:
             _drained(self._core.create_namespaced_pod(manifest["metadata"]["namespace"], manifest, _preload_content=False))
         except ApiException as error:
             if error.status == 409:
                 return False
+            if error.status in (400, 403, 422):
+                raise PodRefused(_api_message(error) or f"HTTP {error.status} {error.reason}") from None
             raise
         return True
 

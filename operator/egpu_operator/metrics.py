@@ -18,3 +18,10 @@ EVICTIONS = Counter(
     "egpu_operator_evictions", "Evictions requested, by who asked and the answer", ["by", "result"], registry=REGISTRY
 )
 MAINTENANCES = Gauge("egpu_operator_gpu_maintenances", "GPUMaintenances by phase", ["phase"], registry=REGISTRY)
+AGENTS = Gauge(
+    "egpu_operator_node_agents", "Node agents by judged liveness (alive, unknown, dead)", ["liveness"], registry=REGISTRY
+)
+DISRUPTION = Gauge(
+    "egpu_operator_fleet_disruption", "1 while most agents look dead at once and nothing is removed", registry=REGISTRY
+)
+API_VISIBLE = Gauge("egpu_operator_api_server_ready", "1 while the API server's /readyz answers", registry=REGISTRY)

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from egpu_api import keys
 
 log = logging.getLogger("egpu_operator.nodewatch")
-KEPT_ANNOTATIONS = (keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION, "egpu-operator.io/power-limit-owners")
+KEPT_ANNOTATIONS = (keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION, keys.POWER_OWNERS_ANNOTATION)
 WATCH_TIMEOUT_S = 300
 
 
@@ -64,9 +64,11 @@ def placement_hash(node: Mapping[str, Any]) -> int:
 class NodeWatch:
     """Slim copies of every Node, kept current by one thread. ``snapshot`` is safe from any thread."""
 
-    def __init__(self, api_client: Any, on_change: Callable[[], None]) -> None:
+    def __init__(self, api_client: Any, on_change: Callable[[], None], on_gap: Callable[[], None] = lambda: None) -> None:
+        """``on_gap``: called when the watch broke and events may have been missed (a relist)."""
         self._core: Any = client.CoreV1Api(api_client)
         self._on_change = on_change
+        self._on_gap = on_gap
         self._nodes: dict[str, dict[str, Any]] = {}
         self._hashes: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -116,8 +118,10 @@ class NodeWatch:
                 del self._nodes[gone]
                 del self._hashes[gone]
                 changed = True
-        if self.synced.is_set() and changed:
-            self._on_change()  # a relist after a gap: something may have happened meanwhile
+        if self.synced.is_set():
+            self._on_gap()
+            if changed:
+                self._on_change()  # a relist after a gap: something may have happened meanwhile
         self.synced.set()
         return str(listing["metadata"]["resourceVersion"])
 

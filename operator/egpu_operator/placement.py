@@ -7,23 +7,28 @@ bottleneck link moves the model within the budget, and it has a free GPU. Among 
 nodes a replica goes where it loads fastest, spreading replicas of one deployment across
 nodes first. Replicas already on an adequate node stay put (placement is stable).
 
-A replica whose node stops being adequate is moved: if the node can still serve (a slower
-link, a cordon) a replacement is surged first and the old pod removed once the new one is
-Ready (evicted, so a PodDisruptionBudget still has its say); if the GPU is lost or the agent
-is dead the old pod is removed at once.
+A replica whose node stops being adequate is moved: a replacement is surged first and the
+old pod evicted once the new one is Ready (through the Eviction API, so a PodDisruptionBudget
+still has its say). That holds for a dead agent too: the pod may well still serve. Only two
+observations remove a pod at once: its node is gone, or a live agent reports its GPU lost.
+A node the operator cannot judge (its agent's liveness unknown, its labels unreadable, a
+not-ready or unreachable taint from the node lifecycle controller) keeps its replicas and
+gets no new ones: what the operator cannot see is not dead.
 """
 
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from egpu_api.inference import InferenceDeploymentSpec
 from egpu_api.quantity import parse_bytes
+from egpu_operator.liveness import Liveness
 
 MIB = 1024 * 1024
+# Taints the node lifecycle controller sets when it cannot hear a kubelet: blindness, not a verdict.
+LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,7 @@ class NodeFacts:
     gpu_allocatable: int = 0
     unschedulable: bool = False
     maintenance: bool = False
-    heartbeat: datetime | None = None
-    heartbeat_ttl_s: int = 40
+    liveness: Liveness = Liveness.ALIVE  # of its node agent, as egpu_operator.liveness judged it
     labels: Mapping[str, str] = field(default_factory=dict)
     # NoSchedule/NoExecute taints as (key, value, effect): kube-scheduler refuses pods that do not tolerate them.
     taints: tuple[tuple[str, str, str], ...] = ()
@@ -141,12 +145,14 @@ class Plan:
         return f"{self.adequate}/{self.considered} nodes adequate" + (f": {parts}" if parts else "")
 
 
-def rejection(node: NodeFacts, demand: Demand, now: datetime) -> str | None:
-    """Why ``node`` cannot take a replica (ignoring free GPUs), or None if it can."""
+def rejection(node: NodeFacts, demand: Demand) -> str | None:
+    """Why ``node`` cannot take a new replica (ignoring free GPUs), or None if it can."""
     if node.problem is not None:
         return node.problem
-    if node.heartbeat is None or (now - node.heartbeat).total_seconds() > node.heartbeat_ttl_s:
+    if node.liveness is Liveness.DEAD:
         return "node agent heartbeat missing or stale"
+    if node.liveness is Liveness.UNKNOWN:
+        return "node agent not yet confirmed alive"
     if node.unschedulable or node.maintenance:
         return "cordoned or in maintenance"
     if node.health != "ok":
@@ -175,12 +181,27 @@ def tolerates(toleration: Mapping[str, Any], taint: tuple[str, str, str]) -> boo
     return toleration.get("key") == key and (toleration.get("value") or "") == value
 
 
-def must_evict_now(node: NodeFacts | None, now: datetime) -> bool:
-    """A replica on this node cannot serve: node gone, GPU lost, or agent dead."""
-    if node is None or node.problem is not None:
-        return node is None
-    stale = node.heartbeat is None or (now - node.heartbeat).total_seconds() > node.heartbeat_ttl_s
-    return node.health == "lost" or stale
+def holds(node: NodeFacts, demand: Demand) -> bool:
+    """Whether a replica already on ``node`` stays: the node is adequate, or the operator merely
+    cannot tell (liveness unknown, labels unreadable, a node lifecycle taint)."""
+    if node.liveness is Liveness.DEAD:
+        return False
+    if node.problem is not None:
+        return True
+    seen = replace(node, liveness=Liveness.ALIVE, taints=tuple(t for t in node.taints if t[0] not in LIFECYCLE_TAINTS))
+    return rejection(seen, demand) is None
+
+
+def removal_now(node: NodeFacts | None, node_name: str) -> str | None:
+    """Why a replica on this node is deleted at once, without a replacement first; None: it is not.
+
+    Only for observations that prove the pod cannot serve: the Node object is gone, or the
+    node's agent, alive, reports its GPU lost. A dead agent proves nothing about the pod."""
+    if node is None:
+        return f"node {node_name} is gone"
+    if node.problem is None and node.liveness is Liveness.ALIVE and node.health == "lost":
+        return f"GPU of {node_name} lost, as its live node agent reports"
+    return None
 
 
 def plan(
@@ -189,14 +210,13 @@ def plan(
     nodes: Sequence[NodeFacts],
     free_gpus: Mapping[str, int],
     pods: Sequence[PodView],
-    now: datetime,
 ) -> Plan:
     """Creates and deletes that move the deployment toward ``replicas`` well-placed pods."""
     result = Plan(considered=len(nodes))
     by_name = {node.name: node for node in nodes}
     adequate: dict[str, NodeFacts] = {}
     for node in nodes:
-        reason = rejection(node, demand, now)
+        reason = rejection(node, demand)
         if reason is None:
             adequate[node.name] = node
         else:
@@ -227,19 +247,21 @@ def plan(
             per_node[pod.node] -= 1
             if pod.node in free:
                 free[pod.node] += 1
-        good = [pod for pod in current if pod.node in adequate]
+        good = [pod for pod in current if pod.node in adequate or (pod.node in by_name and holds(by_name[pod.node], demand))]
         if good:
-            # Settled, or a surge finished: keep one pod on an adequate node, drop the rest once it is Ready.
-            keeper = max(good, key=lambda pod: (pod.ready, -demand.load_seconds(adequate[pod.node])))
+            # Settled, or a surge finished: keep one pod, drop the rest once it is Ready. An adequate
+            # node beats one that merely holds its pod (a surge away from it is under way).
+            keeper = max(good, key=lambda pod: (pod.node in adequate, pod.ready, -demand.load_seconds(by_name[pod.node])))
             if keeper.ready:
                 extra = [pod.name for pod in current if pod is not keeper]
                 result.evictions += extra
                 result.why |= dict.fromkeys(extra, f"replaced by {keeper.name}")
             continue
         for pod in current:
-            if must_evict_now(by_name.get(pod.node), now):
+            why = removal_now(by_name.get(pod.node), pod.node)
+            if why is not None:
                 result.deletes.append(pod.name)
-                result.why[pod.name] = f"node {pod.node} lost, gone or its agent dead"
+                result.why[pod.name] = why
                 per_node[pod.node] -= 1
         target = _best(adequate, free, per_node, demand)
         if target is None:

@@ -5,7 +5,11 @@ publish it. So the operator attributes power limits by count: a deployment with 
 on a node owns the limits of k GPUs there, lowest index first among GPUs no other
 deployment owns. On single-GPU nodes (most edge hosts) that is exact.
 Ownership is kept on the node in ``egpu-operator.io/power-limit-owners`` so two deployments
-sharing a node never overwrite each other's limits.
+sharing a node never overwrite each other's limits. An owners value that does not parse is
+ignored (and rewritten), never trusted and never a reason to fail.
+
+Limits are requested only for GPUs a replica has whole: a power limit is per physical GPU, so
+on a MIG slice, a vGPU or a time-sliced share it would cap every other tenant on that GPU.
 """
 
 import json
@@ -15,7 +19,28 @@ from collections.abc import Mapping
 from egpu_api import keys
 from egpu_api.power import parse_request
 
-OWNERS_ANNOTATION = f"{keys.PREFIX}power-limit-owners"
+OWNERS_ANNOTATION = keys.POWER_OWNERS_ANNOTATION
+#: GPU modes in which a replica has a physical GPU to itself.
+WHOLE_GPU_MODES = frozenset({"bare-metal", "passthrough"})
+
+
+def whole_gpus(mode: str, gpu_allocatable: int, gpu_count: int) -> bool:
+    """Whether each ``nvidia.com/gpu`` of the node is one whole physical GPU: not MIG, not vGPU,
+    and not more units than GPUs (the device plugin's time-slicing advertises replicas)."""
+    return mode in WHOLE_GPU_MODES and 0 < gpu_allocatable <= gpu_count
+
+
+def parse_owners(text: str | None) -> tuple[dict[str, str], str | None]:
+    """The owners annotation as {gpu uuid: owner}, and why it was ignored if it does not parse."""
+    if not text:
+        return {}, None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return {}, f"{OWNERS_ANNOTATION} is not a JSON object of GPU UUID to owner: {text[:80]!r}"
+    return dict(value), None
 
 
 def target_watts(limit_watts: int | None, fraction: float | None, default_watts: int) -> int | None:
@@ -40,10 +65,7 @@ def desired_annotations(
         request = parse_request(annotations.get(keys.POWER_REQUEST_ANNOTATION))
     except ValueError:
         request = {}
-    try:
-        owners: dict[str, str] = dict(json.loads(annotations.get(OWNERS_ANNOTATION, "{}")))
-    except ValueError:
-        owners = {}
+    owners, _ = parse_owners(annotations.get(OWNERS_ANNOTATION))
     mine = [uuid for uuid in gpu_uuids if owners.get(uuid) == owner]
     free = [uuid for uuid in gpu_uuids if uuid not in owners]
     wanted = (mine + free)[: max(0, replicas_here)] if (limit_watts or fraction) else []

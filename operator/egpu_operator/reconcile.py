@@ -19,7 +19,8 @@ from egpu_api.inference import InferenceDeploymentSpec
 from egpu_api.power import PowerLimitStatus, parse_status
 from egpu_operator import metrics, pods, power, status
 from egpu_operator.facts import node_facts
-from egpu_operator.kube import Kube
+from egpu_operator.kube import Kube, PodRefused
+from egpu_operator.liveness import Liveness, Verdicts
 from egpu_operator.placement import Demand, NodeFacts, PodView, plan
 
 log = logging.getLogger("egpu_operator.reconcile")
@@ -64,40 +65,34 @@ def _apply_reservations(free: dict[str, int], indexed_pods: set[str]) -> None:
             free[node] -= 1
 
 
-# Facts per node, reused while the node's index entry (the same object) and heartbeat are unchanged:
-# a reconcile of one deployment then costs O(changed nodes), not O(all nodes), on the event loop.
-_facts_cache: dict[str, tuple[int, datetime | None, NodeFacts, dict[str, PowerLimitStatus]]] = {}
+# Facts per node, reused while the node's slim copy (the same object: the node watch replaces it
+# on any change) and its agent's liveness are unchanged: a reconcile of one deployment then costs
+# O(changed nodes), not O(all nodes). The node object itself is kept, not its id(): a freed dict's
+# address can be reused by the next one.
+_facts_cache: dict[str, tuple[Mapping[str, Any], Liveness, NodeFacts, dict[str, PowerLimitStatus]]] = {}
 
 
-def _cached_facts(
-    name: str, node: Mapping[str, Any], heartbeat: datetime | None, lease_ttl_s: int
-) -> tuple[NodeFacts, dict[str, PowerLimitStatus]]:
+def _cached_facts(name: str, node: Mapping[str, Any], liveness: Liveness) -> tuple[NodeFacts, dict[str, PowerLimitStatus]]:
     cached = _facts_cache.get(name)
-    if cached is not None and cached[0] == id(node) and cached[1] == heartbeat:
+    if cached is not None and cached[0] is node and cached[1] is liveness:
         return cached[2], cached[3]
-    facts = node_facts(node, heartbeat, lease_ttl_s)
+    facts = node_facts(node, liveness)
     try:
         power = parse_status(((node.get("metadata") or {}).get("annotations") or {}).get(keys.POWER_STATUS_ANNOTATION))
     except ValueError:
         power = {}
-    _facts_cache[name] = (id(node), heartbeat, facts, power)
+    _facts_cache[name] = (node, liveness, facts, power)
     return facts, power
 
 
 class Fleet:
     """What the indexes know, as placement wants it. Built per reconcile from live index views."""
 
-    def __init__(
-        self,
-        nodes: Mapping[str, Mapping[str, Any]],
-        heartbeats: Mapping[str, datetime],
-        gpu_usage: Mapping[str, int],
-        lease_ttl_s: int = 40,
-    ) -> None:
+    def __init__(self, nodes: Mapping[str, Mapping[str, Any]], verdicts: Verdicts, gpu_usage: Mapping[str, int]) -> None:
         self.facts: dict[str, NodeFacts] = {}
         self.power_status: dict[str, dict[str, PowerLimitStatus]] = {}
         for name, node in nodes.items():
-            self.facts[name], self.power_status[name] = _cached_facts(name, node, heartbeats.get(name), lease_ttl_s)
+            self.facts[name], self.power_status[name] = _cached_facts(name, node, verdicts[name])
         for gone in set(_facts_cache) - set(nodes):
             del _facts_cache[gone]
         self.free = {name: facts.gpu_allocatable - gpu_usage.get(name, 0) for name, facts in self.facts.items()}
@@ -114,7 +109,8 @@ def reconcile(
     """Bring one deployment's pods, power limits and disruption budget toward its spec.
 
     ``pdb_min_available`` is what its PodDisruptionBudget holds now (None: none). Returns True
-    when it should run again soon: an eviction was refused (a PodDisruptionBudget said no)."""
+    when it should run again after a backoff: an eviction was refused (a PodDisruptionBudget
+    said no) or the API server refused a replica pod (quota, Pod Security, an invalid template)."""
     metadata = deployment["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
     current_status = deployment.get("status") or {}
@@ -140,7 +136,7 @@ def reconcile(
         free = dict(fleet.free)
         _apply_reservations(free, fleet.gpu_pods)
         started = time.perf_counter()
-        result = plan(demand, spec.replicas, list(fleet.facts.values()), free, pods_now, now)
+        result = plan(demand, spec.replicas, list(fleet.facts.values()), free, pods_now)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
             _reserved[pods.pod_name(name, create.replica, create.node)] = (create.node, time.monotonic())
@@ -161,36 +157,47 @@ def reconcile(
             log.info("eviction refused", extra={"deployment": key, "pod": pod_name, "why": refusal})
     deleted = set(result.deletes)
     after = [pod for pod in pods_now if pod.name not in deleted]
+    created: set[str] = set()
+    refusals: list[str] = []
     for create in result.creates:
         manifest = pods.replica_pod(deployment, create.replica, create.node, create.load_seconds)
-        if kube.create_pod(manifest):
+        pod_name = manifest["metadata"]["name"]
+        try:
+            fresh = kube.create_pod(manifest)
+        except PodRefused as refusal:
+            # Release the GPU now: a refusal holding a reservation would starve every other deployment.
+            _reserved.pop(pod_name, None)
+            refusals.append(f"replica {create.replica}: {refusal}")
+            log.warning("replica pod refused", extra={"deployment": key, "replica": create.replica, "why": str(refusal)})
+            continue
+        if fresh:
             kube.event(deployment, "ReplicaPlaced", f"replica {create.replica} on {create.node}, "
                        f"estimated load {create.load_seconds:.1f} s")  # fmt: skip
             log.info("replica placed", extra={"deployment": f"{namespace}/{name}", "replica": create.replica,
                                               "node": create.node, "load_s": round(create.load_seconds, 1)})  # fmt: skip
-        after.append(PodView(manifest["metadata"]["name"], create.replica, create.node))
-    if result.creates or result.deletes:
-        created = {pods.pod_name(name, create.replica, create.node) for create in result.creates}
+        created.add(pod_name)
+        after.append(PodView(pod_name, create.replica, create.node))
+    if created or deleted:
         _expected[key] = (created, deleted, time.monotonic())
 
     power_by_pod = apply_power(kube, deployment, spec, fleet.facts, after)
     apply_disruption_budget(kube, deployment, spec, pdb_min_available)
 
-    new_status = status.build(deployment, demand, result, after, fleet.facts, power_by_pod, fleet.power_status, now)
+    new_status = status.build(deployment, demand, result, after, fleet.facts, power_by_pod, fleet.power_status, now, refusals)
     placed = new_status["conditions"][0]
     before: Mapping[str, Any] = next((c for c in current_status.get("conditions") or [] if c.get("type") == "Placed"), {})
     if placed["status"] == "False" and placed["message"] != before.get("message"):
-        kube.event(deployment, "FailedPlacement", placed["message"], warning=True)
+        kube.event(deployment, "PodRejected" if refusals else "FailedPlacement", placed["message"], warning=True)
         log.warning("cannot place", extra={"deployment": f"{namespace}/{name}", "why": placed["message"]})
     if _differs(current_status, new_status):
         kube.patch_status(namespace, name, new_status)
     metrics.RECONCILES.labels("placed" if placed["status"] == "True" else "unplaced").inc()
-    if result.unplaced:
+    if result.unplaced or refusals:
         _infeasible.add(f"{namespace}/{name}")
         metrics.INFEASIBLE.set(len(_infeasible))
     else:
         forget_infeasible(f"{namespace}/{name}")
-    return retry
+    return retry or bool(refusals)  # a refusal is asked again with backoff, not at once
 
 
 _budgets: dict[str, int | None] = {}  # namespace/name -> minAvailable last written, until the index shows it
@@ -247,11 +254,16 @@ def apply_power(
         if node is None or not node.gpu_uuids:
             continue
         here = sorted(by_node.get(node_name, []), key=lambda pod: pod.replica)
+        # A shared GPU (MIG slice, vGPU, time-slicing) is never capped: the cap would hit every tenant on it.
+        count = len(here) if power.whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids)) else 0
         shares: dict[str, int] = {}
+        garbage: list[str] = []
 
         def change(
-            annotations: Mapping[str, str], count: int = len(here), facts: NodeFacts = node, shares: dict[str, int] = shares
-        ) -> Mapping[str, str]:
+            annotations: Mapping[str, str], count: int = count, facts: NodeFacts = node, shares: dict[str, int] = shares,
+            garbage: list[str] = garbage,
+        ) -> Mapping[str, str]:  # fmt: skip
+            garbage[:] = [problem] if (problem := power.parse_owners(annotations.get(power.OWNERS_ANNOTATION))[1]) else []
             values, mine = power.desired_annotations(
                 annotations, owner, count, facts.gpu_uuids, facts.power_defaults, limit, fraction
             )
@@ -262,9 +274,23 @@ def apply_power(
         if limit is None and fraction is None and node_name not in previously:
             continue
         kube.update_node_annotations(node_name, change)
+        for problem in garbage:
+            _report_garbage(kube, deployment, node_name, problem)
         for pod, (uuid, watts) in zip(here, sorted(shares.items(), key=lambda item: node.gpu_uuids.index(item[0])), strict=False):
             result[pod.name] = (uuid, watts)
     return result
+
+
+_garbage_reported: set[tuple[str, str]] = set()  # (node, problem) already told in an Event
+
+
+def _report_garbage(kube: Kube, deployment: Mapping[str, Any], node: str, problem: str) -> None:
+    """Once per node and value: the operator ignored (and rewrote) an owners annotation it cannot read."""
+    if (node, problem) in _garbage_reported:
+        return
+    _garbage_reported.add((node, problem))
+    kube.event(deployment, "PowerOwnersIgnored", f"node {node}: {problem}; ignored and rewritten", warning=True)
+    log.warning("power owners annotation ignored", extra={"node": node, "why": problem})
 
 
 def release_power(kube: Kube, deployment: Mapping[str, Any], nodes: Iterable[str]) -> None:

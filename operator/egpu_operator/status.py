@@ -7,6 +7,7 @@ from typing import Any
 from egpu_api.power import PowerLimitStatus
 from egpu_operator.facts import DEPLOYMENT_LABEL
 from egpu_operator.placement import Demand, NodeFacts, Plan, PodView
+from egpu_operator.power import whole_gpus
 
 
 def condition(
@@ -35,6 +36,7 @@ def build(
     power: Mapping[str, tuple[str, int]],  # pod name -> (gpu uuid, requested watts)
     power_status: Mapping[str, Mapping[str, PowerLimitStatus]],  # node -> gpu uuid -> what the agent reports
     now: datetime,
+    refusals: Sequence[str] = (),  # the API server's reasons for replica pods it refused just now
 ) -> dict[str, Any]:
     metadata, spec = deployment["metadata"], deployment["spec"]
     previous = (deployment.get("status") or {}).get("conditions") or []
@@ -54,7 +56,13 @@ def build(
                 "estimatedLoadSeconds": round(demand.load_seconds(node), 1),
             }
         if pod.name not in power and (spec.get("power") or None) is not None:
-            entry["power"] = {"message": "every GPU power limit on this node is owned by another deployment"}
+            shared = node is not None and not whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
+            entry["power"] = {
+                "message": "not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every "
+                "tenant on it"
+                if shared
+                else "every GPU power limit on this node is owned by another deployment"
+            }
         if pod.name in power:
             uuid, watts = power[pod.name]
             reported = power_status.get(pod.node, {}).get(uuid)
@@ -69,7 +77,10 @@ def build(
     ready = sum(1 for pod in live if pod.ready and pod.replica < desired)
     loads = [p["estimatedLoadSeconds"] for p in placements if "estimatedLoadSeconds" in p]
     placed_ok = result.unplaced == 0 and result.stranded == 0
-    if placed_ok:
+    if refusals:
+        message = f"{len(refusals)} replica pod(s) refused by the API server: " + "; ".join(refusals)
+        placed = condition(previous, "Placed", False, "PodRejected", message[:2048], generation, now)
+    elif placed_ok:
         placed = condition(previous, "Placed", True, "Placed", f"{desired} replica(s) placed; {result.summary}", generation, now)
     elif result.unplaced:
         message = f"{result.unplaced} of {desired} replica(s) cannot be placed: {result.summary}"

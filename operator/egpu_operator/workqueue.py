@@ -4,6 +4,10 @@ A key waits in the queue at most once however often it is added; a key being pro
 not handed to a second worker, and if it is added meanwhile it comes back once the first
 worker is done. So any number of triggers (spec changes, node changes, pod events, resyncs)
 collapse into as few reconciles as the state needs, never two at once for one object.
+
+Rate-limited requeue, as client-go's: ``add_rate_limited`` brings a key back after a delay that
+doubles with each failure in a row (``base_s`` up to ``max_s``), ``forget`` ends the streak.
+A refused eviction or a refused pod is asked again that way, never in a tight loop.
 """
 
 import asyncio
@@ -11,10 +15,27 @@ from collections.abc import Hashable
 
 
 class WorkQueue:
-    def __init__(self) -> None:
+    def __init__(self, base_s: float = 2.0, max_s: float = 60.0) -> None:
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
         self._dirty: set[Hashable] = set()
         self._processing: set[Hashable] = set()
+        self._failures: dict[Hashable, int] = {}
+        self._base_s, self._max_s = base_s, max_s
+
+    def add_after(self, key: Hashable, delay_s: float) -> None:
+        asyncio.get_running_loop().call_later(delay_s, self.add, key)
+
+    def add_rate_limited(self, key: Hashable) -> float:
+        """Add ``key`` again after its backoff; returns the delay chosen."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay_s: float = min(self._max_s, self._base_s * 2.0**failures)
+        self.add_after(key, delay_s)
+        return delay_s
+
+    def forget(self, key: Hashable) -> None:
+        """The key succeeded: its next failure starts the backoff from the beginning."""
+        self._failures.pop(key, None)
 
     def add(self, key: Hashable) -> None:
         if key in self._dirty:

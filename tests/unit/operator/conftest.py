@@ -45,5 +45,6 @@ def nodes() -> dict[str, dict[str, Any]]:
     return json.loads(json.dumps(NODES))  # a private copy each test may change
 
 
-def facts(nodes: dict[str, dict[str, Any]], heartbeat: datetime = NOW) -> list[NodeFacts]:
-    return [node_facts(node, heartbeat) for node in nodes.values()]
+def facts(nodes: dict[str, dict[str, Any]]) -> list[NodeFacts]:
+    """Every node with a live agent."""
+    return [node_facts(node) for node in nodes.values()]

@@ -2,13 +2,13 @@
 
 from collections import Counter
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from egpu_operator.liveness import Liveness
 from egpu_operator.placement import Create, Demand, PodView, plan
-from tests.unit.operator.conftest import NOW, facts
+from tests.unit.operator.conftest import facts
 
 GB = 10**9
 GIB = 2**30
@@ -57,14 +57,14 @@ def free_all(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
     ],
 )  # fmt: skip
 def test_adequate_nodes(nodes: dict[str, dict[str, Any]], demand: Demand, adequate: set[str], summary: str) -> None:
-    result = plan(demand, len(adequate) or 1, facts(nodes), free_all(nodes), [], NOW)
+    result = plan(demand, len(adequate) or 1, facts(nodes), free_all(nodes), [])
     assert {create.node for create in result.creates} == adequate or (not adequate and result.unplaced == 1)
     assert result.summary == summary
 
 
 def test_replicas_go_where_they_load_fastest_and_spread(nodes: dict[str, dict[str, Any]]) -> None:
     demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
-    result = plan(demand, 4, facts(nodes), free_all(nodes), [], NOW)
+    result = plan(demand, 4, facts(nodes), free_all(nodes), [])
     assert [(c.replica, c.node) for c in result.creates] == [
         (0, "vm-h100-passthrough"),  # 0.3 s
         (1, "pi5-rtx4090"),  # 21 s, spread before stacking; name breaks the tie with the switch host
@@ -78,14 +78,14 @@ def test_placed_replicas_stay_put(nodes: dict[str, dict[str, Any]]) -> None:
     demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal"], max_load_seconds=30)
     pods = [PodView("a-0", 0, "pi5-rtx4090", ready=True)]
     free = free_all(nodes) | {"pi5-rtx4090": 0}
-    result = plan(demand, 1, facts(nodes), free, pods, NOW)
+    result = plan(demand, 1, facts(nodes), free, pods)
     assert (result.creates, result.deletes, result.unplaced) == ([], [], 0)
 
 
 def test_no_free_gpu_is_counted(nodes: dict[str, dict[str, Any]]) -> None:
     demand = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=20)
     free = dict.fromkeys(nodes, 0)
-    result = plan(demand, 1, facts(nodes), free, [], NOW)
+    result = plan(demand, 1, facts(nodes), free, [])
     assert result.unplaced == 1
     assert "5 no free GPU" in result.summary
 
@@ -106,18 +106,75 @@ def test_no_free_gpu_is_counted(nodes: dict[str, dict[str, Any]]) -> None:
 def test_odd_nodes_are_skipped_with_a_reason(nodes: dict[str, dict[str, Any]], change: Any, reason: str) -> None:
     change(nodes["vm-h100-passthrough"])
     demand = Demand.of(6 * GB, GIB, ["passthrough"], max_load_seconds=20)
-    result = plan(demand, 1, facts(nodes), free_all(nodes), [], NOW)
+    result = plan(demand, 1, facts(nodes), free_all(nodes), [])
     assert result.creates == []
     assert Counter(result.rejections)[reason] == 1
 
 
-def test_stale_heartbeat_rejects_and_evicts(nodes: dict[str, dict[str, Any]]) -> None:
+def test_dead_agent_surges_a_replacement_and_deletes_nothing(nodes: dict[str, dict[str, Any]]) -> None:
     demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
-    stale = [replace(f, heartbeat=NOW - timedelta(minutes=5)) if f.name == "pi5-rtx4090" else f for f in facts(nodes)]
-    result = plan(demand, 1, stale, free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)], NOW)
-    assert result.deletes == ["a-0"]  # a dead agent may mean a dead host: replace now
+    dead = [replace(f, liveness=Liveness.DEAD) if f.name == "pi5-rtx4090" else f for f in facts(nodes)]
+    old = PodView("a-0", 0, "pi5-rtx4090", ready=True)
+    result = plan(demand, 1, dead, free_all(nodes), [old])
+    assert result.deletes == []
+    assert result.evictions == []
     assert result.creates == [Create(0, "vm-h100-passthrough", pytest.approx(18e9 / 54823e6))]
     assert result.rejections["node agent heartbeat missing or stale"] == 1
+    new = PodView("a-0-new", 0, "vm-h100-passthrough")
+    assert plan(demand, 1, dead, free_all(nodes), [old, new]).evictions == []  # the replacement still loads
+    done = plan(demand, 1, dead, free_all(nodes), [old, replace(new, ready=True)])
+    assert (done.deletes, done.evictions, done.creates) == ([], ["a-0"], [])  # evicted: the budget has its say
+
+
+@pytest.mark.parametrize(
+    ("change", "stays"),
+    [
+        (lambda f: replace(f, liveness=Liveness.UNKNOWN), True),
+        (lambda f: replace(f, problem="malformed egpu-operator labels"), True),
+        (lambda f: replace(f, taints=(("node.kubernetes.io/unreachable", "", "NoExecute"),)), True),
+        (lambda f: replace(f, taints=(("node.kubernetes.io/not-ready", "", "NoSchedule"),)), True),
+        (lambda f: replace(f, liveness=Liveness.DEAD), False),
+        (lambda f: replace(f, health="degraded"), False),
+        (lambda f: replace(f, unschedulable=True), False),
+        (lambda f: replace(f, taints=(("dedicated", "gpu", "NoSchedule"),)), False),
+    ],
+    ids=["liveness-unknown", "labels-unreadable", "unreachable-taint", "not-ready-taint", "agent-dead", "degraded",
+         "cordoned", "foreign-taint"],
+)  # fmt: skip
+def test_what_the_operator_cannot_see_keeps_its_replica(nodes: dict[str, dict[str, Any]], change: Any, stays: bool) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    fleet = [change(f) if f.name == "pi5-rtx4090" else f for f in facts(nodes)]
+    result = plan(demand, 1, fleet, free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)])
+    assert result.deletes == []
+    assert result.evictions == []
+    assert (result.creates == []) is stays  # no surge for what is only unseen; a surge for a real reason
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda f: replace(f, health="lost"), "GPU of pi5-rtx4090 lost, as its live node agent reports"),
+        (lambda f: replace(f, health="lost", liveness=Liveness.UNKNOWN), None),
+        (lambda f: replace(f, health="lost", liveness=Liveness.DEAD), None),
+    ],
+    ids=["lost-by-live-agent", "lost-but-unconfirmed", "lost-but-agent-dead"],
+)  # fmt: skip
+def test_only_a_live_agent_reporting_a_lost_gpu_deletes_at_once(
+    nodes: dict[str, dict[str, Any]], change: Any, why: str | None
+) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    fleet = [change(f) if f.name == "pi5-rtx4090" else f for f in facts(nodes)]
+    result = plan(demand, 1, fleet, free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)])
+    assert result.why.get("a-0") == why
+    assert result.deletes == ([] if why is None else ["a-0"])
+
+
+def test_a_gone_node_deletes_its_replica_at_once(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    fleet = [f for f in facts(nodes) if f.name != "pi5-rtx4090"]
+    result = plan(demand, 1, fleet, free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)])
+    assert result.deletes == ["a-0"]
+    assert result.why["a-0"] == "node pi5-rtx4090 is gone"
 
 
 def test_degraded_link_surges_a_replacement_then_removes_the_old_pod(nodes: dict[str, dict[str, Any]]) -> None:
@@ -125,15 +182,15 @@ def test_degraded_link_surges_a_replacement_then_removes_the_old_pod(nodes: dict
     nodes["pi5-rtx4090"]["metadata"]["labels"]["egpu-operator.io/pcie-bandwidth-mbps"] = "400"
     old = PodView("a-0-old", 0, "pi5-rtx4090", ready=True)
 
-    first = plan(demand, 1, facts(nodes), free_all(nodes), [old], NOW)
+    first = plan(demand, 1, facts(nodes), free_all(nodes), [old])
     assert (first.deletes, first.evictions) == ([], [])  # still serving: keep it until the replacement is Ready
     assert [c.node for c in first.creates] == ["vm-h100-passthrough"]
 
     new = PodView("a-0-new", 0, "vm-h100-passthrough", ready=False)
-    waiting = plan(demand, 1, facts(nodes), free_all(nodes), [old, new], NOW)
+    waiting = plan(demand, 1, facts(nodes), free_all(nodes), [old, new])
     assert (waiting.creates, waiting.deletes, waiting.evictions) == ([], [], [])
 
-    done = plan(demand, 1, facts(nodes), free_all(nodes), [old, replace(new, ready=True)], NOW)
+    done = plan(demand, 1, facts(nodes), free_all(nodes), [old, replace(new, ready=True)])
     # Evicted, not deleted: the Eviction API lets a PodDisruptionBudget veto it.
     assert (done.creates, done.deletes, done.evictions) == ([], [], ["a-0-old"])
 
@@ -141,7 +198,7 @@ def test_degraded_link_surges_a_replacement_then_removes_the_old_pod(nodes: dict
 def test_lost_gpu_replaces_at_once(nodes: dict[str, dict[str, Any]]) -> None:
     demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
     nodes["pi5-rtx4090"]["metadata"]["labels"]["egpu-operator.io/health"] = "lost"
-    result = plan(demand, 1, facts(nodes), free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)], NOW)
+    result = plan(demand, 1, facts(nodes), free_all(nodes), [PodView("a-0", 0, "pi5-rtx4090", ready=True)])
     assert result.deletes == ["a-0"]
     assert [c.node for c in result.creates] == ["vm-h100-passthrough"]
 
@@ -150,14 +207,14 @@ def test_stranded_replica_keeps_serving_when_nowhere_is_better(nodes: dict[str, 
     demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal"], max_load_seconds=30)
     nodes["pi5-rtx4090"]["spec"]["unschedulable"] = True
     free = free_all(nodes) | {"switch-4x-a5000": 0}
-    result = plan(demand, 1, facts(nodes), free, [PodView("a-0", 0, "pi5-rtx4090", ready=True)], NOW)
+    result = plan(demand, 1, facts(nodes), free, [PodView("a-0", 0, "pi5-rtx4090", ready=True)])
     assert (result.creates, result.deletes, result.stranded, result.unplaced) == ([], [], 1, 0)
 
 
 def test_scale_down_removes_the_highest_replicas(nodes: dict[str, dict[str, Any]]) -> None:
     demand = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=20)
     pods = [PodView(f"a-{i}", i, node, ready=True) for i, node in enumerate(["pi5-rtx4090", "minipc-rtx4070ti", "x220-tesla-p4"])]
-    result = plan(demand, 1, facts(nodes), free_all(nodes), pods, NOW)
+    result = plan(demand, 1, facts(nodes), free_all(nodes), pods)
     assert sorted(result.deletes) == ["a-1", "a-2"]
     assert result.creates == []
 
@@ -167,7 +224,7 @@ def test_a_pod_the_scheduler_refused_is_placed_again_elsewhere(nodes: dict[str, 
     refused = PodView("a-0", 0, "vm-h100-passthrough", unschedulable=True)
     # Another deployment's pod got there first; the usage index counts both pods: 1 GPU, 2 pods.
     free = free_all(nodes) | {"vm-h100-passthrough": -1}
-    result = plan(demand, 1, facts(nodes), free, [refused], NOW)
+    result = plan(demand, 1, facts(nodes), free, [refused])
     assert result.deletes == ["a-0"]
     assert [c.node for c in result.creates] == ["pi5-rtx4090"]
 
@@ -191,7 +248,7 @@ def test_taints_are_respected_like_kube_scheduler_does(
 ) -> None:
     nodes["vm-h100-passthrough"]["spec"]["taints"] = [taint]
     demand = Demand.of(6 * GB, GIB, ["passthrough"], max_load_seconds=20, tolerations=tolerations)
-    result = plan(demand, 1, facts(nodes), free_all(nodes), [], NOW)
+    result = plan(demand, 1, facts(nodes), free_all(nodes), [])
     assert [c.node for c in result.creates] == (["vm-h100-passthrough"] if allowed else [])
     if not allowed:
         assert result.rejections[f"untolerated taint {taint['key']}"] == 1

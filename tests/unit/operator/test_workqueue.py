@@ -28,3 +28,16 @@ def test_a_key_added_while_processed_comes_back_after_done_not_before() -> None:
         assert len(queue) == 0
 
     asyncio.run(scenario())
+
+
+def test_rate_limited_requeue_doubles_until_forgotten() -> None:
+    async def scenario() -> list[float]:
+        queue = WorkQueue(base_s=0.01, max_s=0.04)
+        delays = [queue.add_rate_limited("a") for _ in range(4)]
+        assert await asyncio.wait_for(queue.get(), timeout=1) == "a"  # it does come back
+        queue.done("a")
+        queue.forget("a")
+        delays.append(queue.add_rate_limited("a"))
+        return delays
+
+    assert asyncio.run(scenario()) == [0.01, 0.02, 0.04, 0.04, 0.01]

@@ -1,0 +1,43 @@
+"""Power requests: garbage in the owners annotation is ignored, and only whole GPUs are capped."""
+
+import json
+
+import pytest
+
+from egpu_operator.power import desired_annotations, parse_owners, whole_gpus
+
+UUIDS, DEFAULTS = ("GPU-a", "GPU-b"), (300, 300)
+
+
+@pytest.mark.parametrize("garbage", ["5", "[1, 2]", "{not json", '{"GPU-a": 7}', "null", '"ai/one"'])
+def test_garbage_owners_are_ignored_and_rewritten(garbage: str) -> None:
+    owners, problem = parse_owners(garbage)
+    assert owners == {}
+    assert problem is not None
+    assert "egpu-operator.io/power-limit-owners" in problem
+    annotations = {"egpu-operator.io/power-limit-owners": garbage}
+    values, shares = desired_annotations(annotations, "ai/one", 1, UUIDS, DEFAULTS, 200, None)
+    assert shares == {"GPU-a": 200}
+    assert json.loads(values["egpu-operator.io/power-limit-owners"]) == {"GPU-a": "ai/one"}
+
+
+def test_a_missing_owners_annotation_is_not_a_problem() -> None:
+    assert parse_owners(None) == ({}, None)
+    assert parse_owners('{"GPU-a": "ai/one"}') == ({"GPU-a": "ai/one"}, None)
+
+
+@pytest.mark.parametrize(
+    ("mode", "allocatable", "gpus", "whole"),
+    [
+        ("bare-metal", 1, 1, True),
+        ("passthrough", 4, 4, True),
+        ("mig", 7, 1, False),
+        ("vgpu", 1, 1, False),
+        ("vgpu-host", 1, 1, False),
+        ("mixed", 2, 2, False),
+        ("bare-metal", 4, 1, False),  # time-sliced: four pods share one GPU
+        ("bare-metal", 0, 1, False),
+    ],
+)
+def test_power_limits_only_for_whole_gpus(mode: str, allocatable: int, gpus: int, whole: bool) -> None:
+    assert whole_gpus(mode, allocatable, gpus) is whole

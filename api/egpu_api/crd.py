@@ -16,10 +16,12 @@ import yaml
 from pydantic import BaseModel
 
 from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
-from egpu_api.keys import API_GROUP, API_VERSION
+from egpu_api.keys import API_GROUP, API_VERSION, PREFIX
 from egpu_api.maintenance import GPUMaintenanceSpec, GPUMaintenanceStatus
 
 _DROP = {"title", "discriminator"}
+#: Longest label value Kubernetes accepts.
+LABEL_VALUE_MAX = 63
 
 
 class SchemaError(ValueError):
@@ -91,6 +93,7 @@ def _crd(
     short_names: list[str],
     subresources: dict[str, Any],
     columns: list[dict[str, Any]],
+    name_label: str,
 ) -> dict[str, Any]:
     spec = structural(spec_model)
     status = structural(status_model)
@@ -123,10 +126,14 @@ def _crd(
                             "type": "object",
                             "description": description,
                             "required": ["spec"],
+                            "x-kubernetes-validations": [name_rule(name_label)],
                             "properties": {
                                 "apiVersion": {"type": "string", "description": f"API version: {API_GROUP}/{API_VERSION}."},
                                 "kind": {"type": "string", "description": f"{kind}."},
-                                "metadata": {"type": "object"},
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {"name": {"type": "string", "description": "The object's name."}},
+                                },
                                 "spec": spec,
                                 "status": status,
                             },
@@ -135,6 +142,19 @@ def _crd(
                 }
             ],
         },
+    }
+
+
+def name_rule(label: str) -> dict[str, Any]:
+    """Names that become label values must fit one: at most 63 characters.
+
+    Only the root of a CRD schema may read ``metadata.name`` in CEL; the API server would
+    otherwise accept the object and fail every later write that carries the name as a label."""
+    return {
+        "rule": f"self.metadata.name.size() <= {LABEL_VALUE_MAX}",
+        "fieldPath": ".metadata.name",
+        "message": f"metadata.name must be at most {LABEL_VALUE_MAX} characters: it becomes the value of the "
+        f"{label} label; choose a shorter name",
     }
 
 
@@ -170,6 +190,7 @@ def inference_deployment_crd() -> dict[str, Any]:
             {"name": "Placed", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Placed')].status"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
+        f"{PREFIX}inference-deployment",
     )
 
 
@@ -191,6 +212,7 @@ def gpu_maintenance_crd() -> dict[str, Any]:
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
+        f"{PREFIX}maintenance",
     )
 
 

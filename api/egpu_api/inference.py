@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from egpu_api.podtemplate import pod_template_schema
+
 GpuModeName = Literal["bare-metal", "passthrough", "vgpu", "mig"]
 
 #: Kubernetes quantity syntax (as apimachinery's resource.Quantity accepts it).
@@ -135,10 +137,13 @@ class InferenceDeploymentSpec(ApiModel):
     placement: PlacementSpec = Field(description="Where replicas may run.")
     power: PowerSpec | None = Field(default=None, description="Power limit for each replica's GPU; unset leaves it alone.")
     disruption: DisruptionSpec | None = Field(default=None, description="Limits for GPU maintenance drains.")
+    # A plain dict to the operator (it copies the template into each pod); the schema declares only
+    # the fields the admission rules read, see egpu_api.podtemplate.
     template: dict[str, Any] = Field(
         description="Pod template of a replica (metadata and spec, as in a Deployment). The operator adds the GPU "
-        "request, node affinity and the startupProbe budget.",
-        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "request, node affinity and the startupProbe budget. Rejected: nodeName, host namespaces, hostPath "
+        "volumes, privileged containers, capabilities and other settings beyond the Pod Security baseline level.",
+        json_schema_extra=pod_template_schema(),
     )
 
 

@@ -12,6 +12,7 @@ node; only when that one is Ready is the old pod evicted — through the Evictio
 PodDisruptionBudget still has the last word.
 """
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,8 @@ from egpu_operator.status import condition
 MAINTENANCE_LABEL = f"{keys.PREFIX}maintenance"
 AUTO_LABEL = f"{keys.PREFIX}auto-maintenance"
 FINALIZER = f"{keys.PREFIX}maintenance"
+#: A maintenance's name is a label value on its node.
+MAINTENANCE_NAME_MAX = 63
 
 
 @dataclass(frozen=True)
@@ -253,10 +256,17 @@ def auto_maintenance(node: str, health: str, since: str, message: str) -> dict[s
     """The GPUMaintenance the operator files itself for a lost GPU or a degraded link. Its name is
     derived from the node and when the problem began, so a restarted operator files it once."""
     stamp = "".join(ch for ch in since if ch.isdigit())[:14]
+    suffix = f"-gpu-{health}-{stamp}"
+    name = f"{node}{suffix}"
+    if len(name) > MAINTENANCE_NAME_MAX:
+        # The name becomes the node's maintenance label value (at most 63 characters, the CRD
+        # refuses longer): cut the node name and keep it unique with a digest of the whole.
+        node_digest = "-" + hashlib.sha256(node.encode()).hexdigest()[:8]
+        name = node[: MAINTENANCE_NAME_MAX - len(node_digest) - len(suffix)].rstrip("-.") + node_digest + suffix
     return {
         "apiVersion": f"{keys.API_GROUP}/{keys.API_VERSION}",
         "kind": "GPUMaintenance",
-        "metadata": {"name": f"{node[:220]}-gpu-{health}-{stamp}", "labels": {AUTO_LABEL: "true"}},
+        "metadata": {"name": name, "labels": {AUTO_LABEL: "true"}},
         "spec": {"nodeName": node, "reason": f"automatic: GPU {health}: {message}"[:1024]},
     }
 

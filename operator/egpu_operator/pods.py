@@ -24,10 +24,27 @@ STARTUP_MARGIN_S = 60
 STARTUP_FACTOR = 2
 
 
+#: A pod name is also its hostname, which Kubernetes cuts at 63 characters.
+POD_NAME_MAX = 63
+#: Hex digits of the digest in names that had to be shortened; longer than the 5 of the full form,
+#: so a shortened name can never equal the full-form name of another deployment.
+_LONG_DIGEST = 10
+
+
 def pod_name(deployment: str, replica: int, node: str) -> str:
-    """Stable per (replica, node): re-creating after an operator restart finds the same name (409), no duplicate."""
+    """Stable per (replica, node): re-creating after an operator restart finds the same name (409), no duplicate.
+
+    ``{deployment}-{replica}-{digest of replica/node}`` when that fits in 63 characters. Otherwise the
+    deployment part is cut and the digest also covers the whole deployment name, so two deployments
+    sharing a long prefix still get different names."""
     digest = hashlib.sha256(f"{replica}/{node}".encode()).hexdigest()[:5]
-    return f"{deployment[:50]}-{replica}-{digest}"
+    name = f"{deployment}-{replica}-{digest}"
+    if len(name) <= POD_NAME_MAX:
+        return name
+    digest = hashlib.sha256(f"{deployment}/{replica}/{node}".encode()).hexdigest()[:_LONG_DIGEST]
+    suffix = f"-{replica}-{digest}"
+    # A DNS label may not end in "-" or "." before the suffix's own "-".
+    return deployment[: POD_NAME_MAX - len(suffix)].rstrip("-.") + suffix
 
 
 def startup_failure_threshold(load_seconds: float, period_s: int) -> int:

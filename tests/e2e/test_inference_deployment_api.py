@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from egpu_localcluster.kubectl import Kubectl
 
@@ -24,10 +25,11 @@ def test_examples_are_accepted(kube: Kubectl, namespace: str) -> None:
 def test_invalid_manifests_are_rejected_naming_the_field(kube: Kubectl, namespace: str, manifest: Path) -> None:
     expected = re.search(r"^# expect: (.+)$", manifest.read_text(), re.MULTILINE)
     assert expected is not None, f"{manifest.name} must say what error it expects"
+    name = yaml.safe_load(manifest.read_text())["metadata"]["name"]
     result = kube.run("apply", "-n", namespace, "-f", str(manifest), check=False)
     assert result.returncode != 0, f"{manifest.name} was accepted"
     assert expected.group(1) in result.stderr
-    assert 'The InferenceDeployment "invalid" is invalid: ' in result.stderr
+    assert f'The InferenceDeployment "{name}" is invalid: ' in result.stderr
 
 
 def test_kubectl_explain_reads_the_field_descriptions(kube: Kubectl) -> None:

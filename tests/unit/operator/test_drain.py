@@ -156,3 +156,14 @@ def test_automatic_maintenance_has_a_stable_name() -> None:
     assert body["metadata"]["name"] == "pi5-rtx4090-gpu-lost-20261122100000"
     assert body["metadata"]["labels"] == {"egpu-operator.io/auto-maintenance": "true"}
     assert body["spec"] == {"nodeName": "pi5-rtx4090", "reason": "automatic: GPU lost: GPU 0 fell off the bus (Xid 79)"}
+
+
+def test_automatic_maintenance_names_of_long_nodes_fit_a_label_value() -> None:
+    node = "gpu-worker-" + "x" * 200 + ".rack-7.example.com"
+    name = auto_maintenance(node, "degraded", "2026-11-22T10:00:00Z", "")["metadata"]["name"]
+    assert len(name) <= 63
+    assert name.startswith("gpu-worker-xxx")
+    assert name.endswith("-gpu-degraded-20261122100000")
+    assert name == auto_maintenance(node, "degraded", "2026-11-22T10:00:00Z", "")["metadata"]["name"]
+    sibling = auto_maintenance(node.replace("rack-7", "rack-8"), "degraded", "2026-11-22T10:00:00Z", "")
+    assert sibling["metadata"]["name"] != name

@@ -1,7 +1,10 @@
 """The replica pod, power attribution and pod parsing: pure builders, asserted literally."""
 
 import json
+import re
 from typing import Any
+
+import pytest
 
 from egpu_operator.facts import pod_view
 from egpu_operator.pods import pod_name, replica_pod, startup_failure_threshold
@@ -44,7 +47,38 @@ def test_replica_pod_is_pinned_owned_and_asks_for_one_gpu() -> None:
 def test_pod_names_are_stable_per_replica_and_node() -> None:
     assert pod_name("llm", 0, "a") == pod_name("llm", 0, "a")
     assert pod_name("llm", 0, "a") != pod_name("llm", 0, "b")
-    assert len(pod_name("x" * 80, 999, "n")) <= 63
+    assert pod_name("llm", 0, "a") != pod_name("llm", 1, "a")
+    assert pod_name("llm", 0, "pi5-rtx4090") == "llm-0-f9ae1"  # the form existing pods already carry
+
+
+LONG = "a" * 62
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_SUBDOMAIN = rf"{DNS_LABEL}(\.{DNS_LABEL})*"
+
+
+@pytest.mark.parametrize("deployment", ["x", "x" * 50, "x" * 56, "x" * 57, LONG + "b", "a-" * 31 + "a", "a." * 31 + "a"])
+@pytest.mark.parametrize("replica", [0, 9, 10, 999, 1000])
+def test_pod_names_fit_in_63_characters_and_stay_valid(deployment: str, replica: int) -> None:
+    name = pod_name(deployment, replica, "node-with-a-rather-long-name.example.com")
+    assert len(name) <= 63
+    assert re.fullmatch(DNS_SUBDOMAIN, name), name  # a cut never leaves a "." or "-" before the suffix
+    assert name == pod_name(deployment, replica, "node-with-a-rather-long-name.example.com")
+
+
+def test_pod_names_keep_the_whole_deployment_name_when_it_fits() -> None:
+    assert pod_name("x" * 55, 0, "n").startswith("x" * 55 + "-0-")  # 55 + 8 = 63
+    assert pod_name("x" * 56, 0, "n").startswith("x" * 50 + "-0-")  # shortened: 50 + "-0-" + 10 hex digits = 63
+
+
+def test_deployments_sharing_a_long_prefix_get_different_pod_names() -> None:
+    for replica in (0, 7, 999, 1000):
+        for node in ("a", "pi5-rtx4090"):
+            assert pod_name(LONG + "b", replica, node) != pod_name(LONG + "c", replica, node)
+            assert pod_name(LONG + "b", replica, node) != pod_name(LONG, replica, node)
+    # A shortened name ends in 10 hex digits, a whole one in 5: the two forms never meet.
+    shortened = pod_name("x" * 60, 0, "n")
+    assert len(shortened.rsplit("-", 1)[1]) == 10
+    assert all(len(pod_name(d, 0, "n").rsplit("-", 1)[1]) == 5 for d in ("x", "x" * 50, "x" * 55))
 
 
 def test_startup_budget_never_below_three_probes() -> None:

@@ -8,7 +8,7 @@ Types come from the defaults in values.yaml; every object gets ``additionalPrope
 so a mistyped ``--set`` fails the install naming the key. The few values that are not plain
 settings are declared below: maps whose keys are the user's (labels, annotations, node
 selectors), Kubernetes objects passed through as they are (affinity, tolerations, resource
-quantities), and the allowed values of enumerations.
+quantities), lists of object names, and the allowed values of enumerations.
 """
 
 import argparse
@@ -27,6 +27,12 @@ QUANTITIES: dict[str, Any] = {"type": "object", "additionalProperties": {"type":
 LOG_LEVEL: dict[str, Any] = {"type": "string", "enum": ["debug", "info", "warning", "error"]}
 PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
 IMAGE_PULL_POLICY: dict[str, Any] = {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}
+#: Object names (DNS subdomains); the pattern also keeps them safe to quote inside CEL strings.
+NAMES: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "maxLength": 253, "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+    "uniqueItems": True,
+}
 
 #: Keys (the last part of a path) whose values are maps of the user's own keys.
 STRING_MAP_KEYS = frozenset({"commonLabels", "podAnnotations", "podLabels", "nodeSelector", "labels"})
@@ -52,6 +58,8 @@ DECLARED: dict[str, dict[str, Any]] = {
     "agent.backend": {"type": "string", "enum": ["nvml", "fake", "none"]},
     "agent.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "agent.maxUnavailable": {"type": ["integer", "string"]},
+    "tenancy.allowedServiceAccounts": NAMES,
+    "tenancy.allowedPriorityClasses": NAMES,
     # Kubernetes types: the API server validates them; here only their outer shape.
     "operator.affinity": {"type": "object"},
     "agent.affinity": {"type": "object"},

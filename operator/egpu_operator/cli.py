@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         help="file a GPUMaintenance when a node agent reports a lost GPU or a degraded link "
         "(env EGPU_OPERATOR_AUTO_MAINTENANCE=true)",
     )
+    run.add_argument(
+        "--agent-namespace",
+        default=None,
+        help="namespace of the node agents' Leases; others are ignored (default egpu-system; env EGPU_OPERATOR_AGENT_NAMESPACE)",
+    )
     safety = run.add_argument_group("failure safety (README.md: Failure safety)")
     for flag, env, default, text in _LIVENESS_FLAGS:
         safety.add_argument(flag, type=float, default=None, help=f"{text} (default {default}; env {env})")
@@ -97,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
             print("egpu-operator: --max-parallel-maintenances must be at least 1", file=sys.stderr)
             return 2
         os.environ["EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES"] = str(args.max_parallel_maintenances)
+    if args.agent_namespace is not None:
+        os.environ["EGPU_OPERATOR_AGENT_NAMESPACE"] = args.agent_namespace
     if args.auto_maintenance:
         os.environ["EGPU_OPERATOR_AUTO_MAINTENANCE"] = "true"
     import kopf  # heavy: imported only for `run`
@@ -131,6 +138,10 @@ def _run(args: argparse.Namespace) -> int:
         settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's are noise
         settings.watching.server_timeout = 300
         settings.scanning.disabled = True
+        # kopf gives up on a watch after its retries (54 s by default) and the operator would then
+        # stop seeing Pods or Leases; an edge control plane can be away longer (an etcd restart on
+        # an SD card). Keep retrying, 30 s apart, for about ten minutes.
+        settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, 13, 21, *[30] * 18)
         # kopf starts a worker per object and ends it after this much idleness; each start and end
         # wakes every waiter on its indexing toggles. Nodes send events all the time (heartbeats), so
         # at 1,000 nodes the default 5 s cost more CPU than placement itself (docs/measurements.md).

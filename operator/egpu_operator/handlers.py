@@ -102,7 +102,15 @@ def nodes() -> dict[str, dict[str, Any]]:
 # -- indexes ---------------------------------------------------------------------------------------
 
 
-@kopf.index("coordination.k8s.io", "v1", "leases", when=lambda name, **_: name.startswith(keys.AGENT_LEASE_PREFIX))
+# Only Leases in the agents' namespace: a tenant allowed to write Leases in its own namespace could
+# otherwise keep a dead node looking alive by forging egpu-node-agent-<node> there.
+AGENT_NAMESPACE = os.environ.get("EGPU_OPERATOR_AGENT_NAMESPACE", "egpu-system")
+
+
+@kopf.index(
+    "coordination.k8s.io", "v1", "leases",
+    when=lambda name, namespace, **_: namespace == AGENT_NAMESPACE and name.startswith(keys.AGENT_LEASE_PREFIX),
+)  # fmt: skip
 async def heartbeats_index(name: str, spec: Any, **_: Any) -> Any:
     node, renewed = name.removeprefix(keys.AGENT_LEASE_PREFIX), facts.lease_time({"spec": dict(spec)})
     _heartbeats.observe(node, renewed, time.monotonic())  # when the operator saw it, not when the agent says
@@ -277,19 +285,24 @@ def _probe_api(api_client: Any) -> None:
     """Whether the operator sees the API server, every probe interval, from a thread of its own:
     ``/readyz`` fails while the server is down or has lost etcd; a pause of this process shows
     as a probe that is late (``Visibility.seeing``)."""
+    failing = False
     while not _stopping.is_set():
         started = time.monotonic()
         try:
-            response = api_client.call_api(
-                "/readyz", "GET", auth_settings=["BearerToken"], _preload_content=False,
-                _request_timeout=LIVENESS.probe_interval_s,
-            )  # fmt: skip
-            response[0].drain_conn()
-            _visibility.probe_succeeded(time.monotonic())
-            API_VISIBLE.set(1)
+            method, url, headers, _, _ = api_client.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+            response = api_client.call_api(method, url, header_params=headers, _request_timeout=LIVENESS.probe_interval_s)
+            response.read()
+            problem = None if response.status == 200 else f"/readyz answered HTTP {response.status}"
         except Exception as error:
-            API_VISIBLE.set(0)
-            log.debug("API server not ready", extra={"error": str(error)[:200]})
+            problem = str(error)[:300]
+        if problem is None:
+            _visibility.probe_succeeded(time.monotonic())
+            if failing:
+                log.info("API server ready again")
+        elif not failing:
+            log.warning("API server not ready: no agent is judged dead until it is", extra={"error": problem})
+        failing = problem is not None
+        API_VISIBLE.set(0 if failing else 1)
         _stopping.wait(max(0.0, LIVENESS.probe_interval_s - (time.monotonic() - started)))
 
 

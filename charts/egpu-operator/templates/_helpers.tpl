@@ -52,3 +52,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "egpu-operator.agent.username" -}}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "egpu-operator.agent.name" .) }}
 {{- end }}
+
+{{/* An allow-list of names as admission messages quote it: "a, b", or "none" when it is empty. */}}
+{{- define "egpu-operator.allowList" -}}
+{{- if . }}{{ join ", " . }}{{ else }}none{{ end }}
+{{- end }}

@@ -11,7 +11,7 @@ from tests.unit.chart.helm import CHART, helm, set_args
         {},
         {"metrics.serviceMonitor.enabled": "true", "agent.powerActuation.enabled": "true", "crds.keep": "false"},
         {"agent.backend": "fake", "agent.fleetProfile": "nodes: []", "agent.nvidia.runtimeClassName": ""},
-        {"agent.enabled": "false", "crds.enabled": "false"},
+        {"agent.enabled": "false", "crds.enabled": "false", "tenancy.policy.enabled": "false"},
     ],
     ids=["defaults", "everything-on", "fake-backend", "operator-only"],
 )

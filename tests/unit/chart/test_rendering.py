@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.chart.helm import AGENT_SA, NAMESPACE, OPERATOR_SA, find, render
+from tests.unit.chart.helm import AGENT_SA, OPERATOR_SA, find, render
 
 
 def agent_pod(values: dict[str, str] | None = None) -> dict[str, Any]:
@@ -120,18 +120,18 @@ def test_service_monitors(enabled: str, count: int) -> None:
     assert services == {"egpu-operator-metrics": 8080, "egpu-operator-node-agent-metrics": 9400}
 
 
-def test_admission_policy_matches_only_the_agent_service_account() -> None:
-    objects = render()
-    policy = find(objects, "ValidatingAdmissionPolicy")
-    expression = policy["spec"]["matchConditions"][0]["expression"]
-    assert expression == f'request.userInfo.username == "system:serviceaccount:{NAMESPACE}:{AGENT_SA}"'
-    binding = find(objects, "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
-    assert [o for o in render({"agent.ownNodePolicy.enabled": "false"}) if o["kind"] == "ValidatingAdmissionPolicy"] == []
-
-
 def test_agent_disabled_leaves_only_the_operator() -> None:
-    kinds = {o["kind"] for o in render({"agent.enabled": "false"})}
+    objects = render({"agent.enabled": "false"})
+    kinds = {o["kind"] for o in objects}
     assert "DaemonSet" not in kinds
-    assert "ValidatingAdmissionPolicy" not in kinds
     assert "Deployment" in kinds
+    components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects}
+    assert components == {"operator", "crds"}  # no RBAC, Service or admission policy of the agent either
+
+
+def test_operator_gets_the_failure_safety_settings_and_the_agents_namespace() -> None:
+    found = env(operator_pod({"operator.failureSafety.agentGraceSeconds": "45"})["containers"][0])
+    assert found["EGPU_OPERATOR_AGENT_GRACE_SECONDS"] == "45"
+    assert found["EGPU_OPERATOR_LEASE_TTL_SECONDS"] == "40"
+    assert found["EGPU_OPERATOR_DISRUPTION_FRACTION"] == "0.55"
+    assert found["EGPU_OPERATOR_AGENT_NAMESPACE"] == "egpu-system"

@@ -43,6 +43,8 @@ def test_every_object_level_is_closed() -> None:
         ("operator.workers=0", "at '/operator/workers'"),
         ("operator.maintenance.auto=yes", "at '/operator/maintenance/auto'"),
         ("agent.resources.request.cpu=1", "at '/agent/resources': additional properties 'request' not allowed"),
+        ("tenancy.allowedPriorityClasses={High_Priority}", "at '/tenancy/allowedPriorityClasses/0'"),
+        ("tenancy.allowedServiceAccounts=default", "at '/tenancy/allowedServiceAccounts'"),
     ],
 )
 def test_a_mistyped_value_fails_naming_it(setting: str, named: str) -> None:

@@ -143,6 +143,35 @@ class LocalCluster:
                 found.append(int(entry.name))
         return sorted(found)
 
+    # -- fault injection (e2e fault tests, bench/faults.py) ------------------------------------
+
+    def component_pids(self, component: str) -> list[int]:
+        """PIDs of one component of this cluster, by binary name: kube-apiserver, etcd, kwok, ..."""
+        found = []
+        for pid in self.processes():
+            try:
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+            except OSError:
+                continue
+            if Path(argv0).name == component:
+                found.append(pid)
+        return found
+
+    def kill_component(self, component: str, sig: signal.Signals = signal.SIGKILL) -> list[int]:
+        """Send ``sig`` to a component (SIGKILL: a crash; SIGSTOP/SIGCONT: a hang and its end)."""
+        pids = self.component_pids(component)
+        if not pids:
+            raise ClusterError(f"cluster {self.name} has no running {component}")
+        for pid in pids:
+            _kill(pid, sig)
+        if sig == signal.SIGKILL:
+            self._wait_for_exit(pids, timeout_s=10)
+        return pids
+
+    def restart_stopped(self, wait_s: int = 120) -> None:
+        """Start again every component that is not running (kwokctl leaves running ones alone)."""
+        self._kwokctl("start", "cluster", "--wait", f"{wait_s}s")
+
     @property
     def kubectl(self) -> Kubectl:
         """kubectl bound to this cluster's own kubeconfig."""

@@ -6,6 +6,7 @@ code; only the hardware underneath is simulated. Faults are injected through ``h
 
 import logging
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ class FleetSimulator:
         self.metrics = metrics or AgentMetrics()
         self.hosts: dict[str, FakeGpuHost] = {}
         self.agents: dict[str, NodeAgent] = {}
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._stops: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
         for node in fleet.nodes:
             host = FakeGpuHost(node, sysfs_dir / node.name)
             publisher = NodePublisher(api_client, node.name, namespace)
@@ -43,18 +44,31 @@ class FleetSimulator:
             self.agents[node.name] = NodeAgent(config, NvmlBackend(host.nvml, host.sysfs_root), publisher, self.metrics)
 
     def start(self) -> None:
-        for name, agent in self.agents.items():
-            thread = threading.Thread(target=agent.run, args=(self._stop,), name=f"agent-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.start_agents(self.agents)
         log.info("fleet simulator started", extra={"nodes": len(self.agents)})
 
+    def start_agents(self, names: Iterable[str]) -> None:
+        """Start (or start again) these nodes' agents."""
+        for name in names:
+            if name in self._threads:
+                continue
+            stop = self._stops[name] = threading.Event()
+            thread = self._threads[name] = threading.Thread(
+                target=self.agents[name].run, args=(stop,), name=f"agent-{name}", daemon=True
+            )
+            thread.start()
+
+    def stop_agents(self, names: Iterable[str]) -> None:
+        """Stop these nodes' agents as a crash would leave them: no goodbye, the Lease just ages."""
+        names = [name for name in names if name in self._threads]
+        for name in names:
+            self._stops[name].set()
+            self.agents[name].publisher.changed.set()  # wake the loop
+        for name in names:
+            self._threads.pop(name).join(timeout=10)
+
     def stop(self) -> None:
-        self._stop.set()
+        self.stop_agents(list(self._threads))
         for agent in self.agents.values():
-            agent.publisher.changed.set()  # wake the loop
             agent.publisher.close()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        for agent in self.agents.values():
             agent.backend.close()

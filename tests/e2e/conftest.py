@@ -45,25 +45,31 @@ def fleet() -> FleetProfile:
 
 
 @pytest.fixture(scope="session")
-def kube(fleet: FleetProfile) -> Iterator[Kubectl]:
-    """kubectl bound to a cluster that has every fleet node Ready."""
-    external = os.environ.get("EGPU_E2E_KUBECONFIG")
-    if external:
-        binary = shutil.which("kubectl")
-        kubectl = Kubectl(Path(binary) if binary else ensure_tools().kubectl, Path(external))
-        kubectl.apply_fleet(fleet)
-        kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
-        install_crds(kubectl)
-        yield kubectl
+def local_cluster(fleet: FleetProfile) -> Iterator[LocalCluster | None]:
+    """The local control plane the session runs on; None with ``EGPU_E2E_KUBECONFIG`` (fault
+    tests that kill its processes skip then)."""
+    if os.environ.get("EGPU_E2E_KUBECONFIG"):
+        yield None
         return
     # stop() raises if any process of the cluster outlives it, failing the run at teardown.
     # Replica pods take a tenth of their estimated model load time to become Ready (2.1 s for
     # 18 GB over Gen3 x1): quick, yet a drain that evicts before the replacement loads shows its outage.
     with LocalCluster(ensure_tools(), model_load_scale=MODEL_LOAD_SCALE) as cluster:
-        cluster.kubectl.apply_fleet(fleet)
-        cluster.kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
-        install_crds(cluster.kubectl)
-        yield cluster.kubectl
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kube(fleet: FleetProfile, local_cluster: LocalCluster | None) -> Kubectl:
+    """kubectl bound to a cluster that has every fleet node Ready."""
+    if local_cluster is None:
+        binary = shutil.which("kubectl")
+        kubectl = Kubectl(Path(binary) if binary else ensure_tools().kubectl, Path(os.environ["EGPU_E2E_KUBECONFIG"]))
+    else:
+        kubectl = local_cluster.kubectl
+    kubectl.apply_fleet(fleet)
+    kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+    install_crds(kubectl)
+    return kubectl
 
 
 def wait_for_default_service_account(kube: Kubectl, namespace: str) -> None:
@@ -109,6 +115,11 @@ class OperatorProcess:
         env = {**os.environ, "EGPU_OPERATOR_RESYNC_SECONDS": "3"}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def signal(self, sig: int) -> None:
+        """SIGSTOP pauses it (a stalled VM, a debugger); SIGCONT lets it go on."""
+        assert self.process is not None, "the operator is not running"
+        self.process.send_signal(sig)
 
     def stop(self, kill: bool = False) -> None:
         if self.process is None:

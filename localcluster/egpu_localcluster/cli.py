@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             run_demo(fleet, cluster, keep=args.keep)
     except (FleetProfileError, ToolsError, ClusterError, KubectlError) as error:
-        print(f"egpu-localcluster: {error}", file=sys.stderr)
+        for line in str(error).splitlines() or [type(error).__name__]:  # a fleet profile: one line per problem
+            print(f"egpu-localcluster: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("egpu-localcluster: interrupted", file=sys.stderr)

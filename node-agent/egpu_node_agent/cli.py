@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"egpu-node-agent: {error}", file=sys.stderr)
         return EXIT_NO_NVML
     except FleetProfileError as error:
-        print(f"egpu-node-agent: {error}", file=sys.stderr)
+        for problem in str(error).splitlines():  # one line per problem
+            print(f"egpu-node-agent: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:
         print(f"egpu-node-agent: {type(error).__name__}: {_first_line(error)}", file=sys.stderr)

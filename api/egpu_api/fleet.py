@@ -7,7 +7,9 @@ list of links from the GPU up to the root port, each with the speed it trained a
 both ends support; the power limit and its constraints; MIG and virtualization mode.
 
 A profile that does not validate raises ``FleetProfileError`` whose message names every bad
-field by path (``nodes[2].gpus[0].power.minLimitWatts``) and says how to fix it.
+field by path (``nodes[2].gpus[0].power.minLimitWatts``) and says how to fix it, one problem per
+line. Profiles are written by hand, so numbers must be written as numbers (``memoryMib: true`` or
+``"24564"`` is refused, not coerced) and lie within what real hardware reports.
 """
 
 import re
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from egpu_api.keys import API_GROUP, API_VERSION
@@ -32,6 +34,27 @@ DEFAULT_FLEET: Final = Path(__file__).parent / "fleets" / "edge-default.yaml"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _PCI_BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _MIG_PROFILE = re.compile(r"^[1-8]g\.[0-9]+gb(\+me)?$")
+# NVML's GPU UUID: "GPU-" and a lower-case RFC 4122 UUID (MIG devices use "MIG-"; not GPU uuids).
+_NVML_GPU_UUID = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# GPUs that support MIG, by the product names NVML reports ("NVIDIA A100-SXM4-80GB", "NVIDIA H100
+# 80GB HBM3", "NVIDIA RTX PRO 6000 Blackwell Server Edition"). A profile is a description of real
+# hardware, so MIG slices on any other card are a mistake. Word boundaries keep "A30" from
+# matching "RTX A3000" and "H20" from matching "H200".
+MIG_CAPABLE_PRODUCTS: Final = re.compile(
+    r"\b(A100|A30|A800|H100|H20|H200|H800|GH200|B100|B200|GB200|B300|GB300)\b|\bRTX PRO [56]000 Blackwell\b"
+)
+# Bounds on sizes: beyond any hardware that exists, so a slipped digit or a unit mix-up (GB
+# written where MiB belongs) is refused instead of simulated.
+MAX_GPU_MEMORY_MIB: Final = 1024 * 1024  # 1 TiB; the largest GPUs have 288 GB
+MAX_HOST_MEMORY_MIB: Final = 64 * 1024 * 1024  # 64 TiB
+MAX_CPU_CORES: Final = 4096
+MAX_GPU_WATTS: Final = 2000  # the InferenceDeployment API's limitWatts bound too
+MAX_HOST_GPU_POWER_WATTS: Final = 100_000
+MAX_GPUS_PER_NODE: Final = 64
+MAX_LINKS_PER_GPU: Final = 16  # PCIe hops from a GPU to its root port
+
+# Whole numbers only: pydantic's lax mode would read `true` as 1 and "24564" as 24564.
+StrictInt = Annotated[int, Field(strict=True)]
 # Namespace for UUIDs derived from node name and GPU index, so an omitted uuid is stable across runs.
 _UUID_NAMESPACE: Final = uuid.UUID("6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10")
 
@@ -52,8 +75,8 @@ class _Model(BaseModel):
 class LinkCapability(_Model):
     """A PCIe generation and lane count."""
 
-    generation: Annotated[int, Field(ge=1, le=MAX_GENERATION)]
-    width: int
+    generation: Annotated[StrictInt, Field(ge=1, le=MAX_GENERATION)]
+    width: StrictInt
 
     @field_validator("width")
     @classmethod
@@ -104,10 +127,10 @@ class PcieLink(_Model):
 class PowerLimits(_Model):
     """NVML's power-limit view of a GPU, in watts (NVML reports milliwatts; profiles use watts)."""
 
-    limit_watts: Annotated[int, Field(gt=0)]
-    default_limit_watts: Annotated[int, Field(gt=0)]
-    min_limit_watts: Annotated[int, Field(gt=0)]
-    max_limit_watts: Annotated[int, Field(gt=0)]
+    limit_watts: Annotated[StrictInt, Field(gt=0, le=MAX_GPU_WATTS)]
+    default_limit_watts: Annotated[StrictInt, Field(gt=0, le=MAX_GPU_WATTS)]
+    min_limit_watts: Annotated[StrictInt, Field(gt=0, le=MAX_GPU_WATTS)]
+    max_limit_watts: Annotated[StrictInt, Field(gt=0, le=MAX_GPU_WATTS)]
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -124,8 +147,8 @@ class MigDevice(_Model):
     """A group of identical MIG instances, e.g. two ``3g.40gb`` slices."""
 
     profile: str
-    memory_mib: Annotated[int, Field(gt=0)]
-    count: Annotated[int, Field(ge=1, le=7)] = 1
+    memory_mib: Annotated[StrictInt, Field(gt=0, le=MAX_GPU_MEMORY_MIB)]
+    count: Annotated[StrictInt, Field(ge=1, le=7)] = 1
 
     @field_validator("profile")
     @classmethod
@@ -156,16 +179,50 @@ class MigConfig(_Model):
 class Gpu(_Model):
     """One GPU as NVML and sysfs see it."""
 
+    # Validated in this order; the mig check below reads product and memoryMib.
     product: Annotated[str, Field(min_length=1)]
     uuid: str | None = None
     pci_bus_id: str | None = None
-    memory_mib: Annotated[int, Field(gt=0)]
+    memory_mib: Annotated[StrictInt, Field(gt=0, le=MAX_GPU_MEMORY_MIB)]
     # Ordered from the GPU's own link (what NVML reports) up to the link into the root port.
-    links: Annotated[list[PcieLink], Field(min_length=1)]
+    links: Annotated[list[PcieLink], Field(min_length=1, max_length=MAX_LINKS_PER_GPU)]
     # None where NVML cannot read or set power limits (e.g. inside a vGPU guest).
     power: PowerLimits | None
     virtualization_mode: VirtualizationMode = "none"
     mig: MigConfig | None = None
+
+    @field_validator("uuid")
+    @classmethod
+    def _nvml_uuid(cls, uuid_text: str | None) -> str | None:
+        if uuid_text is not None and not _NVML_GPU_UUID.match(uuid_text):
+            raise ValueError(
+                f"{uuid_text!r} is not a GPU uuid as NVML reports it; use the form "
+                "'GPU-6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10' (lower-case hex), or leave it out to derive one"
+            )
+        return uuid_text
+
+    @field_validator("mig")
+    @classmethod
+    def _mig_on_this_gpu(cls, mig: MigConfig | None, info: ValidationInfo) -> MigConfig | None:
+        """Slices only on a GPU that has MIG, each no larger than the GPU (field validators see the
+        fields declared above them, when those validated)."""
+        if mig is None or not (mig.enabled or mig.devices):
+            return mig
+        product = info.data.get("product")
+        if isinstance(product, str) and not MIG_CAPABLE_PRODUCTS.search(product):
+            raise ValueError(
+                f"{product!r} does not support MIG (A100, A30, H100, H200, B200 and their variants do); "
+                "remove `mig` or correct `product`"
+            )
+        memory_mib = info.data.get("memory_mib")
+        if isinstance(memory_mib, int):
+            for index, device in enumerate(mig.devices):
+                if device.memory_mib > memory_mib:
+                    raise ValueError(
+                        f"devices[{index}] ({device.profile}) has memoryMib {device.memory_mib}, more than the GPU's "
+                        f"memoryMib {memory_mib}; a slice is a part of the GPU"
+                    )
+        return mig
 
     @field_validator("pci_bus_id")
     @classmethod
@@ -204,10 +261,10 @@ class Host(_Model):
     description: str = ""
     kind: HostKind = "bare-metal"
     arch: Literal["amd64", "arm64"] = "amd64"
-    cpu_cores: Annotated[int, Field(ge=1)]
-    memory_mib: Annotated[int, Field(gt=0)]
+    cpu_cores: Annotated[StrictInt, Field(ge=1, le=MAX_CPU_CORES)]
+    memory_mib: Annotated[StrictInt, Field(gt=0, le=MAX_HOST_MEMORY_MIB)]
     # What the host's power path can feed the GPUs (dock PSU, slot power); informational.
-    gpu_power_budget_watts: Annotated[int, Field(gt=0)] | None = None
+    gpu_power_budget_watts: Annotated[StrictInt, Field(gt=0, le=MAX_HOST_GPU_POWER_WATTS)] | None = None
 
 
 class FleetNode(_Model):
@@ -215,7 +272,7 @@ class FleetNode(_Model):
 
     name: str
     host: Host
-    gpus: list[Gpu]
+    gpus: Annotated[list[Gpu], Field(max_length=MAX_GPUS_PER_NODE)]
 
     @field_validator("name")
     @classmethod
@@ -224,6 +281,21 @@ class FleetNode(_Model):
             raise ValueError(f"{name!r} is not a valid node name; use lower-case letters, digits and '-', at most 63 characters")
         return name
 
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_bus_ids(cls, gpus: list[Gpu]) -> list[Gpu]:
+        """Two GPUs of one host cannot sit at one PCI address (omitted ids count as derived ones)."""
+        first_at: dict[str, int] = {}
+        for index, gpu in enumerate(gpus):
+            bus_id = gpu.pci_bus_id if gpu.pci_bus_id is not None else _derived_bus_id(index)
+            if bus_id in first_at:
+                raise ValueError(
+                    f"gpus[{first_at[bus_id]}] and gpus[{index}] are both at pciBusId {bus_id}; "
+                    "give every GPU of a node its own bus id (an omitted one is 0000:<index + 1>:00.0)"
+                )
+            first_at[bus_id] = index
+        return gpus
+
     def gpu_uuid(self, index: int) -> str:
         """The profile's uuid for GPU ``index`` or, if omitted, one derived from node name and index."""
         given = self.gpus[index].uuid
@@ -231,11 +303,16 @@ class FleetNode(_Model):
 
     def gpu_pci_bus_id(self, index: int) -> str:
         given = self.gpus[index].pci_bus_id
-        return given if given is not None else f"0000:{index + 1:02x}:00.0"
+        return given if given is not None else _derived_bus_id(index)
 
     @property
     def gpu_units(self) -> int:
         return sum(gpu.schedulable_units for gpu in self.gpus)
+
+
+def _derived_bus_id(index: int) -> str:
+    """The bus id of GPU ``index`` when the profile gives none: one bus per GPU, from 01."""
+    return f"0000:{index + 1:02x}:00.0"
 
 
 class FleetMetadata(_Model):
@@ -281,7 +358,7 @@ def parse_fleet(document: Any, source: str = "fleet profile") -> FleetProfile:
         return FleetProfile.model_validate(document)
     except ValidationError as error:
         problems = [_describe(problem, document) for problem in error.errors()]
-        raise FleetProfileError(f"{source}: " + "; ".join(problems)) from None
+        raise FleetProfileError("\n".join(f"{source}: {problem}" for problem in problems)) from None
 
 
 def load_fleet(path: str | Path = DEFAULT_FLEET) -> FleetProfile:
@@ -311,7 +388,13 @@ def _describe(problem: Mapping[str, Any], document: Any) -> str:
         return f"{where}: is not a known field; remove it or check its spelling"
     if kind == "literal_error":
         return f"{where}: {problem['msg'].replace('Input should be', 'must be')}"
-    message = str(problem["msg"]).removeprefix("Value error, ")
+    if kind == "int_type":
+        value = problem.get("input")
+        if isinstance(value, bool):
+            return f"{where}: {str(value).lower()} is a boolean, not a number; write a whole number"
+        return f"{where}: {value!r} is not a whole number; write one without quotes, units or a decimal point"
+    unit = " (the value is in MiB)" if kind == "less_than_equal" and str(problem["loc"][-1]).endswith("Mib") else ""
+    message = str(problem["msg"]).removeprefix("Value error, ") + unit
     # Pydantic capitalises its sentences; ours continue after a colon. Leave acronyms (MIG, GPU) be.
     if message[:2].istitle():
         message = message[0].lower() + message[1:]

@@ -14,20 +14,55 @@ from egpu_api.podtemplate import pod_template_schema
 
 GpuModeName = Literal["bare-metal", "passthrough", "vgpu", "mig"]
 
-#: Kubernetes quantity syntax (as apimachinery's resource.Quantity accepts it).
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
+# A quantity's syntax is checked by CEL's isQuantity (apimachinery's resource.Quantity grammar),
+# not by an OpenAPI pattern: a pattern's error prints the regular expression, where a user who
+# wrote "13GB" needs to read "use 13G or 13Gi".
 _QUANTITY: dict[str, Any] = {
     "anyOf": [{"type": "integer"}, {"type": "string"}],
-    "pattern": QUANTITY_PATTERN,
     "x-kubernetes-int-or-string": True,
+    # Bounds the CEL rules' cost estimate; no quantity a person writes comes near it.
+    "maxLength": 64,
 }
 Quantity = Annotated[int | str, Field(json_schema_extra=_QUANTITY)]
+# Byte units as people write them (GB, GiB, gb, kB, ...): Kubernetes spells them G or Gi, k or Ki.
+_BYTE_UNIT = "^[0-9]+([.][0-9]+)?[kKmMgGtTpPeE]i?[bB]$"
 
 
 def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+def quantity_rules(field: str, positive: bool) -> list[dict[str, Any]]:
+    """CEL rules for the quantity ``field`` of this object, each reported at the field itself.
+
+    The second rule runs only on a well-formed quantity, so a malformed one gets one message.
+    """
+    value = f"string(self.{field})"
+    unit = f"{value}.find('[kKmMgGtTpPeE]').upperAscii()"
+    number = f"{value}.find('^[0-9]+([.][0-9]+)?')"
+    wording = (
+        f"{value}.matches('{_BYTE_UNIT}') "
+        f"? 'model.{field} \"' + {value} + '\" is not a Kubernetes quantity: use ' + {number} "
+        f"+ ({unit} == 'K' ? 'k' : {unit}) + ' or ' + {number} + {unit} + 'i' "
+        f": 'model.{field} \"' + {value} + '\" is not a Kubernetes quantity; write it like 16Gi, 6G or 7000000000'"
+    )
+    sign = f"quantity({value}).isGreaterThan(quantity('0'))" if positive else f"!quantity({value}).isLessThan(quantity('0'))"
+    guard = "" if field == "size" else f"!has(self.{field}) || "
+    return [
+        {"rule": f"{guard}isQuantity({value})", "messageExpression": wording, "fieldPath": f".{field}"},
+        {
+            "rule": f"{guard}!isQuantity({value}) || {sign}",
+            "message": f"model.{field} must be a positive quantity, e.g. 16Gi"
+            if positive
+            else f"model.{field} must not be negative",
+            "fieldPath": f".{field}",
+        },
+    ]
+
+
+_MODEL_RULES: dict[str, Any] = {
+    "x-kubernetes-validations": quantity_rules("size", positive=True) + quantity_rules("vramOverhead", positive=False)
+}
 
 
 class ApiModel(BaseModel):
@@ -37,15 +72,7 @@ class ApiModel(BaseModel):
 class ModelSpec(ApiModel):
     """The model every replica loads whole onto one GPU."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            ("quantity(string(self.size)).isGreaterThan(quantity('0'))", "model.size must be a positive quantity, e.g. 16Gi"),
-            (
-                "!has(self.vramOverhead) || !quantity(string(self.vramOverhead)).isLessThan(quantity('0'))",
-                "model.vramOverhead must not be negative",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=_MODEL_RULES)
 
     name: Annotated[str, Field(min_length=1, max_length=253, description="Model name, for people and printer columns.")]
     size: Quantity = Field(
@@ -125,9 +152,11 @@ class InferenceDeploymentSpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
+            # Zero replicas are always allowed, so `kubectl scale --replicas=0` works: the budget then
+            # only blocks evictions, and with no pod there is nothing to evict.
             (
-                "!has(self.disruption) || self.disruption.minAvailable <= self.replicas",
-                "disruption.minAvailable cannot exceed replicas",
+                "!has(self.disruption) || self.replicas == 0 || self.disruption.minAvailable <= self.replicas",
+                "disruption.minAvailable cannot exceed replicas (except at 0 replicas)",
             )
         )
     )

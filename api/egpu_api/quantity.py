@@ -9,6 +9,8 @@ _SUFFIXES: dict[str, Decimal | int] = {
     "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
 }  # fmt: skip
 _QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+# Byte units as people write them (13GB, 13GiB, 13kB): Kubernetes spells them 13G or 13Gi, 13k or 13Ki.
+_BYTE_UNIT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([kKmMgGtTpPeE])i?[bB]$")
 
 
 def parse_bytes(value: int | str) -> int:
@@ -17,6 +19,10 @@ def parse_bytes(value: int | str) -> int:
         return value
     match = _QUANTITY.match(value.strip())
     if match is None:
+        unit = _BYTE_UNIT.match(value.strip())
+        if unit is not None:
+            number, letter = unit.group(1), unit.group(2).upper()
+            raise ValueError(f"{value!r} is not a quantity: use {number}{'k' if letter == 'K' else letter} or {number}{letter}i")
         raise ValueError(f"{value!r} is not a quantity; write it like 16Gi, 6G or 7000000000")
     number, suffix = match.group(1), match.group(2) or ""
     try:

@@ -1,13 +1,17 @@
 """``egpu-localcluster``: run the local control plane with a simulated GPU fleet.
 
 Every failure a user can cause or meet (a bad fleet profile, a failed build, a cluster that
-does not come up) ends in one line on stderr and exit status 1, never a traceback.
+does not come up or does not exist) ends in one line on stderr and exit status 1, never a
+traceback.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
@@ -25,8 +29,17 @@ CLUSTERS_DIR = Path.home() / ".cache" / "egpu-operator" / "clusters"
 DEMO_LOAD_SCALE = 0.25
 
 
-def main(argv: list[str] | None = None) -> int:
+def version() -> str:
+    """The installed distribution's version (one version for the package, images and chart)."""
+    try:
+        return metadata.version("egpu-operator")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egpu-localcluster", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     fleet_help = f"fleet profile YAML (default: {DEFAULT_FLEET.relative_to(REPO_ROOT)})"
 
@@ -54,11 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="start a cluster, show the simulated edge fleet, stop it")
     demo.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
     demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         if args.command == "fleet":
             print(fleet_table(load_fleet(args.fleet)))
+            sys.stdout.flush()  # a closed pipe shows here, inside main, not at interpreter exit
         elif args.command == "up":
             fleet = load_fleet(args.fleet)
             cluster = persistent_cluster(args.name)
@@ -67,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             cluster.kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
             print(f"export KUBECONFIG={cluster.kubeconfig}")
         elif args.command == "down":
+            if args.name not in running_clusters():
+                running = ", ".join(running_clusters()) or "none"
+                print(
+                    f"egpu-localcluster: found no cluster named {args.name!r} started with 'up' (running: {running})",
+                    file=sys.stderr,
+                )
+                return 1
             persistent_cluster(args.name).stop()
         elif args.command == "nodes":
             fleet = load_fleet(args.fleet)
@@ -87,12 +111,25 @@ def main(argv: list[str] | None = None) -> int:
             )
             run_demo(fleet, cluster, keep=args.keep)
     except (FleetProfileError, ToolsError, ClusterError, KubectlError) as error:
-        print(f"egpu-localcluster: {error}", file=sys.stderr)
+        for line in str(error).splitlines() or [type(error).__name__]:  # a fleet profile: one line per problem
+            print(f"egpu-localcluster: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("egpu-localcluster: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output left (`| head`): say nothing more, as a command killed by
+        # SIGPIPE would, and keep the flush at exit from raising again.
+        with contextlib.suppress(OSError, ValueError):  # stdout is not a real file (tests)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
+
+
+def running_clusters() -> list[str]:
+    """Clusters that 'up' started and 'down' has not stopped: kwokctl keeps a folder per live
+    cluster in its work folder and removes it on delete."""
+    return sorted(path.name for path in CLUSTERS_DIR.glob("*/clusters/*") if path.parent.parent.name == path.name)
 
 
 def persistent_cluster(name: str) -> LocalCluster:

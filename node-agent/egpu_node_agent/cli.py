@@ -3,13 +3,15 @@
   egpu-node-agent run --node-name $NODE_NAME            # on a GPU node, NVML backend
   egpu-node-agent run --backend none                    # documented no-GPU mode
   egpu-node-agent simulate --fleet fleet.yaml --kubeconfig k.yaml
-  egpu-node-agent labels [--backend fake --fleet F --node N]   # print labels, touch nothing
+  egpu-node-agent labels [--backend fake --fleet F --node-name N]   # print labels, touch nothing
 
-Any failure a user can cause (no NVML, a bad profile, no API access) is one line on stderr
-and a non-zero exit, never a traceback.
+Any failure a user can cause (no NVML, a bad profile, an unknown node, a bad log level, no API
+access) is one line on stderr and a non-zero exit, never a traceback. Output piped into a reader
+that stops early (``| head``) ends quietly.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +19,7 @@ import signal
 import sys
 import tempfile
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +32,19 @@ from egpu_node_agent.nogpu import NoGpuBackend
 from egpu_node_agent.nvml import BackendUnavailable, GpuBackend, NvmlBackend, load_pynvml
 
 EXIT_USAGE, EXIT_NO_NVML, EXIT_API = 2, 3, 4
+# What a shell reports for a process killed by SIGPIPE (128 + 13): the reader of our output left.
+EXIT_BROKEN_PIPE = 141
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure(args.log_level)
+    level = args.log_level or os.environ.get("EGPU_LOG_LEVEL") or "info"
+    if level.lower() not in LOG_LEVELS:
+        source = "--log-level" if args.log_level else "EGPU_LOG_LEVEL"
+        print(f"egpu-node-agent: {source} {level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(level)
     try:
         if args.command == "labels":
             return _print_labels(args)
@@ -42,26 +53,53 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             return _simulate(args)
         return _run(args)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except BackendUnavailable as error:
         print(f"egpu-node-agent: {error}", file=sys.stderr)
         return EXIT_NO_NVML
     except FleetProfileError as error:
-        print(f"egpu-node-agent: {error}", file=sys.stderr)
+        for problem in str(error).splitlines():  # one line per problem
+            print(f"egpu-node-agent: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:
         print(f"egpu-node-agent: {type(error).__name__}: {_first_line(error)}", file=sys.stderr)
         return EXIT_API
 
 
+def version() -> str:
+    """The installed distribution's version (one version for the package, images and chart)."""
+    try:
+        return metadata.version("egpu-operator")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egpu-node-agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default=os.environ.get("EGPU_LOG_LEVEL", "info"))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument(
+        "--log-level",
+        help=f"one of {', '.join(LOG_LEVELS)} (default: $EGPU_LOG_LEVEL or info); logs are JSON lines on stderr",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def backend_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--backend", choices=("nvml", "fake", "none"), default="nvml")
+        command.add_argument(
+            "--backend",
+            choices=("nvml", "fake", "none"),
+            default="nvml",
+            help="nvml: the real GPUs (default); fake: simulated GPUs from --fleet; none: a node without GPUs",
+        )
         command.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help="fleet profile (fake backend)")
-        command.add_argument("--sysfs-root", type=Path, default=Path("/sys"))
+        command.add_argument(
+            "--sysfs-root", type=Path, default=Path("/sys"), help="where sysfs is mounted, for the PCIe path (default: /sys)"
+        )
+
+    def fleet_node_option(command: argparse.ArgumentParser) -> None:
+        # --node-name as `run` spells it; --node kept for scripts written before.
+        command.add_argument("--node-name", "--node", dest="node", metavar="NAME", help="fleet node to simulate (fake backend)")
 
     run = commands.add_parser("run", help="run the agent for one node")
     backend_options(run)
@@ -79,43 +117,60 @@ def _parser() -> argparse.ArgumentParser:
 
     labels = commands.add_parser("labels", help="print the labels and per-GPU status this node would get")
     backend_options(labels)
-    labels.add_argument("--node", help="fleet node to simulate (fake backend)")
+    fleet_node_option(labels)
 
     check = commands.add_parser("check", help="compare what the agent reads with nvidia-smi -q (read-only)")
     backend_options(check)
-    check.add_argument("--node", help="fleet node to simulate (fake backend)")
+    fleet_node_option(check)
     check.add_argument("--probe", action="store_true", help="also measure host-to-device copy bandwidth (needs libcudart)")
 
     simulate = commands.add_parser("simulate", help="run one agent per node of a fleet profile on fake GPUs")
-    simulate.add_argument("--fleet", type=Path, default=DEFAULT_FLEET)
-    simulate.add_argument("--kubeconfig", type=Path, required=True)
-    simulate.add_argument("--namespace", default="egpu-system")
-    simulate.add_argument("--poll-interval", type=float, default=10.0)
-    simulate.add_argument("--read-only", action="store_true")
-    simulate.add_argument("--metrics-port", type=int, default=0)
+    simulate.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help="fleet profile whose nodes to simulate")
+    simulate.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the cluster holding the nodes")
+    simulate.add_argument("--namespace", default="egpu-system", help="for the agents' Leases (default: egpu-system)")
+    simulate.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls (default 10)")
+    simulate.add_argument("--read-only", action="store_true", help="never change a simulated GPU; power requests become dry runs")
+    simulate.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port; 0 (default) disables")
     return parser
 
 
-def _backend(args: argparse.Namespace, node_name: str | None) -> GpuBackend:
+def _backend(args: argparse.Namespace, node_name: str | None, cleanup: contextlib.ExitStack) -> GpuBackend:
+    """The GPU backend ``args`` ask for; a fake one's sysfs tree lives until ``cleanup`` closes."""
     if args.backend == "none":
         return NoGpuBackend()
     if args.backend == "fake":
         fleet = load_fleet(args.fleet)
         if node_name is None:
-            raise FleetProfileError("the fake backend needs a node: pass --node (labels) or --node-name (run)")
-        host = FakeGpuHost(fleet.node(node_name), Path(tempfile.mkdtemp(prefix="egpu-sysfs-")))
+            raise FleetProfileError("the fake backend needs a node: pass --node-name")
+        names = [node.name for node in fleet.nodes]
+        if node_name not in names:
+            raise FleetProfileError(
+                f"fleet profile {args.fleet}: no node {node_name!r}; the nodes of fleet {fleet.metadata.name!r} are "
+                + ", ".join(names)
+            )
+        sysfs = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="egpu-sysfs-")))
+        host = FakeGpuHost(fleet.node(node_name), sysfs)
         return NvmlBackend(host.nvml, host.sysfs_root)
     return NvmlBackend(load_pynvml(), args.sysfs_root)
 
 
 def _print_labels(args: argparse.Namespace) -> int:
-    backend = _backend(args, args.node)
-    try:
-        gpus = [gpu_status(reading) for reading in backend.read()]
-    finally:
-        backend.close()
+    with contextlib.ExitStack() as cleanup:
+        backend = _backend(args, args.node, cleanup)
+        try:
+            gpus = [gpu_status(reading) for reading in backend.read()]
+        finally:
+            backend.close()
     print(json.dumps({"labels": node_labels(gpus), "gpus": json.loads(dump_gpus(gpus))}, indent=2))
+    sys.stdout.flush()  # a closed pipe shows here, inside main, not at interpreter exit
     return 0
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (``| head``): point stdout at /dev/null, so the flush at exit
+    does not raise a second BrokenPipeError (Python's documented remedy)."""
+    with contextlib.suppress(OSError, ValueError):  # stdout is not a real file (tests)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _probe() -> dict[str, tuple[int, int]]:
@@ -133,11 +188,12 @@ def _probe() -> dict[str, tuple[int, int]]:
 def _check(args: argparse.Namespace) -> int:
     from egpu_node_agent import check, probe
 
-    backend = _backend(args, args.node)
-    try:
-        readings = backend.read()
-    finally:
-        backend.close()
+    with contextlib.ExitStack() as cleanup:
+        backend = _backend(args, args.node, cleanup)
+        try:
+            readings = backend.read()
+        finally:
+            backend.close()
     probes: dict[str, object] = {}
     if args.probe:
         try:
@@ -146,6 +202,7 @@ def _check(args: argparse.Namespace) -> int:
             probes = {reading.pci_bus_id: str(error) for reading in readings}
     text, ok = check.report(readings, check.nvidia_smi_xml() if args.backend == "nvml" else None, probes)
     print(text)
+    sys.stdout.flush()
     return 0 if ok else 1
 
 
@@ -163,22 +220,23 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    backend = _backend(args, args.node_name)
-    metrics = AgentMetrics()
-    if args.metrics_port:
-        start_http_server(args.metrics_port, registry=metrics.registry)
-    publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
-    config = AgentConfig(args.node_name, poll_interval_s=args.poll_interval, read_only=args.read_only)
-    agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None)
-    stop = _stop_on_signals()
-    logging.getLogger("egpu_node_agent").info(
-        "node agent started", extra={"node": args.node_name, "backend": args.backend, "read_only": args.read_only}
-    )
-    try:
-        agent.run(stop)
-    finally:
-        publisher.close()
-        backend.close()
+    with contextlib.ExitStack() as cleanup:
+        backend = _backend(args, args.node_name, cleanup)
+        metrics = AgentMetrics()
+        if args.metrics_port:
+            start_http_server(args.metrics_port, registry=metrics.registry)
+        publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
+        config = AgentConfig(args.node_name, poll_interval_s=args.poll_interval, read_only=args.read_only)
+        agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None)
+        stop = _stop_on_signals()
+        logging.getLogger("egpu_node_agent").info(
+            "node agent started", extra={"node": args.node_name, "backend": args.backend, "read_only": args.read_only}
+        )
+        try:
+            agent.run(stop)
+        finally:
+            publisher.close()
+            backend.close()
     return 0
 
 

@@ -184,3 +184,27 @@ def test_the_operator_still_parses_every_example_with_its_template_untouched(exa
     document = yaml.safe_load(example.read_text())
     spec = InferenceDeploymentSpec.model_validate(document["spec"])
     assert spec.template == document["spec"]["template"]
+
+
+def model_schema() -> dict[str, Any]:
+    spec = CRDS["egpu-operator.io_inferencedeployments.yaml"]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return spec["properties"]["spec"]["properties"]["model"]
+
+
+@pytest.mark.parametrize("field", ["size", "vramOverhead"])
+def test_quantities_are_checked_by_cel_at_their_field_without_a_regular_expression(field: str) -> None:
+    # An OpenAPI pattern's error prints the expression; the CEL rules print a sentence ("use 13G or 13Gi").
+    assert "pattern" not in model_schema()["properties"][field]
+    assert model_schema()["properties"][field]["maxLength"] == 64  # bounds the rules' CEL cost
+    rules = [rule for rule in model_schema()["x-kubernetes-validations"] if rule["fieldPath"] == f".{field}"]
+    assert len(rules) == 2
+    assert f"isQuantity(string(self.{field}))" in rules[0]["rule"]
+    assert " is not a Kubernetes quantity: use " in rules[0]["messageExpression"]
+    # The sign rule runs only on a well-formed quantity, so a malformed one gets one message, not two.
+    assert f"!isQuantity(string(self.{field})) || " in rules[1]["rule"]
+
+
+def test_zero_replicas_are_allowed_whatever_the_disruption_budget() -> None:
+    spec = CRDS["egpu-operator.io_inferencedeployments.yaml"]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    (rule,) = spec["properties"]["spec"]["x-kubernetes-validations"]
+    assert rule["rule"] == "!has(self.disruption) || self.replicas == 0 || self.disruption.minAvailable <= self.replicas"

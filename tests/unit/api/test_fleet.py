@@ -106,7 +106,61 @@ DELETE = object()
         ("nodes.5.gpus.0.mig.devices.0.count", 3, "MIG devices use 120576 MiB but the GPU has 81920 MiB"),
         ("nodes.5.gpus.0.mig.enabled", False, "devices are listed but MIG is not enabled; set enabled: true"),
         ("nodes.1.name", "pi5-rtx4090", "node name 'pi5-rtx4090' appears twice"),
-        ("nodes.1.gpus.0.uuid", "GPU-same", None),  # one explicit uuid alone is fine
+        ("nodes.1.gpus.0.uuid", "GPU-6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10", None),  # one explicit uuid alone is fine
+        (
+            "nodes.1.gpus.0.uuid",
+            "GPU-same",
+            "nodes[1] (x220-tesla-p4).gpus[0].uuid: 'GPU-same' is not a GPU uuid as NVML reports it; "
+            "use the form 'GPU-6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10' (lower-case hex), or leave it out to derive one",
+        ),
+        ("nodes.1.gpus.0.uuid", "6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10", "gpus[0].uuid: '6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10'"),
+        ("nodes.1.gpus.0.uuid", "GPU-6F1F9A52-3C1E-4C43-9E52-0D7C2B1E9A10", "is not a GPU uuid as NVML reports it"),
+        ("nodes.1.gpus.0.uuid", "MIG-6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10", "is not a GPU uuid as NVML reports it"),
+        (
+            "nodes.0.gpus.0.mig",
+            {"enabled": True, "devices": [{"profile": "1g.10gb", "memoryMib": 9984}]},
+            "nodes[0] (pi5-rtx4090).gpus[0].mig: 'NVIDIA GeForce RTX 4090' does not support MIG (A100, A30, H100, "
+            "H200, B200 and their variants do); remove `mig` or correct `product`",
+        ),
+        ("nodes.0.gpus.0.mig", {"enabled": True}, "'NVIDIA GeForce RTX 4090' does not support MIG"),
+        ("nodes.0.gpus.0.mig", {"enabled": False}, None),  # NVML reports MIG mode disabled; no slices
+        ("nodes.4.gpus.0.mig", {"enabled": True}, "'NVIDIA RTX A5000' does not support MIG"),  # not an A30
+        (
+            "nodes.5.gpus.0.mig.devices",
+            [{"profile": "7g.80gb", "memoryMib": 90000}],
+            "nodes[5] (server-a100-mig).gpus[0].mig: devices[0] (7g.80gb) has memoryMib 90000, more than the GPU's "
+            "memoryMib 81920; a slice is a part of the GPU",
+        ),
+        (
+            "nodes.4.gpus.2.pciBusId",
+            "0000:03:00.0",
+            "nodes[4] (switch-4x-a5000).gpus: gpus[0] and gpus[2] are both at pciBusId 0000:03:00.0; "
+            "give every GPU of a node its own bus id",
+        ),
+        # Bus ids repeat across nodes (each host has its own PCI domain); only one node counts.
+        ("nodes.1.gpus.0.pciBusId", "0000:03:00.0", None),
+        (
+            "nodes.0.gpus.0.memoryMib",
+            True,
+            "nodes[0] (pi5-rtx4090).gpus[0].memoryMib: true is a boolean, not a number; write a whole number",
+        ),
+        ("nodes.0.host.cpuCores", False, "host.cpuCores: false is a boolean, not a number"),
+        ("nodes.0.gpus.0.links.0.current.width", True, "current.width: true is a boolean, not a number"),
+        ("nodes.1.gpus.0.power.limitWatts", True, "power.limitWatts: true is a boolean, not a number"),
+        ("nodes.5.gpus.0.mig.devices.0.count", True, "devices[0].count: true is a boolean, not a number"),
+        ("nodes.0.gpus.0.memoryMib", "24564", "memoryMib: '24564' is not a whole number; write one without quotes"),
+        ("nodes.0.gpus.0.memoryMib", 24564.5, "memoryMib: 24564.5 is not a whole number"),
+        (
+            "nodes.0.gpus.0.memoryMib",
+            25757220864,  # bytes, not MiB
+            "gpus[0].memoryMib: input should be less than or equal to 1048576 (the value is in MiB)",
+        ),
+        ("nodes.5.gpus.0.mig.devices.0.memoryMib", 2**21, "devices[0].memoryMib: input should be less than or equal to 1048576"),
+        ("nodes.0.host.memoryMib", 2**40, "host.memoryMib: input should be less than or equal to 67108864 (the value is in MiB)"),
+        ("nodes.0.host.cpuCores", 100_000, "host.cpuCores: input should be less than or equal to 4096"),
+        ("nodes.0.host.gpuPowerBudgetWatts", 10**6, "host.gpuPowerBudgetWatts: input should be less than or equal to 100000"),
+        ("nodes.0.gpus.0.power.maxLimitWatts", 60_000, "power.maxLimitWatts: input should be less than or equal to 2000"),
+        ("nodes.0.gpus", [{}] * 65, "nodes[0] (pi5-rtx4090).gpus: list should have at most 64 items"),
         ("nodes", [], "nodes: list should have at least 1 item"),
     ],
 )
@@ -125,9 +179,9 @@ def test_invalid_profiles_name_the_field_and_the_fix(path: str, value: Any, expe
 
 def test_duplicate_explicit_uuids_are_rejected() -> None:
     document = default_document()
-    document["nodes"][0]["gpus"][0]["uuid"] = "GPU-dup"
-    document["nodes"][1]["gpus"][0]["uuid"] = "GPU-dup"
-    with pytest.raises(FleetProfileError, match="GPU uuid GPU-dup appears twice"):
+    document["nodes"][0]["gpus"][0]["uuid"] = "GPU-00000000-0000-4000-8000-000000000001"
+    document["nodes"][1]["gpus"][0]["uuid"] = "GPU-00000000-0000-4000-8000-000000000001"
+    with pytest.raises(FleetProfileError, match="GPU uuid GPU-00000000-0000-4000-8000-000000000001 appears twice"):
         parse_fleet(document)
 
 
@@ -137,9 +191,36 @@ def test_every_problem_is_reported_at_once() -> None:
     document["nodes"][1]["gpus"][0]["memoryMib"] = -1
     with pytest.raises(FleetProfileError) as raised:
         parse_fleet(document)
-    message = str(raised.value)
-    assert "nodes[0] (pi5-rtx4090).host.cpuCores: is required" in message
-    assert "nodes[1] (x220-tesla-p4).gpus[0].memoryMib: input should be greater than 0" in message
+    assert str(raised.value).splitlines() == [
+        "fleet profile: nodes[0] (pi5-rtx4090).host.cpuCores: is required; add it",
+        "fleet profile: nodes[1] (x220-tesla-p4).gpus[0].memoryMib: input should be greater than 0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        "NVIDIA A100 80GB PCIe",
+        "NVIDIA A100-SXM4-40GB",
+        "NVIDIA A30",
+        "NVIDIA H100 80GB HBM3",
+        "NVIDIA H100 NVL",
+        "NVIDIA H200",
+        "NVIDIA H20",
+        "NVIDIA GH200 480GB",
+        "NVIDIA B200",
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+    ],
+)
+def test_mig_capable_products_may_have_slices(product: str) -> None:
+    document = mutate("nodes.5.gpus.0.product", product)
+    assert parse_fleet(document).nodes[5].gpus[0].schedulable_units == 2
+
+
+@pytest.mark.parametrize("product", ["NVIDIA A10", "NVIDIA RTX A3000", "NVIDIA L40S", "Tesla T4", "NVIDIA GeForce RTX 5090"])
+def test_other_products_may_not(product: str) -> None:
+    with pytest.raises(FleetProfileError, match=f"'{product}' does not support MIG"):
+        parse_fleet(mutate("nodes.5.gpus.0.product", product))
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,12 @@ class Bench:
         pods = self.kubectl.get_json("pods", "-n", OPERATOR_NS, "-l", "egpu-operator.io/inference-deployment=chat")["items"]
         return str(sorted(pod["spec"]["nodeName"] for pod in pods)[0])
 
+    @staticmethod
+    def ready(ledger: PodLedger) -> bool:
+        """Every replica Ready, as its pods say (a controller's status may lag: kube-controller-manager
+        exits when it loses its leader lease in an outage, until it is started again)."""
+        return all(ledger.ready(name) == count for name, (count, _) in SERVICE.items())
+
     def fault(self, name: str) -> tuple[Callable[[], None], Callable[[], None], float, Callable[[], bool] | None]:
         """(inject, recover, seconds to hold, or a condition that ends the hold early)."""
         cluster, agents = self.cluster, self.agents
@@ -150,10 +156,11 @@ class Bench:
         finally:
             recover()
         back = time.monotonic()
-        wait("both services Ready again", lambda: all_ready(self.kubectl), 300)
+        wait("both services Ready again", lambda: all(self.ready(ledger) for ledger in ledgers.values()), 300)
         say(f"{name}: recovered, service Ready {time.monotonic() - back:.1f} s after; watching {WATCH_AFTER_S:.0f} s more")
         time.sleep(WATCH_AFTER_S)  # a defect here would show as deletions after the fault ended
         self.cluster.restart_stopped()  # a controller that lost its leader lease in the outage exits
+        wait("the operator's status to agree", lambda: all_ready(self.kubectl), 120)
         result = {}
         for service, ledger in ledgers.items():
             ledger.__exit__()

@@ -57,6 +57,9 @@ def survive(
         deadline = back + watch_after_s
         while time.monotonic() < deadline and not ledger.deleted:
             time.sleep(0.5)
+        # Once more: kube-controller-manager exits when it loses its leader lease in an outage, and
+        # may do so after the first restart; every recovery step is idempotent.
+        recover()
     print(report(fault, ledger, recovery_s))
     return ledger
 

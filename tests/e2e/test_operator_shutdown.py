@@ -30,6 +30,7 @@ def test_sigterm_while_etcd_is_frozen_stops_the_operator_and_a_restart_resumes(
     local_cluster.kill_component("etcd", signal.SIGSTOP)  # every API call now hangs
     try:
         time.sleep(3)  # let its resync and probe calls block on the frozen store
+        assert operator.process.poll() is None, "the operator had already exited"
         started = time.monotonic()
         operator.process.send_signal(signal.SIGTERM)
         code = operator.process.wait(timeout=STOP_DEADLINE_S)

@@ -50,6 +50,10 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         for key in (keys.GPU_VRAM_MIB_LABEL, keys.PCIE_BANDWIDTH_MBPS_LABEL, keys.PCIE_GENERATION_LABEL, keys.PCIE_WIDTH_LABEL)
     }
     mode, health = labels.get(keys.GPU_MODE_LABEL, ""), labels.get(keys.HEALTH_LABEL, "")
+    if health == "lost":
+        # A lost GPU has no link to read, so its agent publishes no PCIe labels: that is the news
+        # (GPU lost), not a malformed node.
+        numbers = {key: 0 if value is None else value for key, value in numbers.items()}
     if any(value is None for value in numbers.values()) or mode not in _MODES or health not in _HEALTH:
         return NodeFacts(problem="malformed egpu-operator labels", **common)
     uuids, defaults = _gpus(metadata.get("annotations") or {})

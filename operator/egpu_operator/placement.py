@@ -183,11 +183,11 @@ def tolerates(toleration: Mapping[str, Any], taint: tuple[str, str, str]) -> boo
 
 def holds(node: NodeFacts, demand: Demand) -> bool:
     """Whether a replica already on ``node`` stays: the node is adequate, or the operator merely
-    cannot tell (liveness unknown, labels unreadable, a node lifecycle taint)."""
+    cannot tell (liveness unknown, labels unreadable on a node not cordoned, a node lifecycle taint)."""
     if node.liveness is Liveness.DEAD:
         return False
     if node.problem is not None:
-        return True
+        return not (node.unschedulable or node.maintenance)  # a cordon is readable whatever the labels say
     seen = replace(node, liveness=Liveness.ALIVE, taints=tuple(t for t in node.taints if t[0] not in LIFECYCLE_TAINTS))
     return rejection(seen, demand) is None
 

@@ -133,13 +133,15 @@ def test_dead_agent_surges_a_replacement_and_deletes_nothing(nodes: dict[str, di
         (lambda f: replace(f, problem="malformed egpu-operator labels"), True),
         (lambda f: replace(f, taints=(("node.kubernetes.io/unreachable", "", "NoExecute"),)), True),
         (lambda f: replace(f, taints=(("node.kubernetes.io/not-ready", "", "NoSchedule"),)), True),
+        (lambda f: replace(f, problem="malformed egpu-operator labels", unschedulable=True), False),
+        (lambda f: replace(f, problem="malformed egpu-operator labels", maintenance=True), False),
         (lambda f: replace(f, liveness=Liveness.DEAD), False),
         (lambda f: replace(f, health="degraded"), False),
         (lambda f: replace(f, unschedulable=True), False),
         (lambda f: replace(f, taints=(("dedicated", "gpu", "NoSchedule"),)), False),
     ],
-    ids=["liveness-unknown", "labels-unreadable", "unreachable-taint", "not-ready-taint", "agent-dead", "degraded",
-         "cordoned", "foreign-taint"],
+    ids=["liveness-unknown", "labels-unreadable", "unreachable-taint", "not-ready-taint", "unreadable-but-cordoned",
+         "unreadable-in-maintenance", "agent-dead", "degraded", "cordoned", "foreign-taint"],
 )  # fmt: skip
 def test_what_the_operator_cannot_see_keeps_its_replica(nodes: dict[str, dict[str, Any]], change: Any, stays: bool) -> None:
     demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
@@ -252,3 +254,16 @@ def test_taints_are_respected_like_kube_scheduler_does(
     assert [c.node for c in result.creates] == (["vm-h100-passthrough"] if allowed else [])
     if not allowed:
         assert result.rejections[f"untolerated taint {taint['key']}"] == 1
+
+
+def test_a_lost_gpu_without_link_labels_reads_as_lost_not_malformed(nodes: dict[str, dict[str, Any]]) -> None:
+    labels = nodes["minipc-rtx4070ti"]["metadata"]["labels"]
+    for key in ("egpu-operator.io/pcie-gen", "egpu-operator.io/pcie-width", "egpu-operator.io/pcie-bandwidth-mbps"):
+        del labels[key]  # what the agent publishes for a single GPU fallen off the bus
+    labels["egpu-operator.io/health"] = "lost"
+    demand = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=20)
+    result = plan(demand, 1, facts(nodes), free_all(nodes), [PodView("a-0", 0, "minipc-rtx4070ti", ready=True)])
+    assert result.rejections["GPU lost"] == 1
+    assert result.deletes == ["a-0"]
+    assert result.why["a-0"] == "GPU of minipc-rtx4070ti lost, as its live node agent reports"
+    assert len(result.creates) == 1

@@ -74,13 +74,7 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
     print(placement_table(deployments))
     nodes = kubectl.get_json("nodes")["items"]
     leases = kubectl.get_json("leases", "-n", AGENT_NAMESPACE)["items"]
-    used: dict[str, int] = {}
-    for pod in kubectl.get_json("pods", "--all-namespaces")["items"]:
-        for container in pod["spec"].get("containers", []):
-            gpus = int(((container.get("resources") or {}).get("limits") or {}).get(keys.GPU_RESOURCE, 0))
-            node_name = pod["spec"].get("nodeName")
-            if gpus and node_name:
-                used[node_name] = used.get(node_name, 0) + gpus
+    used = gpus_in_use(kubectl.get_json("pods", "--all-namespaces")["items"])
     for item in deployments:
         print(f"\n== {item['metadata']['name']}: why not elsewhere ==")
         print(verdict_table(item, nodes, leases, used))
@@ -109,6 +103,20 @@ def wait_for_placement(kubectl: Kubectl, names: list[str], timeout_s: float = 90
         if time.monotonic() > deadline:
             raise KubectlError(f"deployments not settled within {timeout_s:.0f} s; see operator.log in the cluster folder")
         time.sleep(0.5)
+
+
+def gpus_in_use(pods: list[dict[str, Any]]) -> dict[str, int]:
+    """node -> GPUs its bound pods hold (limits, as the device plugin counts them)."""
+    used: dict[str, int] = {}
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        for container in pod["spec"].get("containers", []):
+            gpus = int(((container.get("resources") or {}).get("limits") or {}).get(keys.GPU_RESOURCE, 0))
+            node_name = pod["spec"].get("nodeName")
+            if gpus and node_name:
+                used[node_name] = used.get(node_name, 0) + gpus
+    return used
 
 
 def placement_table(deployments: list[dict[str, Any]]) -> str:

@@ -39,6 +39,12 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
 
 def _settings(registry: kopf.OperatorRegistry) -> None:
+    # A registry of our own has none of the default registry's login handlers: log in the way it
+    # would, through the kubernetes client that ``cli`` configured.
+    @kopf.on.login(registry=registry, errors=kopf.ErrorsMode.IGNORED)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: object) -> None:
         # Progress and diff-base live in status, not in annotations users see and edit.

@@ -1,7 +1,9 @@
 """kopf wiring: indexes that hold what placement needs, and triggers onto the operator's queues.
 
 ``register`` puts every handler into one registry, bound to one ``runtime.Operator``; nothing
-is registered at import and no setting is read here.
+is registered at import and no setting is read here. Every handler has an explicit ``id``: kopf
+hands each index to handlers as a keyword argument of that name (``Operator.capture``), and a
+nested function's default id would carry its enclosing function's name.
 
 Memory: the indexes keep slim views of pods, agent Leases, PodDisruptionBudgets and
 deployments, not whole objects. Nodes are not a kopf index: ``nodewatch`` keeps slim copies
@@ -19,7 +21,6 @@ import kopf
 from egpu_api import keys
 from egpu_operator import facts
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION
-from egpu_operator.reconcile import forget_infeasible
 from egpu_operator.runtime import Operator
 
 
@@ -29,11 +30,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     _indexes(registry, operator)
     _triggers(registry, operator)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="start_workers")
     async def start_workers(**_: Any) -> None:
         await operator.start()
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="stop_threads")
     async def stop_threads(**_: Any) -> None:
         operator.stop()
 
@@ -41,11 +42,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 def _settings(registry: kopf.OperatorRegistry) -> None:
     # A registry of our own has none of the default registry's login handlers: log in the way it
     # would, through the kubernetes client that ``cli`` configured.
-    @kopf.on.login(registry=registry, errors=kopf.ErrorsMode.IGNORED)
+    @kopf.on.login(registry=registry, id="login", errors=kopf.ErrorsMode.IGNORED)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="configure")
     def configure(settings: kopf.OperatorSettings, **_: object) -> None:
         # Progress and diff-base live in status, not in annotations users see and edit.
         settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
@@ -69,51 +70,58 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     # Only Leases in the agents' namespace: a tenant allowed to write Leases in its own namespace could
     # otherwise keep a dead node looking alive by forging egpu-node-agent-<node> there.
     @kopf.index(
-        "coordination.k8s.io", "v1", "leases", registry=registry,
+        "coordination.k8s.io", "v1", "leases", registry=registry, id="heartbeats_index",
         when=lambda name, namespace, **_: namespace == agent_namespace and name.startswith(keys.AGENT_LEASE_PREFIX),
     )  # fmt: skip
     async def heartbeats_index(name: str, spec: Any, **_: Any) -> Any:
         node, renewed = name.removeprefix(keys.AGENT_LEASE_PREFIX), facts.lease_time({"spec": dict(spec)})
-        operator.heartbeats.observe(node, renewed, time.monotonic())  # when the operator saw it, not when the agent says
+        operator.cache.heartbeats.observe(node, renewed, time.monotonic())  # when the operator saw it, not when the agent says
         return {node: renewed}
 
-    @kopf.index("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry)
+    @kopf.index("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pods_index")
     async def replica_pods_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
         return {(namespace, labels[facts.DEPLOYMENT_LABEL]): _slim_pod(body)}
 
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="deployments_index")
     async def deployments_index(namespace: str, name: str, body: Any, **_: Any) -> Any:
         deployment = _plain(body)
         (deployment.get("status") or {}).pop("kopf", None)
         return {(namespace, name): deployment}
 
-    @kopf.index("pods", when=_holds_gpu, registry=registry)
+    @kopf.index("pods", when=_holds_gpu, registry=registry, id="gpu_usage_index")
     async def gpu_usage_index(name: str, body: Any, **_: Any) -> Any:
         pod = _slim_pod(body)
         node = pod["spec"].get("nodeName") or facts._affinity_node(pod)
         return {node: (name, facts.gpu_requests(pod))} if node else {}
 
-    @kopf.index("policy", "v1", "poddisruptionbudgets", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry)
+    @kopf.index(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT},
+        registry=registry,
+        id="budgets_index",
+    )
     async def budgets_index(namespace: str, labels: Mapping[str, str], spec: Any, **_: Any) -> Any:
         return {(namespace, labels[facts.DEPLOYMENT_LABEL]): spec.get("minAvailable")}
 
 
 def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
-    @kopf.on.event("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry)
+    @kopf.on.event("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pod_changed")
     async def replica_pod_changed(namespace: str, labels: Any, **kwargs: Any) -> None:
         operator.capture(kwargs)
         operator.enqueue((namespace, labels[facts.DEPLOYMENT_LABEL]), "pod")
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="deployment_changed")
     async def deployment_changed(namespace: str, name: str, type: str, meta: Any, status: Any, **kwargs: Any) -> None:
         operator.capture(kwargs)
         fresh = meta.get("generation") != (status or {}).get("observedGeneration")
         if type in (None, "ADDED") or fresh or meta.get("deletionTimestamp"):
             operator.enqueue((namespace, name), "deployment")
         if type == "DELETED":
-            forget_infeasible(f"{namespace}/{name}")
+            operator.cache.infeasible(f"{namespace}/{name}", False)
 
-    @kopf.on.event(GROUP, VERSION, MAINTENANCES, registry=registry)
+    @kopf.on.event(GROUP, VERSION, MAINTENANCES, registry=registry, id="maintenance_changed")
     async def maintenance_changed(name: str, **kwargs: Any) -> None:
         operator.capture(kwargs)
         operator.enqueue_maintenance(name)

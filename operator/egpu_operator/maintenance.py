@@ -11,7 +11,6 @@ the replacement is Ready (by that reconcile or by this controller, whichever com
 """
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,20 +20,18 @@ from pydantic import ValidationError
 from egpu_api import keys
 from egpu_api.maintenance import ACTIVE_PHASES, PHASES, TERMINAL_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus
 from egpu_operator import drain, facts
+from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube
 from egpu_operator.metrics import EVICTIONS, MAINTENANCES
 
 log = logging.getLogger("egpu_operator.maintenance")
 
 DeploymentKey = tuple[str, str]
-# A refused eviction (a PodDisruptionBudget said no) is asked again after 2, 4, 8 ... 60 s:
-# pod key -> (refusals in a row, when to ask next, the last refusal).
-_refusals: dict[str, tuple[int, float, str]] = {}
-_filed: set[str] = set()  # automatic maintenances this process created or found existing
 
 
 def step(
     kube: Kube,
+    cache: Cache,
     name: str,
     deployments: Callable[[DeploymentKey], Mapping[str, Any] | None],
     replica_pods: Callable[[DeploymentKey], Iterable[Mapping[str, Any]]],
@@ -96,7 +93,7 @@ def step(
     refused: dict[str, str] = {}
     evicted = list(previous.evicted)
     for pod, why in decision.evict:
-        refusal = _evict(kube, pod)
+        refusal = _evict(kube, cache, pod)
         if refusal is not None:
             refused[pod.key] = refusal
             continue
@@ -124,17 +121,17 @@ def step(
     return str(new_status["phase"])
 
 
-def _evict(kube: Kube, pod: drain.GpuPod) -> str | None:
-    """Evict, unless a recent refusal says to wait a little longer; None once evicted."""
-    count, next_try, last = _refusals.get(pod.key, (0, 0.0, ""))
-    if time.monotonic() < next_try:
-        return last
+def _evict(kube: Kube, cache: Cache, pod: drain.GpuPod) -> str | None:
+    """Evict, unless a recent refusal says to wait a little longer (2, 4, 8 ... 60 s); None once evicted."""
+    waiting = cache.eviction_wait(pod.key)
+    if waiting is not None:
+        return waiting
     refusal = kube.evict_pod(pod.namespace, pod.name)
     EVICTIONS.labels("maintenance", "refused" if refusal else "evicted").inc()
     if refusal is None:
-        _refusals.pop(pod.key, None)
+        cache.evicted(pod.key)
         return None
-    _refusals[pod.key] = (count + 1, time.monotonic() + min(60.0, 2.0 ** (count + 1)), refusal)
+    cache.eviction_refused(pod.key, refusal)
     return refusal
 
 
@@ -222,7 +219,7 @@ def _finish_deletion(
     )
 
 
-def file_automatic(kube: Kube, troubled: Mapping[str, str]) -> list[str]:
+def file_automatic(kube: Kube, cache: Cache, troubled: Mapping[str, str]) -> list[str]:
     """For nodes whose agent reports a lost GPU or a degraded link (node -> health), file a
     GPUMaintenance unless one is already open for the node. Returns the names created."""
     open_nodes = {
@@ -244,9 +241,8 @@ def file_automatic(kube: Kube, troubled: Mapping[str, str]) -> list[str]:
         if condition is None or condition.get("status") != "False":
             continue
         body = drain.auto_maintenance(node_name, health, condition.get("lastTransitionTime", ""), condition.get("message", ""))
-        if body["metadata"]["name"] in _filed:
+        if not cache.first_filing(body["metadata"]["name"]):
             continue  # filed for this very problem already (perhaps completed while the GPU is still lost)
-        _filed.add(body["metadata"]["name"])
         if kube.create_maintenance(body):
             created.append(body["metadata"]["name"])
             log.warning("maintenance filed", extra={"node": node_name, "maintenance": body["metadata"]["name"],

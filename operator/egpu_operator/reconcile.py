@@ -6,7 +6,6 @@ nothing (pod names are stable, so an interrupted run that is repeated gets 409 a
 """
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -16,91 +15,33 @@ from pydantic import ValidationError
 
 from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentSpec
-from egpu_api.power import PowerLimitStatus, parse_status
+from egpu_api.power import PowerLimitStatus
 from egpu_operator import metrics, pods, power, status
-from egpu_operator.facts import node_facts
+from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube, PodRefused
-from egpu_operator.liveness import Liveness, Verdicts
+from egpu_operator.liveness import Verdicts
 from egpu_operator.placement import Demand, NodeFacts, PodView, plan
 
 log = logging.getLogger("egpu_operator.reconcile")
 POWER_FINALIZER = f"{keys.PREFIX}power-limits"
-RESERVATION_S = 60.0
-
-# Placement decisions of all deployments are made one at a time, and a GPU chosen for a new
-# pod stays reserved until the pod shows up in the GPU-usage index: two deployments can
-# otherwise both pick the last free GPU of a node in the instant before either pod is seen.
-_placing = threading.Lock()
-_infeasible: set[str] = set()  # namespace/name of deployments with replicas that cannot be placed
-
-# Expectations, as the ReplicaSet controller keeps them: after creating or deleting pods for a
-# deployment, do not plan it again until the pod index shows those changes. Planning from an
-# index that has not caught up would re-create a replica whose first pod it cannot see yet.
-EXPECTATION_S = 15.0
-_expected: dict[str, tuple[set[str], set[str], float]] = {}  # key -> (creates, deletes, since)
-
-
-def _caught_up(key: str, pods_now: list[PodView]) -> bool:
-    expected = _expected.get(key)
-    if expected is None:
-        return True
-    creates, deletes, since = expected
-    live = {pod.name for pod in pods_now if not pod.terminating}
-    seen = {pod.name for pod in pods_now}
-    if (creates <= seen and not (deletes & live)) or time.monotonic() - since > EXPECTATION_S:
-        del _expected[key]
-        return True
-    return False
-
-
-_reserved: dict[str, tuple[str, float]] = {}  # pod name -> (node, when)
-
-
-def _apply_reservations(free: dict[str, int], indexed_pods: set[str]) -> None:
-    now = time.monotonic()
-    for pod, (node, since) in list(_reserved.items()):
-        if pod in indexed_pods or now - since > RESERVATION_S:
-            del _reserved[pod]
-        elif node in free:
-            free[node] -= 1
-
-
-# Facts per node, reused while the node's slim copy (the same object: the node watch replaces it
-# on any change) and its agent's liveness are unchanged: a reconcile of one deployment then costs
-# O(changed nodes), not O(all nodes). The node object itself is kept, not its id(): a freed dict's
-# address can be reused by the next one.
-_facts_cache: dict[str, tuple[Mapping[str, Any], Liveness, NodeFacts, dict[str, PowerLimitStatus]]] = {}
-
-
-def _cached_facts(name: str, node: Mapping[str, Any], liveness: Liveness) -> tuple[NodeFacts, dict[str, PowerLimitStatus]]:
-    cached = _facts_cache.get(name)
-    if cached is not None and cached[0] is node and cached[1] is liveness:
-        return cached[2], cached[3]
-    facts = node_facts(node, liveness)
-    try:
-        power = parse_status(((node.get("metadata") or {}).get("annotations") or {}).get(keys.POWER_STATUS_ANNOTATION))
-    except ValueError:
-        power = {}
-    _facts_cache[name] = (node, liveness, facts, power)
-    return facts, power
 
 
 class Fleet:
     """What the indexes know, as placement wants it. Built per reconcile from live index views."""
 
-    def __init__(self, nodes: Mapping[str, Mapping[str, Any]], verdicts: Verdicts, gpu_usage: Mapping[str, int]) -> None:
-        self.facts: dict[str, NodeFacts] = {}
-        self.power_status: dict[str, dict[str, PowerLimitStatus]] = {}
-        for name, node in nodes.items():
-            self.facts[name], self.power_status[name] = _cached_facts(name, node, verdicts[name])
-        for gone in set(_facts_cache) - set(nodes):
-            del _facts_cache[gone]
+    def __init__(
+        self, cache: Cache, nodes: Mapping[str, Mapping[str, Any]], verdicts: Verdicts, gpu_usage: Mapping[str, int]
+    ) -> None:
+        self.facts: dict[str, NodeFacts]
+        self.power_status: dict[str, dict[str, PowerLimitStatus]]
+        self.facts, self.power_status = cache.node_facts(nodes, verdicts.__getitem__)
         self.free = {name: facts.gpu_allocatable - gpu_usage.get(name, 0) for name, facts in self.facts.items()}
         self.gpu_pods: set[str] = set()  # names of pods the GPU-usage index already counts
 
 
 def reconcile(
     kube: Kube,
+    cache: Cache,
     deployment: Mapping[str, Any],
     fleet: Fleet,
     replica_pods: Iterable[PodView],
@@ -129,17 +70,16 @@ def reconcile(
 
     pods_now = list(replica_pods)
     key = f"{namespace}/{name}"
-    if not _caught_up(key, pods_now):
+    if not cache.caught_up(key, pods_now):
         metrics.RECONCILES.labels("waiting").inc()
         return False  # the pod events still on their way will bring it back
-    with _placing:
-        free = dict(fleet.free)
-        _apply_reservations(free, fleet.gpu_pods)
+    with cache.placing:
+        free = cache.free_gpus(fleet.free, fleet.gpu_pods)
         started = time.perf_counter()
         result = plan(demand, spec.replicas, list(fleet.facts.values()), free, pods_now)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
-            _reserved[pods.pod_name(name, create.replica, create.node)] = (create.node, time.monotonic())
+            cache.assume(pods.pod_name(name, create.replica, create.node), create.node)
 
     retry = False
     for pod_name in result.deletes:
@@ -166,7 +106,7 @@ def reconcile(
             fresh = kube.create_pod(manifest)
         except PodRefused as refusal:
             # Release the GPU now: a refusal holding a reservation would starve every other deployment.
-            _reserved.pop(pod_name, None)
+            cache.forget(pod_name)
             refusals.append(f"replica {create.replica}: {refusal}")
             log.warning("replica pod refused", extra={"deployment": key, "replica": create.replica, "why": str(refusal)})
             continue
@@ -178,10 +118,10 @@ def reconcile(
         created.add(pod_name)
         after.append(PodView(pod_name, create.replica, create.node))
     if created or deleted:
-        _expected[key] = (created, deleted, time.monotonic())
+        cache.expect(key, created, deleted)
 
-    power_by_pod = apply_power(kube, deployment, spec, fleet.facts, after)
-    apply_disruption_budget(kube, deployment, spec, pdb_min_available)
+    power_by_pod = apply_power(kube, cache, deployment, spec, fleet.facts, after)
+    apply_disruption_budget(kube, cache, deployment, spec, pdb_min_available)
 
     new_status = status.build(deployment, demand, result, after, fleet.facts, power_by_pod, fleet.power_status, now, refusals)
     placed = new_status["conditions"][0]
@@ -192,45 +132,30 @@ def reconcile(
     if _differs(current_status, new_status):
         kube.patch_status(namespace, name, new_status)
     metrics.RECONCILES.labels("placed" if placed["status"] == "True" else "unplaced").inc()
-    if result.unplaced or refusals:
-        _infeasible.add(f"{namespace}/{name}")
-        metrics.INFEASIBLE.set(len(_infeasible))
-    else:
-        forget_infeasible(f"{namespace}/{name}")
+    cache.infeasible(key, bool(result.unplaced or refusals))
     return retry or bool(refusals)  # a refusal is asked again with backoff, not at once
 
 
-_budgets: dict[str, int | None] = {}  # namespace/name -> minAvailable last written, until the index shows it
-
-
 def apply_disruption_budget(
-    kube: Kube, deployment: Mapping[str, Any], spec: InferenceDeploymentSpec, current: int | None
+    kube: Kube, cache: Cache, deployment: Mapping[str, Any], spec: InferenceDeploymentSpec, current: int | None
 ) -> None:
     """One PodDisruptionBudget per deployment with spec.disruption: evictions (ours in maintenance,
     kubectl drain's, the cluster autoscaler's) then never take it below minAvailable Ready replicas."""
     metadata = deployment["metadata"]
     key = f"{metadata['namespace']}/{metadata['name']}"
     wanted = spec.disruption.min_available if spec.disruption else None
-    if wanted == current:
-        _budgets.pop(key, None)
+    if not cache.budget_pending(key, wanted, current):
         return
-    if key in _budgets and _budgets[key] == wanted:
-        return  # written; the index has not caught up yet
     if wanted is None:
         kube.delete_pdb(metadata["namespace"], metadata["name"])
     else:
         kube.apply_pdb(pods.disruption_budget(deployment, wanted))
-    _budgets[key] = wanted
-
-
-def forget_infeasible(key: str) -> None:
-    """A deployment that is placed, or gone, no longer counts as infeasible."""
-    _infeasible.discard(key)
-    metrics.INFEASIBLE.set(len(_infeasible))
+    cache.budget_written(key, wanted)
 
 
 def apply_power(
     kube: Kube,
+    cache: Cache,
     deployment: Mapping[str, Any],
     spec: InferenceDeploymentSpec,
     nodes: Mapping[str, NodeFacts],
@@ -275,20 +200,16 @@ def apply_power(
             continue
         kube.update_node_annotations(node_name, change)
         for problem in garbage:
-            _report_garbage(kube, deployment, node_name, problem)
+            _report_garbage(kube, cache, deployment, node_name, problem)
         for pod, (uuid, watts) in zip(here, sorted(shares.items(), key=lambda item: node.gpu_uuids.index(item[0])), strict=False):
             result[pod.name] = (uuid, watts)
     return result
 
 
-_garbage_reported: set[tuple[str, str]] = set()  # (node, problem) already told in an Event
-
-
-def _report_garbage(kube: Kube, deployment: Mapping[str, Any], node: str, problem: str) -> None:
+def _report_garbage(kube: Kube, cache: Cache, deployment: Mapping[str, Any], node: str, problem: str) -> None:
     """Once per node and value: the operator ignored (and rewrote) an owners annotation it cannot read."""
-    if (node, problem) in _garbage_reported:
+    if not cache.first_report(node, problem):
         return
-    _garbage_reported.add((node, problem))
     kube.event(deployment, "PowerOwnersIgnored", f"node {node}: {problem}; ignored and rewritten", warning=True)
     log.warning("power owners annotation ignored", extra={"node": node, "why": problem})
 

@@ -37,12 +37,13 @@ from typing import Any
 from egpu_api import keys
 from egpu_api.maintenance import TERMINAL_PHASES
 from egpu_operator import facts, maintenance, power
+from egpu_operator.cache import Cache
 from egpu_operator.config import OperatorConfig
 from egpu_operator.kube import Kube
-from egpu_operator.liveness import Heartbeats, Liveness, Verdicts, Visibility
+from egpu_operator.liveness import Liveness, Verdicts
 from egpu_operator.metrics import AGENTS, API_VISIBLE, DISRUPTION, ERRORS, TRIGGERS
 from egpu_operator.nodewatch import NodeWatch
-from egpu_operator.reconcile import POWER_FINALIZER, Fleet, forget_infeasible, reconcile, release_power
+from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
 
 log = logging.getLogger("egpu_operator.handlers")
@@ -51,6 +52,8 @@ NODE_SWEEP_S = 1.0
 #: How often the troubled nodes are looked at for automatic maintenance.
 AUTO_MAINTENANCE_S = 5.0
 DeploymentKey = tuple[str, str]
+#: The kopf indexes the operator reads (``handlers`` registers them under these ids).
+INDEXES = ("heartbeats_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index")
 
 
 class Operator:
@@ -59,8 +62,7 @@ class Operator:
 
     def __init__(self, config: OperatorConfig, kube: Kube, watch_client: Any) -> None:
         self.config, self.kube, self._watch_client = config, kube, watch_client
-        self.heartbeats = Heartbeats(config.liveness)
-        self.visibility = Visibility(config.liveness, time.monotonic())
+        self.cache = Cache(config.liveness)
         self.queue = WorkQueue()
         self.maintenance_queue = WorkQueue()
         self.indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
@@ -89,7 +91,7 @@ class Operator:
     def capture(self, kwargs: Mapping[str, Any]) -> None:
         """kopf hands its indexes to every handler by name; keep the live ones once."""
         if not self._captured.is_set():
-            self.indexes.update({key: value for key, value in kwargs.items() if key.endswith("_index")})
+            self.indexes.update({key: kwargs[key] for key in INDEXES})
             self._captured.set()
 
     def nodes(self) -> dict[str, dict[str, Any]]:
@@ -119,7 +121,7 @@ class Operator:
         self.node_watch = NodeWatch(
             self._watch_client,
             node_changed,
-            on_gap=lambda: self.visibility.gap(time.monotonic()),
+            on_gap=lambda: self.cache.visibility.gap(time.monotonic()),
         )
         self.node_watch.start()
         threading.Thread(target=self._probe_api, name="egpu-api-probe", daemon=True).start()
@@ -190,7 +192,7 @@ class Operator:
             started = time.monotonic()
             problem = _api_problem(self._watch_client, interval_s)
             if problem is None:
-                self.visibility.probe_succeeded(time.monotonic())
+                self.cache.visibility.probe_succeeded(time.monotonic())
                 if failing:
                     log.info("API server ready again")
             elif not failing:
@@ -222,7 +224,7 @@ class Operator:
         namespace, name = key
         store = self.indexes["deployments_index"].get(key)
         if not store:
-            forget_infeasible(f"{namespace}/{name}")
+            self.cache.infeasible(f"{namespace}/{name}", False)
             return False
         deployment = next(iter(store))
         loop = asyncio.get_running_loop()
@@ -242,13 +244,13 @@ class Operator:
             if facts.controller_uid(pod) == uid and (view := facts.pod_view(pod))
         ]
         budget = next(iter(self.indexes["budgets_index"].get(key, [])), None)
-        return await loop.run_in_executor(self._pool, reconcile, self.kube, deployment, fleet, pods, budget)
+        return await loop.run_in_executor(self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget)
 
     def _fleet(self) -> Fleet:
         nodes_now = self.nodes()
         usage_index = self.indexes["gpu_usage_index"]
         usage = {node: sum(gpus for _, gpus in store) for node, store in usage_index.items()}
-        fleet = Fleet(nodes_now, self._verdicts(nodes_now), usage)
+        fleet = Fleet(self.cache, nodes_now, self._verdicts(nodes_now), usage)
         fleet.gpu_pods = {pod for store in usage_index.values() for pod, _ in store}
         return fleet
 
@@ -259,7 +261,7 @@ class Operator:
         judged = [
             name for name, node in nodes_now.items() if keys.LABEL_SCHEMA_LABEL in node["metadata"]["labels"] or name in leases
         ]
-        verdicts = self.heartbeats.judge(judged, self.visibility, time.monotonic(), datetime.now(UTC))
+        verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC))
         for state in Liveness:
             AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
         DISRUPTION.set(int(verdicts.disruption))
@@ -284,6 +286,7 @@ class Operator:
                     self._pool,
                     maintenance.step,
                     self.kube,
+                    self.cache,
                     name,
                     deployments,
                     replicas,
@@ -322,7 +325,9 @@ class Operator:
             }
             if troubled:
                 try:
-                    for created in await loop.run_in_executor(self._pool, maintenance.file_automatic, self.kube, troubled):
+                    for created in await loop.run_in_executor(
+                        self._pool, maintenance.file_automatic, self.kube, self.cache, troubled
+                    ):
                         self.maintenance_queue.add(created)
                 except Exception as error:
                     log.warning("automatic maintenance failed", extra={"error": str(error)})

@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
 
     from egpu_node_agent import logs
     from egpu_operator import handlers
-    from egpu_operator.kube import Kube
+    from egpu_operator.kube import ApiKube
     from egpu_operator.runtime import Operator
 
     logs.configure(args.log_level or os.environ.get("EGPU_LOG_LEVEL", "info"))
@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     except Exception as error:
         print(f"egpu-operator: cannot load Kubernetes credentials: {error}", file=sys.stderr)
         return 4
-    operator = Operator(config, Kube(client.ApiClient(configuration)), client.ApiClient(configuration))
+    operator = Operator(config, ApiKube(client.ApiClient(configuration)), client.ApiClient(configuration))
     registry = kopf.OperatorRegistry()
     handlers.register(registry, operator)
     operator.serve_http()

@@ -121,6 +121,13 @@ def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if type == "DELETED":
             operator.cache.infeasible(f"{namespace}/{name}", False)
 
+    # kopf calls no resource handler before every index holds its first listing, and the namespace
+    # "default" always exists: this call proves the listings are in on an otherwise empty cluster
+    # too, where no pod, deployment or maintenance would ever call a handler (/readyz, the workers).
+    @kopf.on.event("namespaces", when=lambda name, **_: name == "default", registry=registry, id="first_listing")
+    async def first_listing(**kwargs: Any) -> None:
+        operator.capture(kwargs)
+
     @kopf.on.event(GROUP, VERSION, MAINTENANCES, registry=registry, id="maintenance_changed")
     async def maintenance_changed(name: str, **kwargs: Any) -> None:
         operator.capture(kwargs)

@@ -39,9 +39,10 @@ from egpu_api.maintenance import TERMINAL_PHASES
 from egpu_operator import facts, maintenance, power
 from egpu_operator.cache import Cache
 from egpu_operator.config import OperatorConfig
+from egpu_operator.health import HealthServer
 from egpu_operator.kube import Kube
 from egpu_operator.liveness import Liveness, Verdicts
-from egpu_operator.metrics import AGENTS, API_VISIBLE, DISRUPTION, ERRORS, TRIGGERS
+from egpu_operator.metrics import AGENTS, API_VISIBLE, DISRUPTION, ERRORS, REGISTRY, TRIGGERS
 from egpu_operator.nodewatch import NodeWatch
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
@@ -51,6 +52,9 @@ log = logging.getLogger("egpu_operator.handlers")
 NODE_SWEEP_S = 1.0
 #: How often the troubled nodes are looked at for automatic maintenance.
 AUTO_MAINTENANCE_S = 5.0
+#: The event loop notes that it turns this often; /healthz fails when it has not for LOOP_STALL_S.
+LOOP_BEAT_S = 1.0
+LOOP_STALL_S = 30.0
 DeploymentKey = tuple[str, str]
 #: The kopf indexes the operator reads (``handlers`` registers them under these ids).
 INDEXES = ("heartbeats_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index")
@@ -73,18 +77,43 @@ class Operator:
         self._indexed = asyncio.Event()
         self._nodes_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []  # tasks that must run as long as the operator does
+        self._last_beat: float | None = None  # when the event loop last turned; None before start
         # Reconciles block on API calls; they get threads of their own. kopf runs sync handlers in the
         # default executor, and sharing it made the indexes lag behind the workers' writes.
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="egpu-reconcile")
 
-    def serve_http(self) -> None:
-        """/metrics on the configured port (0: none)."""
-        if self.config.metrics_port:
-            from prometheus_client import start_http_server
+    def serve_http(self) -> HealthServer | None:
+        """/metrics, /healthz and /readyz on the configured port (0: none)."""
+        if not self.config.metrics_port:
+            return None
+        return HealthServer(self.config.metrics_port, REGISTRY, self.health_problem, self.readiness_problem).start()
 
-            from egpu_operator.metrics import REGISTRY
+    def health_problem(self, now: float | None = None) -> str | None:
+        """None while the event loop turns and every worker runs; else what is wrong (/healthz)."""
+        if self._last_beat is None:
+            return None  # not started yet: kopf is still starting up
+        stalled_s = (now if now is not None else time.monotonic()) - self._last_beat
+        if stalled_s > LOOP_STALL_S:
+            return f"the event loop has not turned for {stalled_s:.0f} s"
+        stopped = sorted(task.get_name() for task in self._loops if task.done())
+        if stopped:
+            return f"stopped: {', '.join(stopped)}"
+        return None
 
-            start_http_server(self.config.metrics_port, registry=REGISTRY)
+    def readiness_problem(self) -> str | None:
+        """None once the first listings are in (/readyz); else which are still awaited."""
+        if self.ready:
+            return None
+        waiting = [
+            what
+            for what, done in (
+                ("kopf's indexes", self._captured.is_set()),
+                ("the first node listing", self.node_watch is not None and self.node_watch.synced.is_set()),
+            )
+            if not done
+        ]
+        return f"waiting for {' and '.join(waiting) or 'the workers to start'}"
 
     # -- what the handlers call ----------------------------------------------------------------
 
@@ -125,7 +154,9 @@ class Operator:
         )
         self.node_watch.start()
         threading.Thread(target=self._probe_api, name="egpu-api-probe", daemon=True).start()
-        self._spawn(self._ready(self.node_watch), "egpu-ready")
+        self._spawn(self._ready(self.node_watch), "egpu-ready", lasting=False)
+        self._last_beat = time.monotonic()
+        self._spawn(self._beat(), "egpu-loop-beat")
         for number in range(self.config.workers):
             self._spawn(self._worker(), f"egpu-worker-{number}")
         self._spawn(self._resync(), "egpu-resync")
@@ -148,9 +179,17 @@ class Operator:
 
     # -- loops ---------------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any, name: str) -> None:
+    def _spawn(self, coroutine: Any, name: str, lasting: bool = True) -> None:
         # asyncio keeps only weak references to tasks: hold them, or a worker can vanish mid-flight.
-        self._tasks.add(asyncio.create_task(coroutine, name=name))
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        if lasting:
+            self._loops.append(task)
+
+    async def _beat(self) -> None:
+        while True:
+            self._last_beat = time.monotonic()
+            await asyncio.sleep(LOOP_BEAT_S)
 
     async def _ready(self, watch: NodeWatch) -> None:
         """Work starts once the kopf indexes are captured and every node has been listed once:

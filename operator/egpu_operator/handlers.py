@@ -78,9 +78,9 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         operator.cache.heartbeats.observe(node, renewed, time.monotonic())  # when the operator saw it, not when the agent says
         return {node: renewed}
 
-    @kopf.index("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pods_index")
+    @kopf.index("pods", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pods_index")
     async def replica_pods_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-        return {(namespace, labels[facts.DEPLOYMENT_LABEL]): _slim_pod(body)}
+        return {(namespace, labels[keys.DEPLOYMENT_LABEL]): _slim_pod(body)}
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="deployments_index")
     async def deployments_index(namespace: str, name: str, body: Any, **_: Any) -> Any:
@@ -98,19 +98,19 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         "policy",
         "v1",
         "poddisruptionbudgets",
-        labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT},
+        labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT},
         registry=registry,
         id="budgets_index",
     )
     async def budgets_index(namespace: str, labels: Mapping[str, str], spec: Any, **_: Any) -> Any:
-        return {(namespace, labels[facts.DEPLOYMENT_LABEL]): spec.get("minAvailable")}
+        return {(namespace, labels[keys.DEPLOYMENT_LABEL]): spec.get("minAvailable")}
 
 
 def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
-    @kopf.on.event("pods", labels={facts.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pod_changed")
+    @kopf.on.event("pods", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pod_changed")
     async def replica_pod_changed(namespace: str, labels: Any, **kwargs: Any) -> None:
         operator.capture(kwargs)
-        operator.enqueue((namespace, labels[facts.DEPLOYMENT_LABEL]), "pod")
+        operator.enqueue((namespace, labels[keys.DEPLOYMENT_LABEL]), "pod")
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="deployment_changed")
     async def deployment_changed(namespace: str, name: str, type: str, meta: Any, status: Any, **kwargs: Any) -> None:

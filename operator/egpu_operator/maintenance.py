@@ -179,8 +179,8 @@ def _gpu_pod(pod: Mapping[str, Any]) -> drain.GpuPod | None:
     daemonset = any(owner.get("kind") == "DaemonSet" and owner.get("controller") for owner in owners)
     labels = metadata.get("labels") or {}
     managed = any(owner.get("kind") == "InferenceDeployment" and owner.get("controller") for owner in owners)
-    replica = labels.get(facts.REPLICA_LABEL)
-    deployment = labels.get(facts.DEPLOYMENT_LABEL)
+    replica = labels.get(keys.REPLICA_LABEL)
+    deployment = labels.get(keys.DEPLOYMENT_LABEL)
     is_replica = managed and deployment is not None and replica is not None and replica.isdigit()
     return drain.GpuPod(
         namespace=metadata["namespace"],

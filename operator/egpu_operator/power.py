@@ -17,11 +17,11 @@ import math
 from collections.abc import Mapping
 
 from egpu_api import keys
+from egpu_api.gpus import WHOLE_GPU_MODES
 from egpu_api.power import parse_request
 
+#: Kept importable under this name (tests use it); defined in egpu_api.keys.
 OWNERS_ANNOTATION = keys.POWER_OWNERS_ANNOTATION
-#: GPU modes in which a replica has a physical GPU to itself.
-WHOLE_GPU_MODES = frozenset({"bare-metal", "passthrough"})
 
 
 def whole_gpus(mode: str, gpu_allocatable: int, gpu_count: int) -> bool:

@@ -23,7 +23,7 @@ from egpu_operator.liveness import Verdicts
 from egpu_operator.placement import Demand, NodeFacts, PodView, plan
 
 log = logging.getLogger("egpu_operator.reconcile")
-POWER_FINALIZER = f"{keys.PREFIX}power-limits"
+POWER_FINALIZER = keys.POWER_FINALIZER
 
 
 class Fleet:

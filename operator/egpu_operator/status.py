@@ -4,8 +4,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from egpu_api import keys
 from egpu_api.power import PowerLimitStatus
-from egpu_operator.facts import DEPLOYMENT_LABEL
 from egpu_operator.placement import Demand, NodeFacts, Plan, PodView
 from egpu_operator.power import whole_gpus
 
@@ -101,7 +101,7 @@ def build(
         "observedGeneration": generation,
         "replicas": len({pod.replica for pod in live}),
         "readyReplicas": ready,
-        "selector": f"{DEPLOYMENT_LABEL}={metadata['name']}",
+        "selector": f"{keys.DEPLOYMENT_LABEL}={metadata['name']}",
         "worstLoadSeconds": max(loads) if loads else None,
         "placements": placements,
         "conditions": [placed, ready_condition],

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from egpu_api import keys
-from egpu_operator import facts, maintenance
+from egpu_operator import facts, maintenance, power
 from egpu_operator.cache import Cache
 from egpu_operator.fakekube import FakeKube
 from egpu_operator.liveness import Liveness, Verdicts
@@ -65,7 +65,7 @@ class Cluster:
                 owning = [
                     node
                     for node, value in self.kube.nodes.items()
-                    if owner in value["metadata"].get("annotations", {}).get(keys.POWER_OWNERS_ANNOTATION, "")
+                    if owner in power.parse_owners(value["metadata"]["annotations"].get(keys.POWER_OWNERS_ANNOTATION))[0].values()
                 ]
                 release_power(self.kube, body, owning)
             return False
@@ -73,7 +73,7 @@ class Cluster:
         pods = [
             view
             for pod in self._indexed(unseen)
-            if (pod["metadata"].get("labels") or {}).get(facts.DEPLOYMENT_LABEL) == name
+            if (pod["metadata"].get("labels") or {}).get(keys.DEPLOYMENT_LABEL) == name
             and facts.controller_uid(pod) == uid
             and (view := facts.pod_view(pod))
         ]
@@ -102,7 +102,7 @@ class Cluster:
         deployments = {key: copy.deepcopy(body) for key, body in self.kube.deployments.items()}
         by_deployment: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for pod in self.kube.pods.values():
-            label = (pod["metadata"].get("labels") or {}).get(facts.DEPLOYMENT_LABEL)
+            label = (pod["metadata"].get("labels") or {}).get(keys.DEPLOYMENT_LABEL)
             if label:
                 by_deployment.setdefault((pod["metadata"]["namespace"], label), []).append(copy.deepcopy(pod))
         return maintenance.step(
@@ -120,7 +120,7 @@ class Cluster:
         return {
             pod["metadata"]["name"]: pod.get("spec", {}).get("nodeName") or facts._affinity_node(pod) or ""
             for pod in self.kube.pods.values()
-            if (pod["metadata"].get("labels") or {}).get(facts.DEPLOYMENT_LABEL) == name
+            if (pod["metadata"].get("labels") or {}).get(keys.DEPLOYMENT_LABEL) == name
         }
 
     def status(self, name: str = "llm") -> dict[str, Any]:

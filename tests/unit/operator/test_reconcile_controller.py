@@ -68,7 +68,7 @@ def test_a_refused_eviction_is_asked_again_later(cluster: Cluster) -> None:
     # Someone else's budget that no eviction of these pods can satisfy.
     cluster.kube.pdbs[(NAMESPACE, "strict")] = {
         "metadata": {"name": "strict", "namespace": NAMESPACE},
-        "spec": {"minAvailable": 5, "selector": {"matchLabels": {f"{keys.PREFIX}inference-deployment": "llm"}}},
+        "spec": {"minAvailable": 5, "selector": {"matchLabels": {keys.DEPLOYMENT_LABEL: "llm"}}},
     }
     cluster.liveness[node] = Liveness.DEAD
     cluster.reconcile()

@@ -38,7 +38,10 @@ def step(
     limit: int,
     now: datetime | None = None,
 ) -> str | None:
-    """Move one maintenance forward; returns its phase afterwards (None once it is gone)."""
+    """Move one maintenance forward; returns its phase afterwards (None once it is gone).
+
+    Gather (the maintenance, its node, the world of its pods), decide (``drain.decide``), act
+    (finalizer, cordon, evictions, the node given back), report (Events and status)."""
     now = now or datetime.now(UTC)
     everything = kube.list_maintenances()
     for phase in PHASES:
@@ -46,9 +49,7 @@ def step(
     maintenance = next((m for m in everything if m["metadata"]["name"] == name), None)
     if maintenance is None:
         return None
-    metadata = maintenance["metadata"]
-    previous_raw = maintenance.get("status") or {}
-    previous = GPUMaintenanceStatus.model_validate(previous_raw)
+    previous = GPUMaintenanceStatus.model_validate(maintenance.get("status") or {})
     try:
         spec = GPUMaintenanceSpec.model_validate(maintenance["spec"])
     except ValidationError as error:
@@ -56,7 +57,7 @@ def step(
         kube.patch_maintenance_status(name, {"phase": "Failed", "message": f"spec cannot be used: {error}".splitlines()[0]})
         return "Failed"
 
-    deleting = bool(metadata.get("deletionTimestamp"))
+    deleting = bool(maintenance["metadata"].get("deletionTimestamp"))
     if previous.phase == "Completed":  # the node was returned already: nothing to read
         if deleting:
             _finish_deletion(kube, maintenance, spec, previous, drain.NodeState())
@@ -71,25 +72,51 @@ def step(
 
     world = drain.World(node=node_state)
     if previous.phase == "Pending":
-        created = metadata.get("creationTimestamp", "")
+        created = maintenance["metadata"].get("creationTimestamp", "")
         world = drain.World(node=node_state, slot_wait=drain.slot_wait(name, spec.node_name, created, everything, limit))
     elif previous.phase in ACTIVE_PHASES and node is not None:
-        moved_before = [(entry["deployment"], int(entry["replica"])) for entry in previous_raw.get("moved") or []]
+        moved_before = [
+            (entry["deployment"], int(entry["replica"])) for entry in (maintenance.get("status") or {}).get("moved") or []
+        ]
         world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, moved_before)
     decision = drain.decide(spec, previous, world, now)
+    _change_node(kube, maintenance, spec, previous, decision, node_state)
+    refused, evicted = _evict_pods(kube, cache, maintenance, decision, previous, world)
+    return _report(kube, maintenance, spec, previous, decision, world, refused, evicted, now)
 
+
+def _change_node(
+    kube: Kube,
+    maintenance: Mapping[str, Any],
+    spec: GPUMaintenanceSpec,
+    previous: GPUMaintenanceStatus,
+    decision: drain.Decision,
+    node_state: drain.NodeState,
+) -> None:
+    """The finalizer, the record of an administrator's cordon, our cordon and label, or the node given back."""
+    metadata = maintenance["metadata"]
+    name = metadata["name"]
     if decision.add_finalizer and drain.FINALIZER not in (metadata.get("finalizers") or []):
         kube.set_maintenance_finalizers(name, metadata["resourceVersion"], [*(metadata.get("finalizers") or []), drain.FINALIZER])
     if "nodeWasCordoned" in decision.status and previous.node_was_cordoned is None:
         # Written before the cordon: a restart between the two must not mistake our cordon for an admin's.
         kube.patch_maintenance_status(name, {"phase": "Cordoned", **decision.status})
     if decision.cordon and (not node_state.unschedulable or node_state.maintenance_label != name):
-        kube.patch_node(
-            spec.node_name, {"spec": {"unschedulable": True}, "metadata": {"labels": {drain.MAINTENANCE_LABEL: name}}}
-        )
+        kube.patch_node(spec.node_name, {"spec": {"unschedulable": True}, "metadata": {"labels": {keys.MAINTENANCE_LABEL: name}}})
     if decision.restore:
         _restore(kube, name, spec.node_name, bool(previous.node_was_cordoned), node_state)
 
+
+def _evict_pods(
+    kube: Kube,
+    cache: Cache,
+    maintenance: Mapping[str, Any],
+    decision: drain.Decision,
+    previous: GPUMaintenanceStatus,
+    world: drain.World,
+) -> tuple[dict[str, str], list[str]]:
+    """The evictions decided; returns those refused (pod -> why) and the pods evicted without a replacement."""
+    name = maintenance["metadata"]["name"]
     refused: dict[str, str] = {}
     evicted = list(previous.evicted)
     for pod, why in decision.evict:
@@ -102,7 +129,22 @@ def step(
         replaced = pod.deployment is not None and (pod.deployment, pod.replica or 0) in world.replacements
         if not replaced and pod.key not in evicted:
             evicted.append(pod.key)  # unmanaged, or a replica dropped under AllowReducedCapacity
+    return refused, evicted
 
+
+def _report(
+    kube: Kube,
+    maintenance: Mapping[str, Any],
+    spec: GPUMaintenanceSpec,
+    previous: GPUMaintenanceStatus,
+    decision: drain.Decision,
+    world: drain.World,
+    refused: Mapping[str, str],
+    evicted: list[str],
+    now: datetime,
+) -> str:
+    """Events for replicas moved and a phase changed, and the status if it changed; returns the phase."""
+    metadata, previous_raw = maintenance["metadata"], maintenance.get("status") or {}
     moved = drain.record_moves(previous_raw.get("moved") or [], world)
     known = {entry["fromPod"] for entry in previous_raw.get("moved") or [] if entry.get("toPod")}
     for entry in moved:
@@ -114,10 +156,10 @@ def step(
     if new_status["phase"] != previous.phase:
         warning = new_status["phase"] == "Failed"
         kube.maintenance_event(maintenance, new_status["phase"], new_status["message"], warning=warning)
-        log.info("maintenance phase", extra={"maintenance": name, "node": spec.node_name, "phase": new_status["phase"],
-                                             "why": new_status["message"]})  # fmt: skip
+        log.info("maintenance phase", extra={"maintenance": metadata["name"], "node": spec.node_name,
+                                             "phase": new_status["phase"], "why": new_status["message"]})  # fmt: skip
     if any(previous_raw.get(key) != value for key, value in new_status.items()):
-        kube.patch_maintenance_status(name, new_status)
+        kube.patch_maintenance_status(metadata["name"], new_status)
     return str(new_status["phase"])
 
 

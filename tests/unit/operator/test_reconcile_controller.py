@@ -5,9 +5,11 @@ from typing import Any
 import pytest
 
 from egpu_api import keys
+from egpu_api.inference import InferenceDeploymentSpec
 from egpu_operator import pods
 from egpu_operator.liveness import Liveness
-from egpu_operator.reconcile import POWER_FINALIZER
+from egpu_operator.placement import Demand, plan
+from egpu_operator.reconcile import POWER_FINALIZER, pod_writes
 from tests.unit.operator.cluster import NAMESPACE, Cluster, deployment
 
 
@@ -158,3 +160,14 @@ def test_a_look_alike_pod_is_not_a_replica(cluster: Cluster) -> None:
     cluster.reconcile()
     assert len(cluster.pods_of()) == 2, "the deployment made a replica of its own"
     assert cluster.status()["replicas"] == 1
+
+
+def test_the_pod_writes_are_decided_before_any_is_made(cluster: Cluster) -> None:
+    body = cluster.kube.add_deployment(deployment(replicas=2))
+    fleet = cluster.fleet()
+    demand = Demand.of_spec(InferenceDeploymentSpec.model_validate(body["spec"]))
+    decided = plan(demand, 2, list(fleet.facts.values()), fleet.free, [])
+    writes = pod_writes(body, decided)
+    assert [manifest["metadata"]["labels"][keys.REPLICA_LABEL] for _, manifest in writes.creates] == ["0", "1"]
+    assert (writes.deletes, writes.evictions) == ([], [])
+    assert cluster.kube.writes == []

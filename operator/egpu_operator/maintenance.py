@@ -80,6 +80,11 @@ def step(
         ]
         world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, moved_before)
     decision = drain.decide(spec, previous, world, now)
+    if previous.phase == "Pending" and decision.cordon and node is not None:
+        # Note the replicas on the node as it is cordoned, before their surge starts: should this
+        # operator restart, a deployment's own reconcile may evict one (its replacement Ready)
+        # before this controller looks at the node again, and the move would go unrecorded.
+        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, [])
     _change_node(kube, maintenance, spec, previous, decision, node_state)
     refused, evicted = _evict_pods(kube, cache, maintenance, decision, previous, world)
     return _report(kube, maintenance, spec, previous, decision, world, refused, evicted, now)

@@ -125,3 +125,20 @@ def test_deleting_a_maintenance_returns_the_node_first(cluster: Cluster) -> None
     assert cluster.step("reseat") is None
     assert not cluster.kube.nodes[NODE]["spec"].get("unschedulable")
     assert "reseat" not in cluster.kube.maintenances
+
+
+def test_a_move_is_recorded_even_when_the_deployment_evicts_first(cluster: Cluster) -> None:
+    """Killed right after the cordon, a restarted operator may let the deployment's own reconcile
+    evict the old pod (its replacement is Ready) before the maintenance looks at the node again."""
+    old = replica_on_node(cluster)
+    cluster.kube.add_maintenance(maintenance())
+    assert cluster.step("reseat") == "Cordoned"
+    cluster.reconcile()
+    [new] = set(cluster.pods_of()) - {old}
+    cluster.restart()
+    cluster.kube.schedule()
+    cluster.reconcile()  # the replacement is Ready: the deployment evicts the old pod itself
+    assert set(cluster.pods_of()) == {new}
+    assert cluster.step("reseat") == "Ready"
+    moved = cluster.kube.maintenances["reseat"]["status"]["moved"]
+    assert [(m["fromPod"], m["toPod"]) for m in moved] == [(f"{NAMESPACE}/{old}", new)]

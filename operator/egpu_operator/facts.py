@@ -48,10 +48,7 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         for key in (keys.GPU_VRAM_MIB_LABEL, keys.PCIE_BANDWIDTH_MBPS_LABEL, keys.PCIE_GENERATION_LABEL, keys.PCIE_WIDTH_LABEL)
     }
     mode, health = labels.get(keys.GPU_MODE_LABEL, ""), labels.get(keys.HEALTH_LABEL, "")
-    # An agent that lost the GPU cannot read its link or memory and drops those labels; the loss
-    # itself is the fact that matters (placement removes the replicas), not a malformed node.
-    missing = any(value is None for value in numbers.values()) and health != "lost"
-    if missing or mode not in _MODES or health not in _HEALTH:
+    if any(value is None for value in numbers.values()) or mode not in _MODES or health not in _HEALTH:
         return NodeFacts(problem="malformed egpu-operator labels", **common)
     uuids, defaults = _gpus(metadata.get("annotations") or {})
     return NodeFacts(

@@ -5,7 +5,7 @@ Odd cluster state never raises: a node whose labels are missing or malformed get
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -89,6 +89,14 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
         c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable" for c in conditions
     )
     return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating, unschedulable=unschedulable)
+
+
+def controlled_replicas(deployment: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> list[PodView]:
+    """The replica pods ``deployment`` controls (its uid in their controller owner reference), as
+    placement sees them: a look-alike pod someone else made, labels and all, is never counted as
+    a replica, moved, or given a power limit."""
+    uid = (deployment.get("metadata") or {}).get("uid")
+    return [view for pod in pods if controller_uid(pod) == uid and (view := pod_view(pod))]
 
 
 def controller_uid(pod: Mapping[str, Any]) -> str | None:

@@ -270,18 +270,11 @@ class Operator:
         if deployment["metadata"].get("deletionTimestamp"):
             # Pods go by owner reference; power requests are node annotations, so we drop them.
             if POWER_FINALIZER in (deployment["metadata"].get("finalizers") or []):
-                owning = _power_nodes(self.nodes(), f"{namespace}/{name}")
+                owning = power.owned_by(self.nodes(), f"{namespace}/{name}")
                 await loop.run_in_executor(self._pool, release_power, self.kube, deployment, owning)
             return False
         fleet = self._fleet()
-        # Only pods this deployment controls: a look-alike pod someone else made, labels and all, is
-        # never counted as a replica, moved, or given a power limit.
-        uid = deployment["metadata"].get("uid")
-        pods = [
-            view
-            for pod in self.indexes["replica_pods_index"].get(key, [])
-            if facts.controller_uid(pod) == uid and (view := facts.pod_view(pod))
-        ]
+        pods = facts.controlled_replicas(deployment, self.indexes["replica_pods_index"].get(key, []))
         budget = next(iter(self.indexes["budgets_index"].get(key, [])), None)
         return await loop.run_in_executor(self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget)
 
@@ -378,15 +371,6 @@ async def _synced(watch: NodeWatch) -> None:
     in Event.wait() would hold up the process's exit on SIGTERM while the API server is away."""
     while not watch.synced.is_set():
         await asyncio.sleep(0.1)
-
-
-def _power_nodes(nodes: Mapping[str, Mapping[str, Any]], owner: str) -> list[str]:
-    """Nodes where ``owner`` holds a GPU power limit."""
-    return [
-        name
-        for name, node in nodes.items()
-        if owner in power.parse_owners(node["metadata"]["annotations"].get(keys.POWER_OWNERS_ANNOTATION))[0].values()
-    ]
 
 
 def _api_problem(api_client: Any, timeout_s: float) -> str | None:

@@ -61,22 +61,12 @@ class Cluster:
         body = copy.deepcopy(self.kube.deployments[(NAMESPACE, name)])
         if body["metadata"].get("deletionTimestamp"):
             if POWER_FINALIZER in (body["metadata"].get("finalizers") or []):
-                owner = f"{NAMESPACE}/{name}"
-                owning = [
-                    node
-                    for node, value in self.kube.nodes.items()
-                    if owner in power.parse_owners(value["metadata"]["annotations"].get(keys.POWER_OWNERS_ANNOTATION))[0].values()
-                ]
-                release_power(self.kube, body, owning)
+                release_power(self.kube, body, power.owned_by(self.kube.nodes, f"{NAMESPACE}/{name}"))
             return False
-        uid = body["metadata"]["uid"]
-        pods = [
-            view
-            for pod in self._indexed(unseen)
-            if (pod["metadata"].get("labels") or {}).get(keys.DEPLOYMENT_LABEL) == name
-            and facts.controller_uid(pod) == uid
-            and (view := facts.pod_view(pod))
+        labelled = [
+            pod for pod in self._indexed(unseen) if (pod["metadata"].get("labels") or {}).get(keys.DEPLOYMENT_LABEL) == name
         ]
+        pods = facts.controlled_replicas(body, labelled)
         budget = self.kube.pdbs.get((NAMESPACE, name))
         minimum = budget["spec"]["minAvailable"] if budget else None
         return reconcile(self.kube, self.cache, body, self.fleet(unseen), pods, minimum)

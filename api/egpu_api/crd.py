@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
-from egpu_api.keys import API_GROUP, API_VERSION, PREFIX
+from egpu_api.keys import API_GROUP, API_VERSION
 from egpu_api.maintenance import GPUMaintenanceSpec, GPUMaintenanceStatus
 
 _DROP = {"title", "discriminator"}
@@ -190,7 +191,7 @@ def inference_deployment_crd() -> dict[str, Any]:
             {"name": "Placed", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Placed')].status"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
-        f"{PREFIX}inference-deployment",
+        keys.DEPLOYMENT_LABEL,
     )
 
 
@@ -212,7 +213,7 @@ def gpu_maintenance_crd() -> dict[str, Any]:
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
-        f"{PREFIX}maintenance",
+        keys.MAINTENANCE_LABEL,
     )
 
 

@@ -6,12 +6,28 @@ state are here (no temperature or power draw), so a steady node produces no patc
 """
 
 import json
+from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, field_validator
 from pydantic.alias_generators import to_camel
 
-GpuMode = Literal["bare-metal", "passthrough", "vgpu", "vgpu-host", "mig"]
+
+class GpuMode(StrEnum):
+    """How a GPU is exposed: each GPU's ``mode`` here, and the ``egpu-operator.io/gpu-mode`` node
+    label (which is ``mixed`` when a node's GPUs are not all in one mode). The one list of modes."""
+
+    BARE_METAL = "bare-metal"  # the host owns the whole GPU
+    PASSTHROUGH = "passthrough"  # a VM owns the whole GPU (PCI passthrough)
+    VGPU = "vgpu"  # a VM holds a vGPU slice of it
+    VGPU_HOST = "vgpu-host"  # the host that slices it into vGPUs
+    MIG = "mig"  # split into MIG slices
+    MIXED = "mixed"  # node label only: the node's GPUs are in different modes
+
+
+#: Modes in which a replica has a physical GPU to itself.
+WHOLE_GPU_MODES = frozenset({GpuMode.BARE_METAL, GpuMode.PASSTHROUGH})
+
 Health = Literal["ok", "degraded", "lost"]
 
 
@@ -64,6 +80,13 @@ class GpuStatus(_Model):
     health: Health
     reasons: list[str] = []
 
+    @field_validator("mode")
+    @classmethod
+    def _one_mode(cls, mode: GpuMode) -> GpuMode:
+        if mode is GpuMode.MIXED:
+            raise ValueError("mixed is a node's label value when its GPUs differ, not the mode of one GPU")
+        return mode
+
 
 _LIST = TypeAdapter(list[GpuStatus])
 
@@ -79,6 +102,7 @@ def load_gpus(text: str) -> list[GpuStatus]:
 
 
 __all__ = [
+    "WHOLE_GPU_MODES",
     "GpuMode",
     "GpuStatus",
     "Health",

@@ -97,3 +97,18 @@ AGENT_LEASE_PREFIX: Final = "egpu-node-agent-"
 #: On each replica pod: the model's estimated load time over its node's link, in seconds.
 #: The local cluster's simulated pods take this long to become Ready.
 ESTIMATED_LOAD_ANNOTATION: Final = f"{PREFIX}estimated-load-seconds"
+
+# -- Keys the operator writes on the objects it manages ----------------------------------------
+
+#: On each replica pod and on the deployment's PodDisruptionBudget: the InferenceDeployment's name.
+DEPLOYMENT_LABEL: Final = f"{PREFIX}inference-deployment"
+#: On each replica pod: its replica index (0, 1, ...).
+REPLICA_LABEL: Final = f"{PREFIX}replica"
+#: On a node under GPU maintenance: the GPUMaintenance's name. Written only by the operator.
+MAINTENANCE_LABEL: Final = f"{PREFIX}maintenance"
+#: On GPUMaintenances the operator filed itself (``--auto-maintenance``): "true".
+AUTO_MAINTENANCE_LABEL: Final = f"{PREFIX}auto-maintenance"
+#: On an InferenceDeployment with spec.power: its power requests are released before it goes.
+POWER_FINALIZER: Final = f"{PREFIX}power-limits"
+#: On a GPUMaintenance that touched its node: the node is given back before it goes.
+MAINTENANCE_FINALIZER: Final = f"{PREFIX}maintenance"

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+from egpu_api import keys
 from egpu_localcluster.cluster import progress
 from egpu_localcluster.kubectl import Kubectl, KubectlError
 from egpu_localcluster.table import render
@@ -23,7 +24,7 @@ def show_maintenance(kubectl: Kubectl, deployment: str = "llm-18gb", timeout_s: 
     node = max(placements, key=lambda p: p.get("estimatedLoadSeconds") or 0)["node"]  # the slowest link: an eGPU dock
     progress(f"GPU maintenance on {node}: kubectl apply a GPUMaintenance (reseat the eGPU dock)")
     body = {
-        "apiVersion": "egpu-operator.io/v1alpha1",
+        "apiVersion": f"{keys.API_GROUP}/{keys.API_VERSION}",
         "kind": "GPUMaintenance",
         "metadata": {"name": MAINTENANCE},
         "spec": {"nodeName": node, "reason": "reseat the eGPU dock", "drainTimeoutSeconds": 600},
@@ -69,8 +70,8 @@ def show_maintenance(kubectl: Kubectl, deployment: str = "llm-18gb", timeout_s: 
 def _node_line(kubectl: Kubectl, node: str) -> str:
     found: dict[str, Any] = kubectl.get_json("node", node)
     cordoned = "SchedulingDisabled (cordoned)" if found["spec"].get("unschedulable") else "schedulable"
-    label = (found["metadata"].get("labels") or {}).get("egpu-operator.io/maintenance")
-    return f"{cordoned}, label egpu-operator.io/maintenance={label or '(none)'}"
+    label = (found["metadata"].get("labels") or {}).get(keys.MAINTENANCE_LABEL)
+    return f"{cordoned}, label {keys.MAINTENANCE_LABEL}={label or '(none)'}"
 
 
 def _short(text: str, width: int = 90) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from egpu_api import keys
 
-DEPLOYMENT_LABEL = f"{keys.PREFIX}inference-deployment"
+DEPLOYMENT_LABEL = keys.DEPLOYMENT_LABEL
 
 
 class ReadyWatch:

@@ -27,15 +27,15 @@ _HEALTH_ORDER: dict[Health, int] = {"ok": 0, "degraded": 1, "lost": 2}
 
 
 _MODES: dict[str, GpuMode] = {
-    "none": "bare-metal",
-    "passthrough": "passthrough",
-    "vgpu-guest": "vgpu",
-    "vgpu-host": "vgpu-host",
+    "none": GpuMode.BARE_METAL,
+    "passthrough": GpuMode.PASSTHROUGH,
+    "vgpu-guest": GpuMode.VGPU,
+    "vgpu-host": GpuMode.VGPU_HOST,
 }
 
 
 def gpu_mode(reading: GpuReading) -> GpuMode:
-    return "mig" if reading.mig_enabled else _MODES[reading.virtualization_mode]
+    return GpuMode.MIG if reading.mig_enabled else _MODES[reading.virtualization_mode]
 
 
 def hops(reading: GpuReading) -> list[tuple[str, LinkSpeed, LinkSpeed]]:
@@ -125,7 +125,7 @@ def _hop_status(hop: LinkReading) -> HopStatus:
 
 
 def _units_vram(gpu: GpuStatus) -> list[int]:
-    return [mig.vram_mib for mig in gpu.mig] if gpu.mode == "mig" and gpu.mig else [gpu.vram_mib]
+    return [mig.vram_mib for mig in gpu.mig] if gpu.mode is GpuMode.MIG and gpu.mig else [gpu.vram_mib]
 
 
 def count_labels(gpus: Sequence[GpuStatus]) -> Labels:
@@ -144,8 +144,8 @@ def memory_labels(gpus: Sequence[GpuStatus]) -> Labels:
 
 
 def mode_labels(gpus: Sequence[GpuStatus]) -> Labels:
-    modes: set[str] = {gpu.mode for gpu in gpus}
-    labels: Labels = {keys.GPU_MODE_LABEL: modes.pop() if len(modes) == 1 else "mixed"}
+    modes = {gpu.mode for gpu in gpus}
+    labels: Labels = {keys.GPU_MODE_LABEL: str(modes.pop() if len(modes) == 1 else GpuMode.MIXED)}
     profiles = sorted({mig.profile for gpu in gpus for mig in gpu.mig})
     if profiles:
         # '+' (as in 1g.10gb+me) is not allowed in a label value.

@@ -5,16 +5,70 @@
   egpu-operator crds                         # print the CRDs this version expects
 
 One replica at a time (the chart uses a Recreate strategy): kopf runs standalone, without
-peering. Logs are JSON lines; metrics are on --metrics-port (default 8080) at /metrics.
+peering. Logs are JSON lines; /metrics, /healthz and /readyz are on --metrics-port (default 8080).
+
+Every setting is a flag whose default comes from an environment variable (the chart sets
+those); this module is the only one that reads them, into one ``OperatorConfig``.
 """
 
 import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from egpu_api.crd import CRDS, render
+from egpu_operator.config import OperatorConfig
+from egpu_operator.liveness import LivenessConfig
+
+
+@dataclass(frozen=True)
+class _Setting:
+    field: str  # of OperatorConfig, or of LivenessConfig
+    flag: str
+    env: str
+    parse: Callable[[str], object]
+    default: object
+    text: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def help(self) -> str:
+        return f"{self.text} (default {self.default}; env {self.env})"
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+_SETTINGS = (
+    _Setting("workers", "--workers", "EGPU_OPERATOR_WORKERS", int, 4, "reconcile workers draining the work queue"),
+    _Setting("resync_s", "--resync-seconds", "EGPU_OPERATOR_RESYNC_SECONDS", float, 30,
+             "every deployment is reconciled again this often"),
+    _Setting("maintenance_poll_s", "--maintenance-poll-seconds", "EGPU_OPERATOR_MAINTENANCE_POLL_SECONDS", float, 2,
+             "an open GPUMaintenance is looked at again this often"),
+    _Setting("max_parallel_maintenances", "--max-parallel-maintenances", "EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES", int, 1,
+             "GPUMaintenances draining at once, cluster-wide"),
+    _Setting("agent_namespace", "--agent-namespace", "EGPU_OPERATOR_AGENT_NAMESPACE", str, "egpu-system",
+             "namespace of the node agents' Leases; others are ignored"),
+)  # fmt: skip
+
+_LIVENESS_SETTINGS = (
+    _Setting("lease_ttl_s", "--lease-ttl-seconds", "EGPU_OPERATOR_LEASE_TTL_SECONDS", float, 40,
+                             "an agent Lease this fresh is alive"),
+    _Setting("grace_s", "--agent-grace-seconds", "EGPU_OPERATOR_AGENT_GRACE_SECONDS", float, 20,
+                         "clear sight beyond the TTL before an unchanged Lease means a dead agent"),
+    _Setting("probe_interval_s", "--probe-interval-seconds", "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS", float, 2,
+                                  "how often the API server's /readyz is asked"),
+    _Setting("blind_after_s", "--blind-after-seconds", "EGPU_OPERATOR_BLIND_AFTER_SECONDS", float, 6,
+                               "no successful probe for this long: the operator is blind and judges no agent dead"),
+    _Setting("disruption_fraction", "--disruption-fraction", "EGPU_OPERATOR_DISRUPTION_FRACTION", float, 0.55,
+                                     "this fraction of agents dead at once is a control-plane problem: nothing is removed"),
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,102 +76,80 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster credentials")
-    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port; 0 disables")
-    run.add_argument("--log-level", default=os.environ.get("EGPU_LOG_LEVEL", "info"))
-    run.add_argument(
-        "--max-parallel-maintenances",
-        type=int,
-        default=None,
-        help="GPUMaintenances draining at once, cluster-wide (default 1; env EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES)",
-    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz and /readyz; 0 disables")
+    run.add_argument("--log-level", default=None, help="default info; env EGPU_LOG_LEVEL")
+    for setting in _SETTINGS:
+        run.add_argument(setting.flag, default=None, help=setting.help())
     run.add_argument(
         "--auto-maintenance",
         action="store_true",
         help="file a GPUMaintenance when a node agent reports a lost GPU or a degraded link "
         "(env EGPU_OPERATOR_AUTO_MAINTENANCE=true)",
     )
-    run.add_argument(
-        "--agent-namespace",
-        default=None,
-        help="namespace of the node agents' Leases; others are ignored (default egpu-system; env EGPU_OPERATOR_AGENT_NAMESPACE)",
-    )
     safety = run.add_argument_group("failure safety (README.md: Failure safety)")
-    for flag, env, default, text in _LIVENESS_FLAGS:
-        safety.add_argument(flag, type=float, default=None, help=f"{text} (default {default}; env {env})")
+    for setting in _LIVENESS_SETTINGS:
+        safety.add_argument(setting.flag, default=None, help=setting.help())
     commands.add_parser("crds", help="print the CustomResourceDefinitions")
     args = parser.parse_args(argv)
 
     if args.command == "crds":
         print("---\n".join(render(factory) for factory in CRDS.values()), end="")
         return 0
-    return _run(args)
+    config = build_config(args, os.environ)
+    if isinstance(config, str):
+        print(f"egpu-operator: {config}", file=sys.stderr)
+        return 2
+    return _run(args, config)
 
 
-_LIVENESS_FLAGS = (
-    ("--lease-ttl-seconds", "EGPU_OPERATOR_LEASE_TTL_SECONDS", 40, "an agent Lease this fresh is alive"),
-    ("--agent-grace-seconds", "EGPU_OPERATOR_AGENT_GRACE_SECONDS", 20,
-     "clear sight beyond the TTL before an unchanged Lease means a dead agent"),
-    ("--probe-interval-seconds", "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS", 2, "how often the API server's /readyz is asked"),
-    ("--blind-after-seconds", "EGPU_OPERATOR_BLIND_AFTER_SECONDS", 6,
-     "no successful probe for this long: the operator is blind and judges no agent dead"),
-    ("--disruption-fraction", "EGPU_OPERATOR_DISRUPTION_FRACTION", 0.55,
-     "this fraction of agents dead at once is a control-plane problem: nothing is removed"),
-)  # fmt: skip
-
-
-def _liveness_settings(args: argparse.Namespace) -> str | None:
-    """Put the failure-safety flags into the environment the handlers read; a problem sentence if they are bad."""
-    from egpu_operator.liveness import LivenessConfig
-
-    for flag, env, _, _ in _LIVENESS_FLAGS:
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value is not None:
-            os.environ[env] = str(value)
-    fields = ("lease_ttl_s", "grace_s", "probe_interval_s", "blind_after_s", "disruption_fraction")
-    values: dict[str, float] = {}
-    for field, (flag, env, _, _) in zip(fields, _LIVENESS_FLAGS, strict=True):
-        if env in os.environ:
-            try:
-                values[field] = float(os.environ[env])
-            except ValueError:
-                return f"{env} (or {flag}) must be a number, not {os.environ[env]!r}"
+def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> OperatorConfig | str:
+    """The settings from flags, else their environment variables, else the defaults; or one
+    sentence naming the setting that is wrong."""
+    values: dict[str, object] = {}
+    for setting in (*_SETTINGS, *_LIVENESS_SETTINGS):
+        raw = getattr(args, setting.dest)
+        raw = raw if raw is not None else environ.get(setting.env)
+        if raw is None:
+            continue
+        try:
+            values[setting.field] = setting.parse(str(raw))
+        except ValueError:
+            kind = "a whole number" if setting.parse is int else "a number"
+            return f"{setting.env} (or {setting.flag}) must be {kind}, not {raw!r}"
+    liveness = {setting.field: values.pop(setting.field) for setting in _LIVENESS_SETTINGS if setting.field in values}
     try:
-        LivenessConfig(**values)
+        liveness_config = LivenessConfig(**liveness)  # type: ignore[arg-type]
     except ValueError as error:
         return f"failure-safety settings: {error}; see egpu-operator run --help"
-    return None
+    auto = bool(args.auto_maintenance) or _flag(environ.get("EGPU_OPERATOR_AUTO_MAINTENANCE", "false"))
+    try:
+        return OperatorConfig(
+            liveness=liveness_config,
+            auto_maintenance=auto,
+            metrics_port=args.metrics_port,
+            **values,  # type: ignore[arg-type]
+        )
+    except ValueError as error:
+        return f"{error}; see egpu-operator run --help"
 
 
-def _run(args: argparse.Namespace) -> int:
-    problem = _liveness_settings(args)
-    if problem is not None:
-        print(f"egpu-operator: {problem}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     if args.kubeconfig is not None:
         # Before the Kubernetes client is imported: it reads KUBECONFIG into its default path
         # at import time, and kopf's own login goes through that client.
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
-    if args.max_parallel_maintenances is not None:
-        if args.max_parallel_maintenances < 1:
-            print("egpu-operator: --max-parallel-maintenances must be at least 1", file=sys.stderr)
-            return 2
-        os.environ["EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES"] = str(args.max_parallel_maintenances)
-    if args.agent_namespace is not None:
-        os.environ["EGPU_OPERATOR_AGENT_NAMESPACE"] = args.agent_namespace
-    if args.auto_maintenance:
-        os.environ["EGPU_OPERATOR_AUTO_MAINTENANCE"] = "true"
     import kopf  # heavy: imported only for `run`
-    from kubernetes import client, config
-    from prometheus_client import start_http_server
+    from kubernetes import client
+    from kubernetes import config as kube_config
 
     from egpu_node_agent import logs
     from egpu_operator import handlers
-    from egpu_operator.kube import Kube
-    from egpu_operator.metrics import REGISTRY
+    from egpu_operator.kube import ApiKube
+    from egpu_operator.runtime import Operator
 
-    logs.configure(args.log_level)
+    logs.configure(args.log_level or os.environ.get("EGPU_LOG_LEVEL", "info"))
     configuration = client.Configuration()
-    loader: object = config
+    loader: object = kube_config
     try:
         if args.kubeconfig is not None:
             loader.load_kube_config(config_file=str(args.kubeconfig), client_configuration=configuration)  # type: ignore[attr-defined]
@@ -126,30 +158,14 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as error:
         print(f"egpu-operator: cannot load Kubernetes credentials: {error}", file=sys.stderr)
         return 4
-    handlers.set_kube(Kube(client.ApiClient(configuration)), client.ApiClient(configuration))
-    if args.metrics_port:
-        start_http_server(args.metrics_port, registry=REGISTRY)
-
-    @kopf.on.startup()
-    def configure(settings: kopf.OperatorSettings, **_: object) -> None:
-        # Progress and diff-base live in status, not in annotations users see and edit.
-        settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-        settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
-        settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's are noise
-        settings.watching.server_timeout = 300
-        settings.scanning.disabled = True
-        # kopf gives up on a watch after its retries (54 s by default) and the operator would then
-        # stop seeing Pods or Leases; an edge control plane can be away longer (an etcd restart on
-        # an SD card). Keep retrying, 30 s apart, for about ten minutes.
-        settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, 13, 21, *[30] * 18)
-        # kopf starts a worker per object and ends it after this much idleness; each start and end
-        # wakes every waiter on its indexing toggles. Nodes send events all the time (heartbeats), so
-        # at 1,000 nodes the default 5 s cost more CPU than placement itself (docs/measurements.md).
-        settings.batching.idle_timeout = 600
+    operator = Operator(config, ApiKube(client.ApiClient(configuration)), client.ApiClient(configuration))
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, operator)
+    operator.serve_http()
 
     logging.getLogger("kopf").setLevel(logging.WARNING)
-    logging.getLogger("egpu_operator").info("operator starting", extra={"metrics_port": args.metrics_port})
-    kopf.run(clusterwide=True, standalone=True)
+    logging.getLogger("egpu_operator").info("operator starting", extra={"metrics_port": config.metrics_port})
+    kopf.run(registry=registry, clusterwide=True, standalone=True)
     # kopf has stopped (SIGTERM, SIGINT). A reconcile thread blocked in an API call (an API server
     # waiting on a lost etcd answers after a minute) would hold up the exit; every write is whole
     # on its own and the next start resumes from the API server, so there is nothing to wait for.

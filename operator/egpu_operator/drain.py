@@ -22,9 +22,9 @@ from egpu_api import keys
 from egpu_api.maintenance import ACTIVE_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus
 from egpu_operator.status import condition
 
-MAINTENANCE_LABEL = f"{keys.PREFIX}maintenance"
-AUTO_LABEL = f"{keys.PREFIX}auto-maintenance"
-FINALIZER = f"{keys.PREFIX}maintenance"
+#: Kept importable under these names (the chart's tests use them); defined in egpu_api.keys.
+MAINTENANCE_LABEL = keys.MAINTENANCE_LABEL
+FINALIZER = keys.MAINTENANCE_FINALIZER
 #: A maintenance's name is a label value on its node.
 MAINTENANCE_NAME_MAX = 63
 
@@ -266,7 +266,7 @@ def auto_maintenance(node: str, health: str, since: str, message: str) -> dict[s
     return {
         "apiVersion": f"{keys.API_GROUP}/{keys.API_VERSION}",
         "kind": "GPUMaintenance",
-        "metadata": {"name": name, "labels": {AUTO_LABEL: "true"}},
+        "metadata": {"name": name, "labels": {keys.AUTO_MAINTENANCE_LABEL: "true"}},
         "spec": {"nodeName": node, "reason": f"automatic: GPU {health}: {message}"[:1024]},
     }
 

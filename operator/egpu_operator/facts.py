@@ -5,18 +5,16 @@ Odd cluster state never raises: a node whose labels are missing or malformed get
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from egpu_api import keys
+from egpu_api.gpus import GpuMode
 from egpu_operator.liveness import Liveness
 from egpu_operator.placement import NodeFacts, PodView
 
-DEPLOYMENT_LABEL = f"{keys.PREFIX}inference-deployment"
-REPLICA_LABEL = f"{keys.PREFIX}replica"
-MAINTENANCE_LABEL = f"{keys.PREFIX}maintenance"
-_MODES = {"bare-metal", "passthrough", "vgpu", "vgpu-host", "mig", "mixed"}
+_MODES = frozenset(GpuMode)
 _HEALTH = {"ok", "degraded", "lost"}
 
 
@@ -37,7 +35,7 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         "taints": taints,
         "labels": dict(labels),
         "unschedulable": bool(spec.get("unschedulable")),
-        "maintenance": MAINTENANCE_LABEL in labels,
+        "maintenance": keys.MAINTENANCE_LABEL in labels,
         "liveness": liveness,
         "gpu_allocatable": _int(allocatable.get(keys.GPU_RESOURCE, "0")) or 0,
     }
@@ -83,7 +81,7 @@ def lease_time(lease: Mapping[str, Any]) -> datetime | None:
 def pod_view(pod: Mapping[str, Any]) -> PodView | None:
     """A replica pod as placement sees it; None for a pod without a valid replica label."""
     metadata = pod.get("metadata", {})
-    replica = _int((metadata.get("labels") or {}).get(REPLICA_LABEL))
+    replica = _int((metadata.get("labels") or {}).get(keys.REPLICA_LABEL))
     if replica is None:
         return None
     status = pod.get("status") or {}
@@ -95,6 +93,14 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
         c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable" for c in conditions
     )
     return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating, unschedulable=unschedulable)
+
+
+def controlled_replicas(deployment: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> list[PodView]:
+    """The replica pods ``deployment`` controls (its uid in their controller owner reference), as
+    placement sees them: a look-alike pod someone else made, labels and all, is never counted as
+    a replica, moved, or given a power limit."""
+    uid = (deployment.get("metadata") or {}).get("uid")
+    return [view for pod in pods if controller_uid(pod) == uid and (view := pod_view(pod))]
 
 
 def controller_uid(pod: Mapping[str, Any]) -> str | None:

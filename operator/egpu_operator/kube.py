@@ -1,10 +1,15 @@
-"""The operator's only door to the API server (kopf's own watches aside). Plain dicts in and out."""
+"""The operator's only door to the API server (kopf's own watches aside). Plain dicts in and out.
+
+``Kube`` is the seam the controllers are written against (as httpx's ``BaseTransport``):
+``ApiKube`` talks to a real API server, ``egpu_operator.fakekube.FakeKube`` keeps the objects
+in memory for unit tests. Each method's docstring is its contract; both keep it.
+"""
 
 import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -23,7 +28,85 @@ class PodRefused(Exception):
     """The API server refused a pod for good (invalid, forbidden, over quota); ``str()`` is its message."""
 
 
-class Kube:
+class Kube(Protocol):
+    """What the controllers ask of the API server."""
+
+    def evict_pod(self, namespace: str, name: str) -> str | None:
+        """Evict through the Eviction API; None when done (or already gone), else why it was refused
+        (a PodDisruptionBudget would break). Never force-deletes."""
+        ...
+
+    def pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        """Every pod bound to ``node``, in any namespace."""
+        ...
+
+    def get_node(self, node: str) -> dict[str, Any] | None:
+        """The whole Node, or None when there is none of that name."""
+        ...
+
+    def patch_node(self, node: str, patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of the Node (None deletes a key)."""
+        ...
+
+    def update_node_annotations(self, node: str, change: Callable[[Mapping[str, str]], Mapping[str, str]]) -> dict[str, str]:
+        """Read-modify-write of a node's annotations: ``change`` gets the current ones and returns
+        the values to set; a concurrent writer makes it try again, never lose data."""
+        ...
+
+    def list_maintenances(self) -> list[dict[str, Any]]: ...
+
+    def create_maintenance(self, body: Mapping[str, Any]) -> bool:
+        """False if it exists already (its name is deterministic)."""
+        ...
+
+    def patch_maintenance_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """A merge patch of the GPUMaintenance's status subresource."""
+        ...
+
+    def set_maintenance_finalizers(self, name: str, resource_version: str, finalizers: list[str]) -> None:
+        """Replace the finalizer list, guarded by resourceVersion."""
+        ...
+
+    def maintenance_event(self, maintenance: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        """An Event about a GPUMaintenance; best effort."""
+        ...
+
+    def apply_pdb(self, manifest: Mapping[str, Any]) -> None:
+        """Create the PodDisruptionBudget, or bring an existing one to ``manifest``."""
+        ...
+
+    def delete_pdb(self, namespace: str, name: str) -> None:
+        """Delete it; gone already is fine."""
+        ...
+
+    def create_pod(self, manifest: Mapping[str, Any]) -> bool:
+        """Create a pod; False if it already exists. ``PodRefused`` when admission says no for good."""
+        ...
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete it; gone already is fine."""
+        ...
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A merge patch of the InferenceDeployment's status subresource."""
+        ...
+
+    def add_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        """Append ``finalizer`` to the InferenceDeployment's finalizers."""
+        ...
+
+    def remove_finalizer(self, namespace: str, name: str, finalizer: str, finalizers: list[str]) -> None:
+        """Remove ``finalizer``, guarded by its position in ``finalizers`` (what was read)."""
+        ...
+
+    def event(self, deployment: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        """An Event on the InferenceDeployment; best effort."""
+        ...
+
+
+class ApiKube:
+    """``Kube`` against a real API server, through the kubernetes client."""
+
     def __init__(self, api_client: Any) -> None:
         self._core: Any = client.CoreV1Api(api_client)
         self._custom: Any = client.CustomObjectsApi(api_client)

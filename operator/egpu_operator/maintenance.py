@@ -11,7 +11,6 @@ the replacement is Ready (by that reconcile or by this controller, whichever com
 """
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,27 +20,28 @@ from pydantic import ValidationError
 from egpu_api import keys
 from egpu_api.maintenance import ACTIVE_PHASES, PHASES, TERMINAL_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus
 from egpu_operator import drain, facts
+from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube
 from egpu_operator.metrics import EVICTIONS, MAINTENANCES
 
 log = logging.getLogger("egpu_operator.maintenance")
 
 DeploymentKey = tuple[str, str]
-# A refused eviction (a PodDisruptionBudget said no) is asked again after 2, 4, 8 ... 60 s:
-# pod key -> (refusals in a row, when to ask next, the last refusal).
-_refusals: dict[str, tuple[int, float, str]] = {}
-_filed: set[str] = set()  # automatic maintenances this process created or found existing
 
 
 def step(
     kube: Kube,
+    cache: Cache,
     name: str,
     deployments: Callable[[DeploymentKey], Mapping[str, Any] | None],
     replica_pods: Callable[[DeploymentKey], Iterable[Mapping[str, Any]]],
     limit: int,
     now: datetime | None = None,
 ) -> str | None:
-    """Move one maintenance forward; returns its phase afterwards (None once it is gone)."""
+    """Move one maintenance forward; returns its phase afterwards (None once it is gone).
+
+    Gather (the maintenance, its node, the world of its pods), decide (``drain.decide``), act
+    (finalizer, cordon, evictions, the node given back), report (Events and status)."""
     now = now or datetime.now(UTC)
     everything = kube.list_maintenances()
     for phase in PHASES:
@@ -49,9 +49,7 @@ def step(
     maintenance = next((m for m in everything if m["metadata"]["name"] == name), None)
     if maintenance is None:
         return None
-    metadata = maintenance["metadata"]
-    previous_raw = maintenance.get("status") or {}
-    previous = GPUMaintenanceStatus.model_validate(previous_raw)
+    previous = GPUMaintenanceStatus.model_validate(maintenance.get("status") or {})
     try:
         spec = GPUMaintenanceSpec.model_validate(maintenance["spec"])
     except ValidationError as error:
@@ -59,7 +57,7 @@ def step(
         kube.patch_maintenance_status(name, {"phase": "Failed", "message": f"spec cannot be used: {error}".splitlines()[0]})
         return "Failed"
 
-    deleting = bool(metadata.get("deletionTimestamp"))
+    deleting = bool(maintenance["metadata"].get("deletionTimestamp"))
     if previous.phase == "Completed":  # the node was returned already: nothing to read
         if deleting:
             _finish_deletion(kube, maintenance, spec, previous, drain.NodeState())
@@ -74,29 +72,60 @@ def step(
 
     world = drain.World(node=node_state)
     if previous.phase == "Pending":
-        created = metadata.get("creationTimestamp", "")
+        created = maintenance["metadata"].get("creationTimestamp", "")
         world = drain.World(node=node_state, slot_wait=drain.slot_wait(name, spec.node_name, created, everything, limit))
     elif previous.phase in ACTIVE_PHASES and node is not None:
-        moved_before = [(entry["deployment"], int(entry["replica"])) for entry in previous_raw.get("moved") or []]
+        moved_before = [
+            (entry["deployment"], int(entry["replica"])) for entry in (maintenance.get("status") or {}).get("moved") or []
+        ]
         world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, moved_before)
     decision = drain.decide(spec, previous, world, now)
+    if previous.phase == "Pending" and decision.cordon and node is not None:
+        # Note the replicas on the node as it is cordoned, before their surge starts: should this
+        # operator restart, a deployment's own reconcile may evict one (its replacement Ready)
+        # before this controller looks at the node again, and the move would go unrecorded.
+        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, [])
+    _change_node(kube, maintenance, spec, previous, decision, node_state)
+    refused, evicted = _evict_pods(kube, cache, maintenance, decision, previous, world)
+    return _report(kube, maintenance, spec, previous, decision, world, refused, evicted, now)
 
+
+def _change_node(
+    kube: Kube,
+    maintenance: Mapping[str, Any],
+    spec: GPUMaintenanceSpec,
+    previous: GPUMaintenanceStatus,
+    decision: drain.Decision,
+    node_state: drain.NodeState,
+) -> None:
+    """The finalizer, the record of an administrator's cordon, our cordon and label, or the node given back."""
+    metadata = maintenance["metadata"]
+    name = metadata["name"]
     if decision.add_finalizer and drain.FINALIZER not in (metadata.get("finalizers") or []):
         kube.set_maintenance_finalizers(name, metadata["resourceVersion"], [*(metadata.get("finalizers") or []), drain.FINALIZER])
     if "nodeWasCordoned" in decision.status and previous.node_was_cordoned is None:
         # Written before the cordon: a restart between the two must not mistake our cordon for an admin's.
         kube.patch_maintenance_status(name, {"phase": "Cordoned", **decision.status})
     if decision.cordon and (not node_state.unschedulable or node_state.maintenance_label != name):
-        kube.patch_node(
-            spec.node_name, {"spec": {"unschedulable": True}, "metadata": {"labels": {drain.MAINTENANCE_LABEL: name}}}
-        )
+        kube.patch_node(spec.node_name, {"spec": {"unschedulable": True}, "metadata": {"labels": {keys.MAINTENANCE_LABEL: name}}})
     if decision.restore:
         _restore(kube, name, spec.node_name, bool(previous.node_was_cordoned), node_state)
 
+
+def _evict_pods(
+    kube: Kube,
+    cache: Cache,
+    maintenance: Mapping[str, Any],
+    decision: drain.Decision,
+    previous: GPUMaintenanceStatus,
+    world: drain.World,
+) -> tuple[dict[str, str], list[str]]:
+    """The evictions decided; returns those refused (pod -> why) and the pods evicted without a replacement."""
+    name = maintenance["metadata"]["name"]
     refused: dict[str, str] = {}
     evicted = list(previous.evicted)
     for pod, why in decision.evict:
-        refusal = _evict(kube, pod)
+        refusal = _evict(kube, cache, pod)
         if refusal is not None:
             refused[pod.key] = refusal
             continue
@@ -105,7 +134,22 @@ def step(
         replaced = pod.deployment is not None and (pod.deployment, pod.replica or 0) in world.replacements
         if not replaced and pod.key not in evicted:
             evicted.append(pod.key)  # unmanaged, or a replica dropped under AllowReducedCapacity
+    return refused, evicted
 
+
+def _report(
+    kube: Kube,
+    maintenance: Mapping[str, Any],
+    spec: GPUMaintenanceSpec,
+    previous: GPUMaintenanceStatus,
+    decision: drain.Decision,
+    world: drain.World,
+    refused: Mapping[str, str],
+    evicted: list[str],
+    now: datetime,
+) -> str:
+    """Events for replicas moved and a phase changed, and the status if it changed; returns the phase."""
+    metadata, previous_raw = maintenance["metadata"], maintenance.get("status") or {}
     moved = drain.record_moves(previous_raw.get("moved") or [], world)
     known = {entry["fromPod"] for entry in previous_raw.get("moved") or [] if entry.get("toPod")}
     for entry in moved:
@@ -117,24 +161,24 @@ def step(
     if new_status["phase"] != previous.phase:
         warning = new_status["phase"] == "Failed"
         kube.maintenance_event(maintenance, new_status["phase"], new_status["message"], warning=warning)
-        log.info("maintenance phase", extra={"maintenance": name, "node": spec.node_name, "phase": new_status["phase"],
-                                             "why": new_status["message"]})  # fmt: skip
+        log.info("maintenance phase", extra={"maintenance": metadata["name"], "node": spec.node_name,
+                                             "phase": new_status["phase"], "why": new_status["message"]})  # fmt: skip
     if any(previous_raw.get(key) != value for key, value in new_status.items()):
-        kube.patch_maintenance_status(name, new_status)
+        kube.patch_maintenance_status(metadata["name"], new_status)
     return str(new_status["phase"])
 
 
-def _evict(kube: Kube, pod: drain.GpuPod) -> str | None:
-    """Evict, unless a recent refusal says to wait a little longer; None once evicted."""
-    count, next_try, last = _refusals.get(pod.key, (0, 0.0, ""))
-    if time.monotonic() < next_try:
-        return last
+def _evict(kube: Kube, cache: Cache, pod: drain.GpuPod) -> str | None:
+    """Evict, unless a recent refusal says to wait a little longer (2, 4, 8 ... 60 s); None once evicted."""
+    waiting = cache.eviction_wait(pod.key)
+    if waiting is not None:
+        return waiting
     refusal = kube.evict_pod(pod.namespace, pod.name)
     EVICTIONS.labels("maintenance", "refused" if refusal else "evicted").inc()
     if refusal is None:
-        _refusals.pop(pod.key, None)
+        cache.evicted(pod.key)
         return None
-    _refusals[pod.key] = (count + 1, time.monotonic() + min(60.0, 2.0 ** (count + 1)), refusal)
+    cache.eviction_refused(pod.key, refusal)
     return refusal
 
 
@@ -182,8 +226,8 @@ def _gpu_pod(pod: Mapping[str, Any]) -> drain.GpuPod | None:
     daemonset = any(owner.get("kind") == "DaemonSet" and owner.get("controller") for owner in owners)
     labels = metadata.get("labels") or {}
     managed = any(owner.get("kind") == "InferenceDeployment" and owner.get("controller") for owner in owners)
-    replica = labels.get(facts.REPLICA_LABEL)
-    deployment = labels.get(facts.DEPLOYMENT_LABEL)
+    replica = labels.get(keys.REPLICA_LABEL)
+    deployment = labels.get(keys.DEPLOYMENT_LABEL)
     is_replica = managed and deployment is not None and replica is not None and replica.isdigit()
     return drain.GpuPod(
         namespace=metadata["namespace"],
@@ -222,7 +266,7 @@ def _finish_deletion(
     )
 
 
-def file_automatic(kube: Kube, troubled: Mapping[str, str]) -> list[str]:
+def file_automatic(kube: Kube, cache: Cache, troubled: Mapping[str, str]) -> list[str]:
     """For nodes whose agent reports a lost GPU or a degraded link (node -> health), file a
     GPUMaintenance unless one is already open for the node. Returns the names created."""
     open_nodes = {
@@ -244,9 +288,8 @@ def file_automatic(kube: Kube, troubled: Mapping[str, str]) -> list[str]:
         if condition is None or condition.get("status") != "False":
             continue
         body = drain.auto_maintenance(node_name, health, condition.get("lastTransitionTime", ""), condition.get("message", ""))
-        if body["metadata"]["name"] in _filed:
+        if not cache.first_filing(body["metadata"]["name"]):
             continue  # filed for this very problem already (perhaps completed while the GPU is still lost)
-        _filed.add(body["metadata"]["name"])
         if kube.create_maintenance(body):
             created.append(body["metadata"]["name"])
             log.warning("maintenance filed", extra={"node": node_name, "maintenance": body["metadata"]["name"],

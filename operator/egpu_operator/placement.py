@@ -214,19 +214,7 @@ def plan(
     """Creates and deletes that move the deployment toward ``replicas`` well-placed pods."""
     result = Plan(considered=len(nodes))
     by_name = {node.name: node for node in nodes}
-    adequate: dict[str, NodeFacts] = {}
-    for node in nodes:
-        reason = rejection(node, demand)
-        if reason is None:
-            adequate[node.name] = node
-        else:
-            result.rejections[reason] += 1
-    free = {name: free_gpus.get(name, 0) for name in adequate}
-    no_free = [name for name, count in free.items() if count <= 0]
-    result.adequate = len(adequate) - len(no_free)
-    if no_free:
-        result.rejections["no free GPU"] += len(no_free)
-
+    adequate, free = _adequate(nodes, demand, free_gpus, result)
     live = [pod for pod in pods if not pod.terminating]
     slots: dict[int, list[PodView]] = {}
     for pod in live:
@@ -274,6 +262,25 @@ def plan(
         per_node[target.name] += 1
         result.creates.append(Create(replica, target.name, demand.load_seconds(target)))
     return result
+
+
+def _adequate(
+    nodes: Sequence[NodeFacts], demand: Demand, free_gpus: Mapping[str, int], result: Plan
+) -> tuple[dict[str, NodeFacts], dict[str, int]]:
+    """The nodes that can take a replica and their free GPUs; each rejection counted in ``result``."""
+    adequate: dict[str, NodeFacts] = {}
+    for node in nodes:
+        reason = rejection(node, demand)
+        if reason is None:
+            adequate[node.name] = node
+        else:
+            result.rejections[reason] += 1
+    free = {name: free_gpus.get(name, 0) for name in adequate}
+    no_free = [name for name, count in free.items() if count <= 0]
+    result.adequate = len(adequate) - len(no_free)
+    if no_free:
+        result.rejections["no free GPU"] += len(no_free)
+    return adequate, free
 
 
 def _best(

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from egpu_api import keys
-from egpu_operator.facts import DEPLOYMENT_LABEL, REPLICA_LABEL
 
 LOAD_ESTIMATE_ANNOTATION = keys.ESTIMATED_LOAD_ANNOTATION
 STARTUP_MARGIN_S = 60
@@ -85,7 +84,7 @@ def replica_pod(deployment: Mapping[str, Any], replica: int, node: str, load_sec
         "metadata": {
             "name": pod_name(name, replica, node),
             "namespace": metadata["namespace"],
-            "labels": {**(template_meta.get("labels") or {}), DEPLOYMENT_LABEL: name, REPLICA_LABEL: str(replica)},
+            "labels": {**(template_meta.get("labels") or {}), keys.DEPLOYMENT_LABEL: name, keys.REPLICA_LABEL: str(replica)},
             "annotations": {**(template_meta.get("annotations") or {}), LOAD_ESTIMATE_ANNOTATION: f"{load_seconds:.1f}"},
             "ownerReferences": [owner_reference(metadata)],
         },
@@ -102,10 +101,10 @@ def disruption_budget(deployment: Mapping[str, Any], min_available: int) -> dict
         "metadata": {
             "name": metadata["name"],
             "namespace": metadata["namespace"],
-            "labels": {DEPLOYMENT_LABEL: metadata["name"]},
+            "labels": {keys.DEPLOYMENT_LABEL: metadata["name"]},
             "ownerReferences": [owner_reference(metadata)],
         },
-        "spec": {"minAvailable": min_available, "selector": {"matchLabels": {DEPLOYMENT_LABEL: metadata["name"]}}},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": {keys.DEPLOYMENT_LABEL: metadata["name"]}}},
     }
 
 

@@ -15,13 +15,14 @@ on a MIG slice, a vGPU or a time-sliced share it would cap every other tenant on
 import json
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from egpu_api import keys
+from egpu_api.gpus import WHOLE_GPU_MODES
 from egpu_api.power import parse_request
 
+#: Kept importable under this name (tests use it); defined in egpu_api.keys.
 OWNERS_ANNOTATION = keys.POWER_OWNERS_ANNOTATION
-#: GPU modes in which a replica has a physical GPU to itself.
-WHOLE_GPU_MODES = frozenset({"bare-metal", "passthrough"})
 
 
 def whole_gpus(mode: str, gpu_allocatable: int, gpu_count: int) -> bool:
@@ -41,6 +42,15 @@ def parse_owners(text: str | None) -> tuple[dict[str, str], str | None]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         return {}, f"{OWNERS_ANNOTATION} is not a JSON object of GPU UUID to owner: {text[:80]!r}"
     return dict(value), None
+
+
+def owned_by(nodes: Mapping[str, Mapping[str, Any]], owner: str) -> list[str]:
+    """The nodes where ``owner`` (namespace/name) holds a GPU's power limit."""
+    return [
+        name
+        for name, node in nodes.items()
+        if owner in parse_owners(((node.get("metadata") or {}).get("annotations") or {}).get(OWNERS_ANNOTATION))[0].values()
+    ]
 
 
 def target_watts(limit_watts: int | None, fraction: float | None, default_watts: int) -> int | None:

@@ -6,9 +6,9 @@ nothing (pod names are stable, so an interrupted run that is repeated gets 409 a
 """
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,91 +16,55 @@ from pydantic import ValidationError
 
 from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentSpec
-from egpu_api.power import PowerLimitStatus, parse_status
+from egpu_api.power import PowerLimitStatus
 from egpu_operator import metrics, pods, power, status
-from egpu_operator.facts import node_facts
+from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube, PodRefused
-from egpu_operator.liveness import Liveness, Verdicts
-from egpu_operator.placement import Demand, NodeFacts, PodView, plan
+from egpu_operator.liveness import Verdicts
+from egpu_operator.placement import Create, Demand, NodeFacts, Plan, PodView, plan
 
 log = logging.getLogger("egpu_operator.reconcile")
-POWER_FINALIZER = f"{keys.PREFIX}power-limits"
-RESERVATION_S = 60.0
-
-# Placement decisions of all deployments are made one at a time, and a GPU chosen for a new
-# pod stays reserved until the pod shows up in the GPU-usage index: two deployments can
-# otherwise both pick the last free GPU of a node in the instant before either pod is seen.
-_placing = threading.Lock()
-_infeasible: set[str] = set()  # namespace/name of deployments with replicas that cannot be placed
-
-# Expectations, as the ReplicaSet controller keeps them: after creating or deleting pods for a
-# deployment, do not plan it again until the pod index shows those changes. Planning from an
-# index that has not caught up would re-create a replica whose first pod it cannot see yet.
-EXPECTATION_S = 15.0
-_expected: dict[str, tuple[set[str], set[str], float]] = {}  # key -> (creates, deletes, since)
-
-
-def _caught_up(key: str, pods_now: list[PodView]) -> bool:
-    expected = _expected.get(key)
-    if expected is None:
-        return True
-    creates, deletes, since = expected
-    live = {pod.name for pod in pods_now if not pod.terminating}
-    seen = {pod.name for pod in pods_now}
-    if (creates <= seen and not (deletes & live)) or time.monotonic() - since > EXPECTATION_S:
-        del _expected[key]
-        return True
-    return False
-
-
-_reserved: dict[str, tuple[str, float]] = {}  # pod name -> (node, when)
-
-
-def _apply_reservations(free: dict[str, int], indexed_pods: set[str]) -> None:
-    now = time.monotonic()
-    for pod, (node, since) in list(_reserved.items()):
-        if pod in indexed_pods or now - since > RESERVATION_S:
-            del _reserved[pod]
-        elif node in free:
-            free[node] -= 1
-
-
-# Facts per node, reused while the node's slim copy (the same object: the node watch replaces it
-# on any change) and its agent's liveness are unchanged: a reconcile of one deployment then costs
-# O(changed nodes), not O(all nodes). The node object itself is kept, not its id(): a freed dict's
-# address can be reused by the next one.
-_facts_cache: dict[str, tuple[Mapping[str, Any], Liveness, NodeFacts, dict[str, PowerLimitStatus]]] = {}
-
-
-def _cached_facts(name: str, node: Mapping[str, Any], liveness: Liveness) -> tuple[NodeFacts, dict[str, PowerLimitStatus]]:
-    cached = _facts_cache.get(name)
-    if cached is not None and cached[0] is node and cached[1] is liveness:
-        return cached[2], cached[3]
-    facts = node_facts(node, liveness)
-    try:
-        power = parse_status(((node.get("metadata") or {}).get("annotations") or {}).get(keys.POWER_STATUS_ANNOTATION))
-    except ValueError:
-        power = {}
-    _facts_cache[name] = (node, liveness, facts, power)
-    return facts, power
+POWER_FINALIZER = keys.POWER_FINALIZER
 
 
 class Fleet:
     """What the indexes know, as placement wants it. Built per reconcile from live index views."""
 
-    def __init__(self, nodes: Mapping[str, Mapping[str, Any]], verdicts: Verdicts, gpu_usage: Mapping[str, int]) -> None:
-        self.facts: dict[str, NodeFacts] = {}
-        self.power_status: dict[str, dict[str, PowerLimitStatus]] = {}
-        for name, node in nodes.items():
-            self.facts[name], self.power_status[name] = _cached_facts(name, node, verdicts[name])
-        for gone in set(_facts_cache) - set(nodes):
-            del _facts_cache[gone]
+    def __init__(
+        self, cache: Cache, nodes: Mapping[str, Mapping[str, Any]], verdicts: Verdicts, gpu_usage: Mapping[str, int]
+    ) -> None:
+        self.facts: dict[str, NodeFacts]
+        self.power_status: dict[str, dict[str, PowerLimitStatus]]
+        self.facts, self.power_status = cache.node_facts(nodes, verdicts.__getitem__)
         self.free = {name: facts.gpu_allocatable - gpu_usage.get(name, 0) for name, facts in self.facts.items()}
         self.gpu_pods: set[str] = set()  # names of pods the GPU-usage index already counts
 
 
+@dataclass
+class PodWrites:
+    """The pod writes one reconcile intends, decided before any is made: replicas to delete (scale
+    down, node gone, GPU lost), to evict (a replacement is Ready), and to create (with manifests)."""
+
+    deletes: list[str]
+    evictions: list[str]
+    creates: list[tuple[Create, dict[str, Any]]]
+    why: Mapping[str, str]
+
+
+@dataclass
+class PodOutcome:
+    """What the API server made of ``PodWrites``."""
+
+    after: list[PodView]  # the replicas as they stand now
+    created: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+    refusals: list[str] = field(default_factory=list)  # the API server's reasons for pods it refused
+    retry: bool = False  # an eviction was refused
+
+
 def reconcile(
     kube: Kube,
+    cache: Cache,
     deployment: Mapping[str, Any],
     fleet: Fleet,
     replica_pods: Iterable[PodView],
@@ -112,125 +76,146 @@ def reconcile(
     when it should run again after a backoff: an eviction was refused (a PodDisruptionBudget
     said no) or the API server refused a replica pod (quota, Pod Security, an invalid template)."""
     metadata = deployment["metadata"]
-    name, namespace = metadata["name"], metadata["namespace"]
-    current_status = deployment.get("status") or {}
+    key = f"{metadata['namespace']}/{metadata['name']}"
     now = datetime.now(UTC)
     try:
         spec = InferenceDeploymentSpec.model_validate(deployment["spec"])
         demand = Demand.of_spec(spec)
     except (ValidationError, ValueError) as error:
         # The API server validates specs; this guards against objects stored before a schema change.
-        message = f"spec cannot be used: {error}".splitlines()[0]
-        bad = {"conditions": [status.condition(current_status.get("conditions") or [], "Placed", False, "InvalidSpec",
-                                               message, int(metadata.get("generation", 0)), now)]}  # fmt: skip
-        kube.patch_status(namespace, name, bad)
-        metrics.RECONCILES.labels("invalid").inc()
+        _report_invalid(kube, deployment, f"spec cannot be used: {error}".splitlines()[0], now)
         return False
-
     pods_now = list(replica_pods)
-    key = f"{namespace}/{name}"
-    if not _caught_up(key, pods_now):
+    if not cache.caught_up(key, pods_now):
         metrics.RECONCILES.labels("waiting").inc()
         return False  # the pod events still on their way will bring it back
-    with _placing:
-        free = dict(fleet.free)
-        _apply_reservations(free, fleet.gpu_pods)
+
+    result = _place(cache, metadata["name"], demand, spec.replicas, fleet, pods_now)
+    outcome = apply_pod_writes(kube, cache, deployment, pod_writes(deployment, result), pods_now)
+    if outcome.created or outcome.deleted:
+        cache.expect(key, outcome.created, outcome.deleted)
+    power_by_pod = apply_power(kube, cache, deployment, spec, fleet.facts, outcome.after)
+    apply_disruption_budget(kube, cache, deployment, spec, pdb_min_available)
+    new_status = status.build(
+        deployment, demand, result, outcome.after, fleet.facts, power_by_pod, fleet.power_status, now, outcome.refusals
+    )
+    _report(kube, deployment, new_status, bool(outcome.refusals))
+    cache.infeasible(key, bool(result.unplaced or outcome.refusals))
+    return outcome.retry or bool(outcome.refusals)  # a refusal is asked again with backoff, not at once
+
+
+def _place(cache: Cache, name: str, demand: Demand, replicas: int, fleet: Fleet, pods_now: list[PodView]) -> Plan:
+    """One placement decision at a time, against free GPUs less those assumed for pods not yet seen;
+    the GPUs it chooses for new pods are assumed taken until the usage index counts them."""
+    with cache.placing:
+        free = cache.free_gpus(fleet.free, fleet.gpu_pods)
         started = time.perf_counter()
-        result = plan(demand, spec.replicas, list(fleet.facts.values()), free, pods_now)
+        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
-            _reserved[pods.pod_name(name, create.replica, create.node)] = (create.node, time.monotonic())
+            cache.assume(pods.pod_name(name, create.replica, create.node), create.node)
+    return result
 
-    retry = False
-    for pod_name in result.deletes:
+
+def pod_writes(deployment: Mapping[str, Any], result: Plan) -> PodWrites:
+    """The plan as intended writes, with the manifests of the pods to create. Pure."""
+    creates = [
+        (create, pods.replica_pod(deployment, create.replica, create.node, create.load_seconds)) for create in result.creates
+    ]
+    return PodWrites(list(result.deletes), list(result.evictions), creates, result.why)
+
+
+def apply_pod_writes(
+    kube: Kube, cache: Cache, deployment: Mapping[str, Any], writes: PodWrites, pods_now: list[PodView]
+) -> PodOutcome:
+    """Deletes, then evictions, then creates; a refused eviction keeps its pod, a refused pod
+    releases its GPU at once."""
+    metadata = deployment["metadata"]
+    key, namespace = f"{metadata['namespace']}/{metadata['name']}", metadata["namespace"]
+    outcome = PodOutcome(after=[])
+    for pod_name in writes.deletes:
         kube.delete_pod(namespace, pod_name)
-        log.info("replica removed", extra={"deployment": f"{namespace}/{name}", "pod": pod_name,
-                                           "why": result.why.get(pod_name, "")})  # fmt: skip
-    for pod_name in result.evictions:
+        outcome.deleted.add(pod_name)
+        log.info("replica removed", extra={"deployment": key, "pod": pod_name, "why": writes.why.get(pod_name, "")})
+    for pod_name in writes.evictions:
         refusal = kube.evict_pod(namespace, pod_name)
         metrics.EVICTIONS.labels("deployment", "refused" if refusal else "evicted").inc()
         if refusal is None:
-            result.deletes.append(pod_name)
-            log.info("replica evicted", extra={"deployment": key, "pod": pod_name, "why": result.why.get(pod_name, "")})
+            outcome.deleted.add(pod_name)
+            log.info("replica evicted", extra={"deployment": key, "pod": pod_name, "why": writes.why.get(pod_name, "")})
         else:
-            retry = True
+            outcome.retry = True
             log.info("eviction refused", extra={"deployment": key, "pod": pod_name, "why": refusal})
-    deleted = set(result.deletes)
-    after = [pod for pod in pods_now if pod.name not in deleted]
-    created: set[str] = set()
-    refusals: list[str] = []
-    for create in result.creates:
-        manifest = pods.replica_pod(deployment, create.replica, create.node, create.load_seconds)
-        pod_name = manifest["metadata"]["name"]
-        try:
-            fresh = kube.create_pod(manifest)
-        except PodRefused as refusal:
-            # Release the GPU now: a refusal holding a reservation would starve every other deployment.
-            _reserved.pop(pod_name, None)
-            refusals.append(f"replica {create.replica}: {refusal}")
-            log.warning("replica pod refused", extra={"deployment": key, "replica": create.replica, "why": str(refusal)})
-            continue
-        if fresh:
-            kube.event(deployment, "ReplicaPlaced", f"replica {create.replica} on {create.node}, "
-                       f"estimated load {create.load_seconds:.1f} s")  # fmt: skip
-            log.info("replica placed", extra={"deployment": f"{namespace}/{name}", "replica": create.replica,
-                                              "node": create.node, "load_s": round(create.load_seconds, 1)})  # fmt: skip
-        created.add(pod_name)
-        after.append(PodView(pod_name, create.replica, create.node))
-    if created or deleted:
-        _expected[key] = (created, deleted, time.monotonic())
+    outcome.after = [pod for pod in pods_now if pod.name not in outcome.deleted]
+    for create, manifest in writes.creates:
+        _create(kube, cache, deployment, create, manifest, outcome)
+    return outcome
 
-    power_by_pod = apply_power(kube, deployment, spec, fleet.facts, after)
-    apply_disruption_budget(kube, deployment, spec, pdb_min_available)
 
-    new_status = status.build(deployment, demand, result, after, fleet.facts, power_by_pod, fleet.power_status, now, refusals)
+def _create(
+    kube: Kube, cache: Cache, deployment: Mapping[str, Any], create: Create, manifest: dict[str, Any], outcome: PodOutcome
+) -> None:
+    key = f"{deployment['metadata']['namespace']}/{deployment['metadata']['name']}"
+    pod_name = manifest["metadata"]["name"]
+    try:
+        fresh = kube.create_pod(manifest)
+    except PodRefused as refusal:
+        # Release the GPU now: a refusal holding a reservation would starve every other deployment.
+        cache.forget(pod_name)
+        outcome.refusals.append(f"replica {create.replica}: {refusal}")
+        log.warning("replica pod refused", extra={"deployment": key, "replica": create.replica, "why": str(refusal)})
+        return
+    if fresh:
+        kube.event(deployment, "ReplicaPlaced", f"replica {create.replica} on {create.node}, "
+                   f"estimated load {create.load_seconds:.1f} s")  # fmt: skip
+        log.info("replica placed", extra={"deployment": key, "replica": create.replica, "node": create.node,
+                                          "load_s": round(create.load_seconds, 1)})  # fmt: skip
+    outcome.created.add(pod_name)
+    outcome.after.append(PodView(pod_name, create.replica, create.node))
+
+
+def _report(kube: Kube, deployment: Mapping[str, Any], new_status: Mapping[str, Any], refused: bool) -> None:
+    """The status, if it changed, and a warning Event when the Placed condition turns or stays False
+    with a new message."""
+    metadata, current = deployment["metadata"], deployment.get("status") or {}
     placed = new_status["conditions"][0]
-    before: Mapping[str, Any] = next((c for c in current_status.get("conditions") or [] if c.get("type") == "Placed"), {})
+    before: Mapping[str, Any] = next((c for c in current.get("conditions") or [] if c.get("type") == "Placed"), {})
     if placed["status"] == "False" and placed["message"] != before.get("message"):
-        kube.event(deployment, "PodRejected" if refusals else "FailedPlacement", placed["message"], warning=True)
-        log.warning("cannot place", extra={"deployment": f"{namespace}/{name}", "why": placed["message"]})
-    if _differs(current_status, new_status):
-        kube.patch_status(namespace, name, new_status)
+        kube.event(deployment, "PodRejected" if refused else "FailedPlacement", placed["message"], warning=True)
+        log.warning("cannot place", extra={"deployment": f"{metadata['namespace']}/{metadata['name']}", "why": placed["message"]})
+    if _differs(current, new_status):
+        kube.patch_status(metadata["namespace"], metadata["name"], new_status)
     metrics.RECONCILES.labels("placed" if placed["status"] == "True" else "unplaced").inc()
-    if result.unplaced or refusals:
-        _infeasible.add(f"{namespace}/{name}")
-        metrics.INFEASIBLE.set(len(_infeasible))
-    else:
-        forget_infeasible(f"{namespace}/{name}")
-    return retry or bool(refusals)  # a refusal is asked again with backoff, not at once
 
 
-_budgets: dict[str, int | None] = {}  # namespace/name -> minAvailable last written, until the index shows it
+def _report_invalid(kube: Kube, deployment: Mapping[str, Any], message: str, now: datetime) -> None:
+    metadata = deployment["metadata"]
+    previous = (deployment.get("status") or {}).get("conditions") or []
+    placed = status.condition(previous, "Placed", False, "InvalidSpec", message, int(metadata.get("generation", 0)), now)
+    kube.patch_status(metadata["namespace"], metadata["name"], {"conditions": [placed]})
+    metrics.RECONCILES.labels("invalid").inc()
 
 
 def apply_disruption_budget(
-    kube: Kube, deployment: Mapping[str, Any], spec: InferenceDeploymentSpec, current: int | None
+    kube: Kube, cache: Cache, deployment: Mapping[str, Any], spec: InferenceDeploymentSpec, current: int | None
 ) -> None:
     """One PodDisruptionBudget per deployment with spec.disruption: evictions (ours in maintenance,
     kubectl drain's, the cluster autoscaler's) then never take it below minAvailable Ready replicas."""
     metadata = deployment["metadata"]
     key = f"{metadata['namespace']}/{metadata['name']}"
     wanted = spec.disruption.min_available if spec.disruption else None
-    if wanted == current:
-        _budgets.pop(key, None)
+    if not cache.budget_pending(key, wanted, current):
         return
-    if key in _budgets and _budgets[key] == wanted:
-        return  # written; the index has not caught up yet
     if wanted is None:
         kube.delete_pdb(metadata["namespace"], metadata["name"])
     else:
         kube.apply_pdb(pods.disruption_budget(deployment, wanted))
-    _budgets[key] = wanted
-
-
-def forget_infeasible(key: str) -> None:
-    """A deployment that is placed, or gone, no longer counts as infeasible."""
-    _infeasible.discard(key)
-    metrics.INFEASIBLE.set(len(_infeasible))
+    cache.budget_written(key, wanted)
 
 
 def apply_power(
     kube: Kube,
+    cache: Cache,
     deployment: Mapping[str, Any],
     spec: InferenceDeploymentSpec,
     nodes: Mapping[str, NodeFacts],
@@ -275,20 +260,16 @@ def apply_power(
             continue
         kube.update_node_annotations(node_name, change)
         for problem in garbage:
-            _report_garbage(kube, deployment, node_name, problem)
+            _report_garbage(kube, cache, deployment, node_name, problem)
         for pod, (uuid, watts) in zip(here, sorted(shares.items(), key=lambda item: node.gpu_uuids.index(item[0])), strict=False):
             result[pod.name] = (uuid, watts)
     return result
 
 
-_garbage_reported: set[tuple[str, str]] = set()  # (node, problem) already told in an Event
-
-
-def _report_garbage(kube: Kube, deployment: Mapping[str, Any], node: str, problem: str) -> None:
+def _report_garbage(kube: Kube, cache: Cache, deployment: Mapping[str, Any], node: str, problem: str) -> None:
     """Once per node and value: the operator ignored (and rewrote) an owners annotation it cannot read."""
-    if (node, problem) in _garbage_reported:
+    if not cache.first_report(node, problem):
         return
-    _garbage_reported.add((node, problem))
     kube.event(deployment, "PowerOwnersIgnored", f"node {node}: {problem}; ignored and rewritten", warning=True)
     log.warning("power owners annotation ignored", extra={"node": node, "why": problem})
 

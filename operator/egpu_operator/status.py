@@ -4,8 +4,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from egpu_api import keys
 from egpu_api.power import PowerLimitStatus
-from egpu_operator.facts import DEPLOYMENT_LABEL
 from egpu_operator.placement import Demand, NodeFacts, Plan, PodView
 from egpu_operator.power import whole_gpus
 
@@ -44,50 +44,11 @@ def build(
     desired = int(spec.get("replicas", 1))
     live = sorted((pod for pod in pods if not pod.terminating), key=lambda pod: (pod.replica, pod.name))
 
-    placements = []
-    for pod in live:
-        node = nodes.get(pod.node)
-        entry: dict[str, Any] = {"replica": pod.replica, "pod": pod.name, "node": pod.node, "ready": pod.ready}
-        if node is not None and node.problem is None:
-            entry |= {
-                "linkGeneration": node.pcie_generation,
-                "linkWidth": node.pcie_width,
-                "bandwidthMBps": node.bandwidth_mbps,
-                "estimatedLoadSeconds": round(demand.load_seconds(node), 1),
-            }
-        if pod.name not in power and (spec.get("power") or None) is not None:
-            shared = node is not None and not whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
-            entry["power"] = {
-                "message": "not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every "
-                "tenant on it"
-                if shared
-                else "every GPU power limit on this node is owned by another deployment"
-            }
-        if pod.name in power:
-            uuid, watts = power[pod.name]
-            reported = power_status.get(pod.node, {}).get(uuid)
-            entry["gpu"] = uuid
-            entry["power"] = {
-                "requestedWatts": watts,
-                "appliedWatts": reported.applied_watts if reported else None,
-                "message": (reported.error if reported else "waiting for the node agent") or None,
-            }
-        placements.append(entry)
-
+    wants_power = (spec.get("power") or None) is not None
+    placements = [_placement(pod, nodes.get(pod.node), demand, wants_power, power, power_status) for pod in live]
     ready = sum(1 for pod in live if pod.ready and pod.replica < desired)
     loads = [p["estimatedLoadSeconds"] for p in placements if "estimatedLoadSeconds" in p]
-    placed_ok = result.unplaced == 0 and result.stranded == 0
-    if refusals:
-        message = f"{len(refusals)} replica pod(s) refused by the API server: " + "; ".join(refusals)
-        placed = condition(previous, "Placed", False, "PodRejected", message[:2048], generation, now)
-    elif placed_ok:
-        placed = condition(previous, "Placed", True, "Placed", f"{desired} replica(s) placed; {result.summary}", generation, now)
-    elif result.unplaced:
-        message = f"{result.unplaced} of {desired} replica(s) cannot be placed: {result.summary}"
-        placed = condition(previous, "Placed", False, "NoAdequateNode", message, generation, now)
-    else:
-        message = f"{result.stranded} replica(s) run on nodes no longer adequate and have nowhere to move: {result.summary}"
-        placed = condition(previous, "Placed", False, "Stranded", message, generation, now)
+    placed = _placed(previous, result, refusals, desired, generation, now)
     ready_condition = condition(
         previous,
         "Ready",
@@ -101,8 +62,60 @@ def build(
         "observedGeneration": generation,
         "replicas": len({pod.replica for pod in live}),
         "readyReplicas": ready,
-        "selector": f"{DEPLOYMENT_LABEL}={metadata['name']}",
+        "selector": f"{keys.DEPLOYMENT_LABEL}={metadata['name']}",
         "worstLoadSeconds": max(loads) if loads else None,
         "placements": placements,
         "conditions": [placed, ready_condition],
     }
+
+
+def _placement(
+    pod: PodView,
+    node: NodeFacts | None,
+    demand: Demand,
+    wants_power: bool,
+    power: Mapping[str, tuple[str, int]],
+    power_status: Mapping[str, Mapping[str, PowerLimitStatus]],
+) -> dict[str, Any]:
+    """One replica's entry in status.placements: where it runs, its link and load time, its power limit."""
+    entry: dict[str, Any] = {"replica": pod.replica, "pod": pod.name, "node": pod.node, "ready": pod.ready}
+    if node is not None and node.problem is None:
+        entry |= {
+            "linkGeneration": node.pcie_generation,
+            "linkWidth": node.pcie_width,
+            "bandwidthMBps": node.bandwidth_mbps,
+            "estimatedLoadSeconds": round(demand.load_seconds(node), 1),
+        }
+    if pod.name not in power and wants_power:
+        shared = node is not None and not whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
+        entry["power"] = {
+            "message": "not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every tenant on it"
+            if shared
+            else "every GPU power limit on this node is owned by another deployment"
+        }
+    if pod.name in power:
+        uuid, watts = power[pod.name]
+        reported = power_status.get(pod.node, {}).get(uuid)
+        entry["gpu"] = uuid
+        entry["power"] = {
+            "requestedWatts": watts,
+            "appliedWatts": reported.applied_watts if reported else None,
+            "message": (reported.error if reported else "waiting for the node agent") or None,
+        }
+    return entry
+
+
+def _placed(
+    previous: Sequence[Mapping[str, Any]], result: Plan, refusals: Sequence[str], desired: int, generation: int, now: datetime
+) -> dict[str, Any]:
+    """The Placed condition: refused pods first, then placed, unplaced or stranded replicas."""
+    if refusals:
+        message = f"{len(refusals)} replica pod(s) refused by the API server: " + "; ".join(refusals)
+        return condition(previous, "Placed", False, "PodRejected", message[:2048], generation, now)
+    if result.unplaced == 0 and result.stranded == 0:
+        return condition(previous, "Placed", True, "Placed", f"{desired} replica(s) placed; {result.summary}", generation, now)
+    if result.unplaced:
+        message = f"{result.unplaced} of {desired} replica(s) cannot be placed: {result.summary}"
+        return condition(previous, "Placed", False, "NoAdequateNode", message, generation, now)
+    message = f"{result.stranded} replica(s) run on nodes no longer adequate and have nowhere to move: {result.summary}"
+    return condition(previous, "Placed", False, "Stranded", message, generation, now)

@@ -31,6 +31,14 @@ def test_operator_is_one_replica_replaced_not_rolled() -> None:
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
 
 
+def test_operator_probes_ask_the_operator_itself_not_its_metrics() -> None:
+    container = operator_pod({"operator.metricsPort": "9090"})["containers"][0]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["args"] == ["run", "--metrics-port=9090"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
 def test_operator_pod_meets_pod_security_restricted() -> None:
     pod = operator_pod()
     assert pod["securityContext"]["runAsNonRoot"] is True

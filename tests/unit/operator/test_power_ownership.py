@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from egpu_operator import power
 from egpu_operator.power import desired_annotations, parse_owners, whole_gpus
 
 UUIDS, DEFAULTS = ("GPU-a", "GPU-b"), (300, 300)
@@ -41,3 +42,16 @@ def test_a_missing_owners_annotation_is_not_a_problem() -> None:
 )
 def test_power_limits_only_for_whole_gpus(mode: str, allocatable: int, gpus: int, whole: bool) -> None:
     assert whole_gpus(mode, allocatable, gpus) is whole
+
+
+def test_the_nodes_an_owner_holds_limits_on_are_read_from_the_owners_annotation() -> None:
+    def node(owners: str | None) -> dict[str, object]:
+        return {"metadata": {"annotations": {} if owners is None else {"egpu-operator.io/power-limit-owners": owners}}}
+
+    nodes = {
+        "a": node('{"GPU-1":"ml/llm","GPU-2":"ml/other"}'),
+        "b": node('{"GPU-3":"ml/other"}'),
+        "c": node("ml/llm"),  # garbage that merely contains the owner's name
+        "d": node(None),
+    }
+    assert power.owned_by(nodes, "ml/llm") == ["a"]

@@ -1,0 +1,222 @@
+"""What the controllers share between reconciles: one object, with assume/forget as kueue's scheduler cache.
+
+The indexes and the node watch say what the API server held a moment ago; this cache holds
+what the operator did since, until those views catch up:
+
+- **node facts**, reused while a node's slim copy (compared by content) and its agent's
+  liveness are unchanged, so a reconcile of one deployment costs O(changed nodes);
+- **GPU reservations**: a GPU chosen for a new pod is *assumed* taken until the pod shows in
+  the GPU-usage index, and *forgotten* at once when the API server refuses the pod (a refusal
+  holding a reservation would starve every other deployment);
+- **expectations**, as the ReplicaSet controller keeps them: after creating or deleting pods
+  for a deployment, do not plan it again until the pod index shows those changes;
+- the **heartbeats and visibility** agents are judged by (``liveness``), the deployments that
+  cannot be placed, budgets written but not yet indexed, and the refused evictions' backoff.
+
+Every method is safe from any thread. Times are monotonic seconds from ``clock``.
+"""
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from egpu_api import keys
+from egpu_api.power import PowerLimitStatus, parse_status
+from egpu_operator import metrics
+from egpu_operator.facts import node_facts
+from egpu_operator.liveness import Heartbeats, Liveness, LivenessConfig, Visibility
+from egpu_operator.placement import NodeFacts, PodView
+
+#: A reservation nobody confirmed (the pod never showed in the index) lapses after this long.
+RESERVATION_S = 60.0
+#: Expectations nobody met (a lost watch event) lapse after this long.
+EXPECTATION_S = 15.0
+#: A refused eviction is asked again after 2, 4, 8 ... this many seconds.
+EVICTION_BACKOFF_MAX_S = 60.0
+
+
+class _Node:
+    """One node's facts, and the content they were computed from."""
+
+    __slots__ = ("content", "facts", "liveness", "power", "seen")
+
+    def __init__(self, node: Mapping[str, Any], liveness: Liveness) -> None:
+        self.seen = node  # the very object last seen: the common case, compared by identity first
+        self.content = copy.deepcopy(node)  # what the facts were computed from, kept apart from the caller
+        self.liveness = liveness
+        self.facts = node_facts(node, liveness)
+        self.power = _power_status(node)
+
+    def current(self, node: Mapping[str, Any], liveness: Liveness) -> bool:
+        if liveness is not self.liveness:
+            return False
+        if node is self.seen:
+            return True
+        if node == self.content:  # an equal copy (a relist): the same node
+            self.seen = node
+            return True
+        return False
+
+
+class Cache:
+    def __init__(self, liveness: LivenessConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: Placement decisions of all deployments are made one at a time, and with the reservations
+        #: below: two deployments could otherwise both pick the last free GPU of a node in the
+        #: instant before either pod is seen.
+        self.placing = threading.Lock()
+        self.heartbeats = Heartbeats(liveness or LivenessConfig())
+        self.visibility = Visibility(liveness or LivenessConfig(), clock())
+        self._nodes: dict[str, _Node] = {}
+        self._reserved: dict[str, tuple[str, float]] = {}  # pod name -> (node, since)
+        self._expected: dict[str, tuple[set[str], set[str], float]] = {}  # deployment -> (creates, deletes, since)
+        self._infeasible: set[str] = set()  # namespace/name of deployments with replicas that cannot be placed
+        self._budgets: dict[str, int | None] = {}  # namespace/name -> minAvailable written, until the index shows it
+        self._garbage_reported: set[tuple[str, str]] = set()  # (node, problem) already told in an Event
+        self._refusals: dict[str, tuple[int, float, str]] = {}  # pod key -> (refusals in a row, next try, last refusal)
+        self._filed: set[str] = set()  # automatic maintenances this process created or found existing
+
+    # -- node facts --------------------------------------------------------------------------------
+
+    def node_facts(
+        self, nodes: Mapping[str, Mapping[str, Any]], liveness: Callable[[str], Liveness]
+    ) -> tuple[dict[str, NodeFacts], dict[str, dict[str, PowerLimitStatus]]]:
+        """Facts and reported power limits of every node, computed again only for nodes whose
+        content or liveness changed; nodes gone from ``nodes`` are dropped.
+
+        Keyed by content: the node watch replaces a node's dict on any change and never changes one
+        in place, so the very same object is the same content (checked first, as it is cheap); a
+        different object is compared with the copy the facts were computed from."""
+        with self._lock:
+            for name, node in nodes.items():
+                state = liveness(name)
+                cached = self._nodes.get(name)
+                if cached is None or not cached.current(node, state):
+                    self._nodes[name] = _Node(node, state)
+            for gone in set(self._nodes) - set(nodes):
+                del self._nodes[gone]
+            return (
+                {name: entry.facts for name, entry in self._nodes.items()},
+                {name: entry.power for name, entry in self._nodes.items()},
+            )
+
+    # -- reservations ------------------------------------------------------------------------------
+
+    def assume(self, pod: str, node: str) -> None:
+        """A pod about to be created takes one GPU of ``node`` until the usage index counts it."""
+        with self._lock:
+            self._reserved[pod] = (node, self._clock())
+
+    def forget(self, pod: str) -> None:
+        """The pod was refused: its GPU is free again now."""
+        with self._lock:
+            self._reserved.pop(pod, None)
+
+    def free_gpus(self, free: Mapping[str, int], indexed_pods: set[str]) -> dict[str, int]:
+        """``free`` less the reservations; a reservation whose pod the index counts is dropped."""
+        now = self._clock()
+        result = dict(free)
+        with self._lock:
+            for pod, (node, since) in list(self._reserved.items()):
+                if pod in indexed_pods or now - since > RESERVATION_S:
+                    del self._reserved[pod]
+                elif node in result:
+                    result[node] -= 1
+        return result
+
+    def reserved(self) -> dict[str, str]:
+        """pod -> node of the reservations held now."""
+        with self._lock:
+            return {pod: node for pod, (node, _) in self._reserved.items()}
+
+    # -- expectations ------------------------------------------------------------------------------
+
+    def expect(self, deployment: str, creates: set[str], deletes: set[str]) -> None:
+        with self._lock:
+            self._expected[deployment] = (set(creates), set(deletes), self._clock())
+
+    def caught_up(self, deployment: str, pods_now: Iterable[PodView]) -> bool:
+        """Whether the pod index shows the creates and deletes expected of ``deployment``."""
+        with self._lock:
+            expected = self._expected.get(deployment)
+            if expected is None:
+                return True
+            creates, deletes, since = expected
+            pods = list(pods_now)
+            live = {pod.name for pod in pods if not pod.terminating}
+            seen = {pod.name for pod in pods}
+            if (creates <= seen and not (deletes & live)) or self._clock() - since > EXPECTATION_S:
+                del self._expected[deployment]
+                return True
+            return False
+
+    # -- infeasible deployments --------------------------------------------------------------------
+
+    def infeasible(self, deployment: str, unplaceable: bool) -> None:
+        """Record whether ``deployment`` has replicas that cannot be placed (or is gone: False)."""
+        with self._lock:
+            if unplaceable:
+                self._infeasible.add(deployment)
+            else:
+                self._infeasible.discard(deployment)
+            metrics.INFEASIBLE.set(len(self._infeasible))
+
+    # -- disruption budgets ------------------------------------------------------------------------
+
+    def budget_pending(self, deployment: str, wanted: int | None, indexed: int | None) -> bool:
+        """Whether a budget write is still needed: not when the index shows ``wanted``, nor when it was
+        written already and the index has not caught up yet."""
+        with self._lock:
+            if wanted == indexed:
+                self._budgets.pop(deployment, None)
+                return False
+            return not (deployment in self._budgets and self._budgets[deployment] == wanted)
+
+    def budget_written(self, deployment: str, wanted: int | None) -> None:
+        with self._lock:
+            self._budgets[deployment] = wanted
+
+    # -- once-only reports -------------------------------------------------------------------------
+
+    def first_report(self, node: str, problem: str) -> bool:
+        """True the first time a garbage power-owners value is seen on ``node``."""
+        with self._lock:
+            if (node, problem) in self._garbage_reported:
+                return False
+            self._garbage_reported.add((node, problem))
+            return True
+
+    def first_filing(self, maintenance: str) -> bool:
+        """True the first time this process files (or finds) the automatic maintenance ``maintenance``."""
+        with self._lock:
+            if maintenance in self._filed:
+                return False
+            self._filed.add(maintenance)
+            return True
+
+    # -- refused evictions -------------------------------------------------------------------------
+
+    def eviction_wait(self, pod: str) -> str | None:
+        """The last refusal while a recent refusal says to wait a little longer, else None."""
+        with self._lock:
+            _, next_try, last = self._refusals.get(pod, (0, 0.0, ""))
+            return last if self._clock() < next_try else None
+
+    def eviction_refused(self, pod: str, refusal: str) -> None:
+        with self._lock:
+            count, _, _ = self._refusals.get(pod, (0, 0.0, ""))
+            self._refusals[pod] = (count + 1, self._clock() + min(EVICTION_BACKOFF_MAX_S, 2.0 ** (count + 1)), refusal)
+
+    def evicted(self, pod: str) -> None:
+        with self._lock:
+            self._refusals.pop(pod, None)
+
+
+def _power_status(node: Mapping[str, Any]) -> dict[str, PowerLimitStatus]:
+    try:
+        return parse_status(((node.get("metadata") or {}).get("annotations") or {}).get(keys.POWER_STATUS_ANNOTATION))
+    except ValueError:
+        return {}

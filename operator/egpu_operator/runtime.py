@@ -1,0 +1,384 @@
+"""The running operator: its work queues, workers, threads and the views they read.
+
+``handlers`` wires kopf to an ``Operator``; everything that lives as long as the process
+(queues, the node watch, the API probe, the reconcile threads, the captured kopf indexes) is
+an attribute here, built from one ``OperatorConfig``, never module-level state.
+
+Triggers put a deployment's key on one work queue (``workqueue``), drained by a few workers:
+a new generation of the deployment (its own status writes do not count), a change in a node's
+placement facts (node events are compared with the last facts seen, so heartbeats and status
+churn trigger nothing), an event of one of its pods, deletion (to release power limits), and a
+resync tick that notices agents whose Lease went stale. The blocking reconcile runs in a
+worker thread; the event loop never blocks. GPUMaintenances have a queue and one worker of
+their own; an open one is looked at again every poll interval, as it waits on other objects'
+progress.
+
+Blindness is not death (``liveness``): a thread asks the API server's ``/readyz`` every few
+seconds, Lease events are recorded as the operator observes them, and agents are judged on
+those observations only; see README.md (Failure safety) for the thresholds.
+
+Why a queue and not a kopf daemon per deployment: at 1,000 nodes and 100 deployments, kopf's
+per-object bookkeeping for 100 waiting daemons took about 30% of the operator's CPU
+(docs/measurements.md). A queue keeps the work proportional to what changed.
+
+Thread safety: kopf changes its indexes on the event loop; what a pool thread reads of them is
+copied on the loop first (``_replicas_snapshot``), never read live from the thread.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from egpu_api import keys
+from egpu_api.maintenance import TERMINAL_PHASES
+from egpu_operator import facts, maintenance, power
+from egpu_operator.cache import Cache
+from egpu_operator.config import OperatorConfig
+from egpu_operator.health import HealthServer
+from egpu_operator.kube import Kube
+from egpu_operator.liveness import Liveness, Verdicts
+from egpu_operator.metrics import AGENTS, API_VISIBLE, DISRUPTION, ERRORS, REGISTRY, TRIGGERS
+from egpu_operator.nodewatch import NodeWatch
+from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
+from egpu_operator.workqueue import WorkQueue
+
+log = logging.getLogger("egpu_operator.handlers")
+#: At most one sweep of node changes a second, however many nodes change.
+NODE_SWEEP_S = 1.0
+#: How often the troubled nodes are looked at for automatic maintenance.
+AUTO_MAINTENANCE_S = 5.0
+#: The event loop notes that it turns this often; /healthz fails when it has not for LOOP_STALL_S.
+LOOP_BEAT_S = 1.0
+LOOP_STALL_S = 30.0
+DeploymentKey = tuple[str, str]
+#: The kopf indexes the operator reads (``handlers`` registers them under these ids).
+INDEXES = ("heartbeats_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index")
+
+
+class Operator:
+    """One running operator. ``kube`` does the writes; ``watch_client`` is a client of its own for
+    the long-running node watch and the API probe."""
+
+    def __init__(self, config: OperatorConfig, kube: Kube, watch_client: Any) -> None:
+        self.config, self.kube, self._watch_client = config, kube, watch_client
+        self.cache = Cache(config.liveness)
+        self.queue = WorkQueue()
+        self.maintenance_queue = WorkQueue()
+        self.indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
+        self.node_watch: NodeWatch | None = None
+        self._disruption = False  # last verdict, to log a change once
+        self._stopping = threading.Event()
+        self._captured = asyncio.Event()
+        self._indexed = asyncio.Event()
+        self._nodes_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []  # tasks that must run as long as the operator does
+        self._last_beat: float | None = None  # when the event loop last turned; None before start
+        # Reconciles block on API calls; they get threads of their own. kopf runs sync handlers in the
+        # default executor, and sharing it made the indexes lag behind the workers' writes.
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="egpu-reconcile")
+
+    def serve_http(self) -> HealthServer | None:
+        """/metrics, /healthz and /readyz on the configured port (0: none)."""
+        if not self.config.metrics_port:
+            return None
+        return HealthServer(self.config.metrics_port, REGISTRY, self.health_problem, self.readiness_problem).start()
+
+    def health_problem(self, now: float | None = None) -> str | None:
+        """None while the event loop turns and every worker runs; else what is wrong (/healthz)."""
+        if self._last_beat is None:
+            return None  # not started yet: kopf is still starting up
+        stalled_s = (now if now is not None else time.monotonic()) - self._last_beat
+        if stalled_s > LOOP_STALL_S:
+            return f"the event loop has not turned for {stalled_s:.0f} s"
+        stopped = sorted(task.get_name() for task in self._loops if task.done())
+        if stopped:
+            return f"stopped: {', '.join(stopped)}"
+        return None
+
+    def readiness_problem(self) -> str | None:
+        """None once the first listings are in (/readyz); else which are still awaited."""
+        if self.ready:
+            return None
+        waiting = [
+            what
+            for what, done in (
+                ("kopf's indexes", self._captured.is_set()),
+                ("the first node listing", self.node_watch is not None and self.node_watch.synced.is_set()),
+            )
+            if not done
+        ]
+        return f"waiting for {' and '.join(waiting) or 'the workers to start'}"
+
+    # -- what the handlers call ----------------------------------------------------------------
+
+    def capture(self, kwargs: Mapping[str, Any]) -> None:
+        """kopf hands its indexes to every handler by name; keep the live ones once."""
+        if not self._captured.is_set():
+            self.indexes.update({key: kwargs[key] for key in INDEXES})
+            self._captured.set()
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        if self.node_watch is None:
+            raise RuntimeError("the node watch starts at startup")
+        return self.node_watch.snapshot()
+
+    def enqueue(self, key: DeploymentKey, source: str) -> None:
+        TRIGGERS.labels(source).inc()
+        self.queue.add(key)
+
+    def enqueue_maintenance(self, name: str) -> None:
+        TRIGGERS.labels("maintenance").inc()
+        self.maintenance_queue.add(name)
+
+    @property
+    def ready(self) -> bool:
+        """The first listings are in: kopf's indexes are captured and every node was listed once."""
+        return self._indexed.is_set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def node_changed() -> None:  # from the watch thread
+            loop.call_soon_threadsafe(self._nodes_changed.set)
+
+        self.node_watch = NodeWatch(
+            self._watch_client,
+            node_changed,
+            on_gap=lambda: self.cache.visibility.gap(time.monotonic()),
+        )
+        self.node_watch.start()
+        threading.Thread(target=self._probe_api, name="egpu-api-probe", daemon=True).start()
+        self._spawn(self._ready(self.node_watch), "egpu-ready", lasting=False)
+        self._last_beat = time.monotonic()
+        self._spawn(self._beat(), "egpu-loop-beat")
+        for number in range(self.config.workers):
+            self._spawn(self._worker(), f"egpu-worker-{number}")
+        self._spawn(self._resync(), "egpu-resync")
+        self._spawn(self._sweep_node_changes(), "egpu-node-sweep")
+        # One maintenance worker: maintenances start one after another under the parallel limit.
+        self._spawn(self._maintenance_worker(), "egpu-maintenance")
+        if self.config.auto_maintenance:
+            self._spawn(self._file_automatic(), "egpu-auto-maintenance")
+
+    def stop(self) -> None:
+        """On SIGTERM: stop the threads of our own and drop queued reconciles; one already running
+        finishes its current API call (each write is whole on its own, and the next start resumes
+        from what the API server holds)."""
+        self._stopping.set()
+        if self.node_watch is not None:
+            self.node_watch.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for task in self._tasks:
+            task.cancel()
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any, name: str, lasting: bool = True) -> None:
+        # asyncio keeps only weak references to tasks: hold them, or a worker can vanish mid-flight.
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        if lasting:
+            self._loops.append(task)
+
+    async def _beat(self) -> None:
+        while True:
+            self._last_beat = time.monotonic()
+            await asyncio.sleep(LOOP_BEAT_S)
+
+    async def _ready(self, watch: NodeWatch) -> None:
+        """Work starts once the kopf indexes are captured and every node has been listed once:
+        placing against a half-known fleet would report nodes as missing."""
+        await self._captured.wait()
+        await _synced(watch)
+        self._nodes_changed.clear()  # the first listing is not a change: every deployment is reconciled once anyway
+        self._indexed.set()
+
+    def _enqueue_all(self, source: str) -> None:
+        keys_now = list(self.indexes.get("deployments_index", {}).keys())
+        TRIGGERS.labels(source).inc(len(keys_now))
+        for key in keys_now:
+            self.queue.add(key)
+
+    async def _resync(self) -> None:
+        await self._indexed.wait()
+        while True:
+            await asyncio.sleep(self.config.resync_s)
+            self._enqueue_all("resync")
+
+    async def _sweep_node_changes(self) -> None:
+        """At most one sweep a second however many nodes change: a rolling update of 1,000 node
+        agents must not re-queue every deployment 1,000 times."""
+        await self._indexed.wait()
+        while True:
+            await self._nodes_changed.wait()
+            self._nodes_changed.clear()
+            self._enqueue_all("node")
+            await asyncio.sleep(NODE_SWEEP_S)
+
+    def _probe_api(self) -> None:
+        """Whether the operator sees the API server, every probe interval, from a thread of its own:
+        ``/readyz`` fails while the server is down or has lost etcd; a pause of this process shows
+        as a probe that is late (``Visibility.seeing``)."""
+        interval_s = self.config.liveness.probe_interval_s
+        failing = False
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            problem = _api_problem(self._watch_client, interval_s)
+            if problem is None:
+                self.cache.visibility.probe_succeeded(time.monotonic())
+                if failing:
+                    log.info("API server ready again")
+            elif not failing:
+                log.warning("API server not ready: no agent is judged dead until it is", extra={"error": problem})
+            failing = problem is not None
+            API_VISIBLE.set(0 if failing else 1)
+            self._stopping.wait(max(0.0, interval_s - (time.monotonic() - started)))
+
+    # -- InferenceDeployments ------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        await self._indexed.wait()
+        while True:
+            key: Any = await self.queue.get()  # (namespace, name)
+            try:
+                if await self._process(key):
+                    self.queue.add_rate_limited(key)  # an eviction or a pod was refused: ask again later
+                else:
+                    self.queue.forget(key)
+            except Exception as error:
+                ERRORS.labels(type(error).__name__).inc()
+                log.warning("reconcile failed", extra={"deployment": "/".join(str(part) for part in key), "error": str(error)})
+                self.queue.add_after(key, 1.0)
+            finally:
+                self.queue.done(key)
+
+    async def _process(self, key: DeploymentKey) -> bool:
+        """Reconcile one deployment; True when it should run again soon."""
+        namespace, name = key
+        store = self.indexes["deployments_index"].get(key)
+        if not store:
+            self.cache.infeasible(f"{namespace}/{name}", False)
+            return False
+        deployment = next(iter(store))
+        loop = asyncio.get_running_loop()
+        if deployment["metadata"].get("deletionTimestamp"):
+            # Pods go by owner reference; power requests are node annotations, so we drop them.
+            if POWER_FINALIZER in (deployment["metadata"].get("finalizers") or []):
+                owning = power.owned_by(self.nodes(), f"{namespace}/{name}")
+                await loop.run_in_executor(self._pool, release_power, self.kube, deployment, owning)
+            return False
+        fleet = self._fleet()
+        pods = facts.controlled_replicas(deployment, self.indexes["replica_pods_index"].get(key, []))
+        budget = next(iter(self.indexes["budgets_index"].get(key, [])), None)
+        return await loop.run_in_executor(self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget)
+
+    def _fleet(self) -> Fleet:
+        nodes_now = self.nodes()
+        usage_index = self.indexes["gpu_usage_index"]
+        usage = {node: sum(gpus for _, gpus in store) for node, store in usage_index.items()}
+        fleet = Fleet(self.cache, nodes_now, self._verdicts(nodes_now), usage)
+        fleet.gpu_pods = {pod for store in usage_index.values() for pod, _ in store}
+        return fleet
+
+    def _verdicts(self, nodes_now: Mapping[str, Mapping[str, Any]]) -> Verdicts:
+        """Judge every node that runs (or ran) an agent: it labelled the node, or it has a Lease.
+        Nodes that never had one (control plane, CPU nodes) would otherwise count as dead ones."""
+        leases = self.indexes["heartbeats_index"]
+        judged = [
+            name for name, node in nodes_now.items() if keys.LABEL_SCHEMA_LABEL in node["metadata"]["labels"] or name in leases
+        ]
+        verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC))
+        for state in Liveness:
+            AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
+        DISRUPTION.set(int(verdicts.disruption))
+        if verdicts.disruption != self._disruption:
+            self._disruption = verdicts.disruption
+            message = "most node agents look dead at once: treating it as a control-plane problem, removing nothing"
+            extra = {"dead": verdicts.dead_seen, "judged": len(judged)}
+            (log.warning if self._disruption else log.info)(message if self._disruption else "full disruption over", extra=extra)
+        return verdicts
+
+    # -- GPUMaintenances -----------------------------------------------------------------------
+
+    async def _maintenance_worker(self) -> None:
+        await self._indexed.wait()
+        loop = asyncio.get_running_loop()
+        while True:
+            name = str(await self.maintenance_queue.get())
+            again = True
+            try:
+                deployments, replicas = self._replicas_snapshot()
+                phase = await loop.run_in_executor(
+                    self._pool,
+                    maintenance.step,
+                    self.kube,
+                    self.cache,
+                    name,
+                    deployments,
+                    replicas,
+                    self.config.max_parallel_maintenances,
+                )
+                again = phase is not None and phase not in TERMINAL_PHASES
+            except Exception as error:
+                ERRORS.labels(type(error).__name__).inc()
+                log.warning("maintenance step failed", extra={"maintenance": name, "error": str(error)})
+            finally:
+                self.maintenance_queue.done(name)
+            if again:
+                loop.call_later(self.config.maintenance_poll_s, self.maintenance_queue.add, name)
+
+    def _replicas_snapshot(
+        self,
+    ) -> tuple[Callable[[DeploymentKey], Mapping[str, Any] | None], Callable[[DeploymentKey], list[Any]]]:
+        """Lookups of deployments and their replica pods as they are now, copied on the event loop
+        (kopf changes the indexes there): the step reads them from a pool thread. The stored
+        objects are replaced, never changed in place, so copying the containers is enough."""
+        deployments = {key: next(iter(store)) for key, store in self.indexes["deployments_index"].items() if store}
+        replicas = {key: list(store) for key, store in self.indexes["replica_pods_index"].items()}
+        return deployments.get, lambda key: replicas.get(key, [])
+
+    async def _file_automatic(self) -> None:
+        """Opt-in: a node whose agent reports a lost GPU or a degraded link gets a GPUMaintenance.
+        Needs only the nodes: it runs in a cluster that has no InferenceDeployment yet too."""
+        if self.node_watch is not None:
+            await _synced(self.node_watch)
+        loop = asyncio.get_running_loop()
+        while True:
+            troubled = {
+                name: health
+                for name, node in self.nodes().items()
+                if (health := node["metadata"]["labels"].get(keys.HEALTH_LABEL)) in ("lost", "degraded")
+            }
+            if troubled:
+                try:
+                    for created in await loop.run_in_executor(
+                        self._pool, maintenance.file_automatic, self.kube, self.cache, troubled
+                    ):
+                        self.maintenance_queue.add(created)
+                except Exception as error:
+                    log.warning("automatic maintenance failed", extra={"error": str(error)})
+            await asyncio.sleep(AUTO_MAINTENANCE_S)
+
+
+async def _synced(watch: NodeWatch) -> None:
+    """Wait for the node watch's first listing without parking a thread on it: a thread blocked
+    in Event.wait() would hold up the process's exit on SIGTERM while the API server is away."""
+    while not watch.synced.is_set():
+        await asyncio.sleep(0.1)
+
+
+def _api_problem(api_client: Any, timeout_s: float) -> str | None:
+    """None when the API server's ``/readyz`` answers 200, else what went wrong."""
+    try:
+        method, url, headers, _, _ = api_client.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+        response = api_client.call_api(method, url, header_params=headers, _request_timeout=timeout_s)
+        response.read()
+        return None if response.status == 200 else f"/readyz answered HTTP {response.status}"
+    except Exception as error:
+        return str(error)[:300]

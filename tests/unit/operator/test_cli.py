@@ -1,0 +1,117 @@
+"""The operator's command line: flags, their environment variables, and one sentence for a bad value."""
+
+import argparse
+
+import pytest
+
+from egpu_operator.cli import build_config, main
+from egpu_operator.config import OperatorConfig
+from egpu_operator.liveness import LivenessConfig
+
+
+def args(**given: object) -> argparse.Namespace:
+    """What ``egpu-operator run`` parses when only ``given`` flags are passed."""
+    values: dict[str, object] = {
+        "kubeconfig": None,
+        "metrics_port": 8080,
+        "log_level": None,
+        "auto_maintenance": False,
+        **{
+            name: None
+            for name in (
+                "workers",
+                "resync_seconds",
+                "maintenance_poll_seconds",
+                "max_parallel_maintenances",
+                "agent_namespace",
+                "lease_ttl_seconds",
+                "agent_grace_seconds",
+                "probe_interval_seconds",
+                "blind_after_seconds",
+                "disruption_fraction",
+            )
+        },
+    }
+    return argparse.Namespace(**{**values, **given})
+
+
+def test_without_flags_or_environment_the_documented_defaults_hold() -> None:
+    assert build_config(args(), {}) == OperatorConfig()
+    assert OperatorConfig() == OperatorConfig(
+        workers=4,
+        resync_s=30.0,
+        maintenance_poll_s=2.0,
+        max_parallel_maintenances=1,
+        auto_maintenance=False,
+        agent_namespace="egpu-system",
+        liveness=LivenessConfig(lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55),
+        metrics_port=8080,
+    )
+
+
+def test_every_environment_variable_the_chart_sets_is_read() -> None:
+    environ = {
+        "EGPU_OPERATOR_WORKERS": "7",
+        "EGPU_OPERATOR_RESYNC_SECONDS": "3",
+        "EGPU_OPERATOR_MAINTENANCE_POLL_SECONDS": "0.5",
+        "EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES": "3",
+        "EGPU_OPERATOR_AUTO_MAINTENANCE": "true",
+        "EGPU_OPERATOR_AGENT_NAMESPACE": "gpu-agents",
+        "EGPU_OPERATOR_LEASE_TTL_SECONDS": "30",
+        "EGPU_OPERATOR_AGENT_GRACE_SECONDS": "10",
+        "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
+        "EGPU_OPERATOR_BLIND_AFTER_SECONDS": "4",
+        "EGPU_OPERATOR_DISRUPTION_FRACTION": "0.5",
+    }
+    assert build_config(args(metrics_port=0), environ) == OperatorConfig(
+        workers=7,
+        resync_s=3.0,
+        maintenance_poll_s=0.5,
+        max_parallel_maintenances=3,
+        auto_maintenance=True,
+        agent_namespace="gpu-agents",
+        liveness=LivenessConfig(lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5),
+        metrics_port=0,
+    )
+
+
+def test_a_flag_wins_over_its_environment_variable() -> None:
+    environ = {"EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES": "3", "EGPU_OPERATOR_LEASE_TTL_SECONDS": "30"}
+    config = build_config(args(max_parallel_maintenances="2", lease_ttl_seconds="50", auto_maintenance=True), environ)
+    assert isinstance(config, OperatorConfig)
+    assert (config.max_parallel_maintenances, config.liveness.lease_ttl_s, config.auto_maintenance) == (2, 50.0, True)
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", ""])
+def test_automatic_maintenance_stays_off_unless_asked_for(value: str) -> None:
+    config = build_config(args(), {"EGPU_OPERATOR_AUTO_MAINTENANCE": value})
+    assert isinstance(config, OperatorConfig)
+    assert config.auto_maintenance is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "sentence"),
+    [
+        ([], {"EGPU_OPERATOR_LEASE_TTL_SECONDS": "soon"},
+         "EGPU_OPERATOR_LEASE_TTL_SECONDS (or --lease-ttl-seconds) must be a number, not 'soon'"),
+        (["--workers", "two"], {}, "EGPU_OPERATOR_WORKERS (or --workers) must be a whole number, not 'two'"),
+        (["--max-parallel-maintenances", "0"], {}, "max parallel maintenances must be at least 1; see egpu-operator run --help"),
+        (["--blind-after-seconds", "1"], {}, "failure-safety settings: blind-after must be at least twice the probe interval"),
+    ],
+)  # fmt: skip
+def test_a_bad_setting_is_one_sentence_and_exit_2(
+    argv: list[str], environ: dict[str, str], sentence: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"egpu-operator: {sentence}")
+    assert err.count("\n") == 1
+
+
+def test_reading_the_settings_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES", raising=False)
+    environ: dict[str, str] = {}
+    build_config(args(max_parallel_maintenances="2"), environ)
+    assert environ == {}

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from egpu_api.crd import CRDS, render
@@ -73,11 +74,12 @@ _LIVENESS_SETTINGS = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="egpu-operator", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster credentials")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz and /readyz; 0 disables")
-    run.add_argument("--log-level", default=None, help="default info; env EGPU_LOG_LEVEL")
+    run.add_argument("--log-level", default=None, help=f"one of {', '.join(LOG_LEVELS)} (default info; env EGPU_LOG_LEVEL)")
     for setting in _SETTINGS:
         run.add_argument(setting.flag, default=None, help=setting.help())
     run.add_argument(
@@ -95,11 +97,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "crds":
         print("---\n".join(render(factory) for factory in CRDS.values()), end="")
         return 0
+    level = args.log_level or os.environ.get("EGPU_LOG_LEVEL") or "info"
+    if level.lower() not in LOG_LEVELS:
+        source = "--log-level" if args.log_level else "EGPU_LOG_LEVEL"
+        print(f"egpu-operator: {source} {level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return 2
     config = build_config(args, os.environ)
     if isinstance(config, str):
         print(f"egpu-operator: {config}", file=sys.stderr)
         return 2
     return _run(args, config)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _version() -> str:
+    """The installed distribution's version (one version for the package, images and chart)."""
+    try:
+        return metadata.version("egpu-operator")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> OperatorConfig | str:
@@ -147,7 +165,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     from egpu_operator.kube import ApiKube
     from egpu_operator.runtime import Operator
 
-    logs.configure(args.log_level or os.environ.get("EGPU_LOG_LEVEL", "info"))
+    logs.configure((args.log_level or os.environ.get("EGPU_LOG_LEVEL") or "info").lower())
     configuration = client.Configuration()
     loader: object = kube_config
     try:

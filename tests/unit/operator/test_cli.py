@@ -115,3 +115,15 @@ def test_reading_the_settings_leaves_the_environment_alone(monkeypatch: pytest.M
     environ: dict[str, str] = {}
     build_config(args(max_parallel_maintenances="2"), environ)
     assert environ == {}
+
+
+def test_version_and_a_bad_log_level_are_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    from egpu_operator.cli import main
+
+    with pytest.raises(SystemExit) as shown:
+        main(["--version"])
+    assert shown.value.code == 0
+    assert capsys.readouterr().out.startswith("egpu-operator ")
+    assert main(["run", "--log-level", "bogus"]) == 2
+    error = capsys.readouterr().err
+    assert error == "egpu-operator: --log-level 'bogus' is not a log level; use one of debug, info, warning, error, critical\n"

@@ -58,17 +58,21 @@ _SETTINGS = (
              "namespace of the node agents' Leases; others are ignored"),
 )  # fmt: skip
 
-_LIVENESS_SETTINGS = (
-    _Setting("lease_ttl_s", "--lease-ttl-seconds", "EGPU_OPERATOR_LEASE_TTL_SECONDS", float, 40,
-                             "an agent Lease this fresh is alive"),
-    _Setting("grace_s", "--agent-grace-seconds", "EGPU_OPERATOR_AGENT_GRACE_SECONDS", float, 20,
-                         "clear sight beyond the TTL before an unchanged Lease means a dead agent"),
-    _Setting("probe_interval_s", "--probe-interval-seconds", "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS", float, 2,
-                                  "how often the API server's /readyz is asked"),
-    _Setting("blind_after_s", "--blind-after-seconds", "EGPU_OPERATOR_BLIND_AFTER_SECONDS", float, 6,
-                               "no successful probe for this long: the operator is blind and judges no agent dead"),
-    _Setting("disruption_fraction", "--disruption-fraction", "EGPU_OPERATOR_DISRUPTION_FRACTION", float, 0.55,
-                                     "this fraction of agents dead at once is a control-plane problem: nothing is removed"),
+_LIVENESS_DEFAULTS = LivenessConfig()  # the help shows liveness.py's defaults, not a copy of them
+_LIVENESS_SETTINGS = tuple(
+    _Setting(field, flag, env, float, getattr(_LIVENESS_DEFAULTS, field), text)
+    for field, flag, env, text in (
+        ("lease_ttl_s", "--lease-ttl-seconds", "EGPU_OPERATOR_LEASE_TTL_SECONDS",
+         "an agent Lease this fresh is alive"),
+        ("grace_s", "--agent-grace-seconds", "EGPU_OPERATOR_AGENT_GRACE_SECONDS",
+         "clear sight beyond the TTL before an unchanged Lease means a dead agent"),
+        ("probe_interval_s", "--probe-interval-seconds", "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS",
+         "how often the API server's /readyz is asked"),
+        ("blind_after_s", "--blind-after-seconds", "EGPU_OPERATOR_BLIND_AFTER_SECONDS",
+         "no successful probe for this long: the operator is blind and judges no agent dead"),
+        ("disruption_fraction", "--disruption-fraction", "EGPU_OPERATOR_DISRUPTION_FRACTION",
+         "this fraction of agents dead at once is a control-plane problem: nothing is removed"),
+    )
 )  # fmt: skip
 
 

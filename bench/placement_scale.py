@@ -37,7 +37,7 @@ from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
 from egpu_localcluster.nodes import node_manifest
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.labels import gpu_status, node_labels
+from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nvml import NvmlBackend
 
 TARGET_RATIO = 1.5
@@ -63,7 +63,7 @@ def labelled_nodes(count: int) -> list[dict[str, Any]]:
     for entry in fleet.nodes:
         with tempfile.TemporaryDirectory() as sysfs:
             host = FakeGpuHost(entry, Path(sysfs))
-            gpus = [gpu_status(reading) for reading in NvmlBackend(host.nvml, host.sysfs_root).read()]
+            gpus = gpu_statuses(NvmlBackend(host.nvml, host.sysfs_root).read())
         per_profile.append((entry, node_labels(gpus), dump_gpus(gpus)))
     nodes = []
     for index in range(count):

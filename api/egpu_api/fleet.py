@@ -97,12 +97,22 @@ class PcieLink(_Model):
     downstream device); ``device`` and ``port`` are the maxima of the downstream device and
     the upstream port (their ``max_link_*``). A link can never run faster than both ends
     allow; running slower than that is downtraining, which the node agent reports.
+    ``shared`` names a link that several GPUs of the node sit below (a PCIe switch's uplink):
+    every GPU whose path lists the same name shares that one link and its bandwidth.
     """
 
     description: str = ""
     current: LinkCapability
     device: LinkCapability
     port: LinkCapability
+    shared: str | None = None
+
+    @field_validator("shared")
+    @classmethod
+    def _shared_name(cls, name: str | None) -> str | None:
+        if name is not None and not _DNS_LABEL.match(name):
+            raise ValueError(f"{name!r} is not a link name; use lower-case letters, digits and '-', e.g. 'switch0-uplink'")
+        return name
 
     @property
     def capability(self) -> LinkSpeed:
@@ -190,6 +200,8 @@ class Gpu(_Model):
     power: PowerLimits | None
     virtualization_mode: VirtualizationMode = "none"
     mig: MigConfig | None = None
+    # Busy GPUs report performance state P0, idle ones P8 (and an idle GPU may park its link).
+    busy: bool = False
 
     @field_validator("uuid")
     @classmethod
@@ -294,6 +306,7 @@ class FleetNode(_Model):
                     "give every GPU of a node its own bus id (an omitted one is 0000:<index + 1>:00.0)"
                 )
             first_at[bus_id] = index
+        _check_shared_links(gpus)
         return gpus
 
     def gpu_uuid(self, index: int) -> str:
@@ -308,6 +321,33 @@ class FleetNode(_Model):
     @property
     def gpu_units(self) -> int:
         return sum(gpu.schedulable_units for gpu in self.gpus)
+
+
+def _check_shared_links(gpus: list[Gpu]) -> None:
+    """Links that share a name are one link: the same speeds, at the same place below the root port,
+    with the same links above them (what sits above a shared link is shared as well)."""
+    first: dict[str, tuple[int, int, PcieLink, list[PcieLink]]] = {}
+    for index, gpu in enumerate(gpus):
+        for depth, link in enumerate(gpu.links):
+            if link.shared is None:
+                continue
+            above = gpu.links[depth + 1 :]
+            where = f"gpus[{index}].links[{depth}]"
+            if any(upper.shared is None for upper in above):
+                raise ValueError(
+                    f"{where} is shared ({link.shared}) but a link above it is not; every link above a shared link "
+                    "carries the traffic of all GPUs below it, so give it a shared name too"
+                )
+            if link.shared not in first:
+                first[link.shared] = (index, depth, link, above)
+                continue
+            other, other_depth, seen, seen_above = first[link.shared]
+            same = (link.current, link.device, link.port) == (seen.current, seen.device, seen.port)
+            if not same or [u.shared for u in above] != [u.shared for u in seen_above]:
+                raise ValueError(
+                    f"{where} and gpus[{other}].links[{other_depth}] are both shared link {link.shared!r} but differ "
+                    "in their speeds or in the links above them; a shared link is one link, so describe it the same way"
+                )
 
 
 def _derived_bus_id(index: int) -> str:

@@ -53,10 +53,18 @@ class LinkStatus(_Model):
 
 
 class HopStatus(_Model):
+    """One PCIe link on the GPU's path, GPU first: ``device`` is its downstream end (the GPU or a
+    switch's upstream port), ``port`` the port above it (None below a host bridge)."""
+
     device: str
-    current: str
-    capable: str
-    degraded: bool
+    port: str | None = None
+    current: str  # as trained now ("Gen4 x8"); an idle GPU may park its link at Gen1
+    capable: str  # the lesser of both ends' maxima
+    degraded: bool  # trained below what both ends support (generation only while the GPU is busy)
+    # What a pinned copy over this link achieves when it has it to itself, in MB/s (10^6 bytes/s).
+    effective_mbps: int | None = None
+    # How many of the node's GPUs sit below this link (a switch uplink: all GPUs behind the switch).
+    shared_by: int = 1
 
 
 class PowerStatus(_Model):

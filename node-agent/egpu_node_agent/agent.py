@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from egpu_api import keys
 from egpu_api.gpus import GpuStatus, dump_gpus
 from egpu_api.power import PowerContractError, PowerLimitStatus, dump_status, parse_request, parse_status
-from egpu_node_agent.labels import gpu_status, node_labels
+from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import GpuBackend, PowerLimitError
 from egpu_node_agent.power import PowerAction, plan_power
@@ -78,7 +78,7 @@ class NodeAgent:
             actions, power_status = plan_power(request, previous, readings, self.config.read_only)
             if actions and not self.config.read_only and self._apply(actions, power_status):
                 readings = self.backend.read(telemetry=False)  # publish the limits as NVML now reports them
-            gpus = [gpu_status(reading, self.measured.get(reading.pci_bus_id)) for reading in readings]
+            gpus = gpu_statuses(readings, self.measured)
             self._note_health_changes(gpus)
             annotations: dict[str, str | None] = {
                 keys.GPUS_ANNOTATION: dump_gpus(gpus),

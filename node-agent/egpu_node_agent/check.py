@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from egpu_api.pcie import effective_bandwidth_mbps
-from egpu_node_agent.labels import gpu_status, node_labels
+from egpu_node_agent.labels import gpu_status, gpu_statuses, node_labels
 from egpu_node_agent.power import plan_power
 from egpu_node_agent.readings import GpuReading, clock_event_names
 from egpu_node_agent.sysfs import normalize_bus_id
@@ -62,7 +62,7 @@ def compare(reading: GpuReading, smi: ElementTree.Element) -> list[Row]:
     rows = [
         Row("product", reading.product, text("product_name")),
         Row("uuid", reading.uuid, text("uuid")),
-        Row("pci bus id", reading.pci_bus_id, normalize_bus_id(text("pci/pci_bus_id"))),
+        Row("pci bus id", reading.pci_bus_id, _bus_id(text("pci/pci_bus_id"))),
         Row("memory MiB", str(reading.memory_mib), number("fb_memory_usage/total")),
         Row("link gen (current)", _gen(reading.link_current), number("pci/pci_gpu_link_info/pcie_gen/current_link_gen")),
         Row("link width (current)", _width(reading.link_current), number("pci/pci_gpu_link_info/link_widths/current_link_width")),
@@ -100,14 +100,16 @@ def compare(reading: GpuReading, smi: ElementTree.Element) -> list[Row]:
             _VIRTUALIZATION[reading.virtualization_mode],
             text("gpu_virtualization_mode/virtualization_mode"),
         ),
-        Row("performance state", f"P{reading.performance_state}", text("performance_state")),
         Row("PCIe replays", str(reading.pcie_replay_count), number("pci/replay_counter", "pci/replays_since_reset")),
+        # Volatile readings: shown, not compared (they move between the two reads: a GPU idles,
+        # clocks down and parks its link between the agent's read and nvidia-smi's).
+        Row("performance state", f"P{reading.performance_state}", text("performance_state"), compared=False),
         Row(
             "clock event reasons",
             ",".join(clock_event_names(reading.clock_event_reasons or 0)) or "none",
             ",".join(_active_reasons(smi)) or "none",
+            compared=False,
         ),
-        # Volatile readings: shown, not compared (they move between the two reads).
         Row("temperature C", str(reading.temperature_c), number("temperature/gpu_temp"), compared=False),
         Row(
             "power draw W",
@@ -119,6 +121,10 @@ def compare(reading: GpuReading, smi: ElementTree.Element) -> list[Row]:
         Row("PCIe RX KB/s", str(reading.pcie_rx_kbps), text("pci/rx_util"), compared=False),
     ]
     return rows
+
+
+def _bus_id(text: str) -> str:
+    return normalize_bus_id(text) if ":" in text else text
 
 
 def report(readings: list[GpuReading], smi: ElementTree.Element | None, probes: dict[str, Any]) -> tuple[str, bool]:
@@ -135,14 +141,14 @@ def report(readings: list[GpuReading], smi: ElementTree.Element | None, probes: 
             rows = compare(reading, element)
             width = max(len(row.field) for row in rows)
             for row in rows:
-                mark = "ok" if row.compared and row.matches else ("--" if not row.compared else "DIFFERS")
+                mark = "ok" if row.agent == row.nvidia_smi else ("DIFFERS" if row.compared else "(volatile, not compared)")
                 lines.append(f"   {row.field:<{width}}  agent={row.agent:<28} nvidia-smi={row.nvidia_smi:<28} {mark}")
                 ok &= row.matches
-        lines.append("   sysfs path (GPU first):")
+        lines.append("   sysfs path, link by link from the GPU (downstream device <- port above it):")
         for hop in reading.path or ():
             lines.append(
-                f"     {hop.device}: trained {hop.current}, device max {hop.device_max}, "
-                f"port max {hop.port_max or '(root)'}{'  DEGRADED' if hop.degraded else ''}"
+                f"     {hop.device} <- {hop.port or '(host bridge)'}: trained {hop.current}, capable {hop.capability} "
+                f"(device max {hop.device_max}, port max {hop.port_max or 'n/a'}){'  BELOW CAPABILITY' if hop.degraded else ''}"
             )
         if not reading.path:
             lines.append(f"     (none: {reading.extra.get('sysfs', 'no readable hop')})")
@@ -166,7 +172,7 @@ def report(readings: list[GpuReading], smi: ElementTree.Element | None, probes: 
             actions, _ = plan_power(request, {}, [reading], read_only=True)
             planned = ", ".join(f"set {a.watts} W ({a.why})" for a in actions) or "nothing"
             lines.append(f"   power dry run: request {request[reading.uuid]} W -> would {planned}; NVML not called")
-    labels = node_labels([gpu_status(reading) for reading in readings])
+    labels = node_labels(gpu_statuses(readings))
     lines.append("== node labels")
     lines.extend(f"   {key}={value}" for key, value in labels.items())
     return "\n".join(lines), ok

@@ -27,7 +27,7 @@ from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
 from egpu_api.gpus import dump_gpus
 from egpu_node_agent import logs
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.labels import gpu_status, node_labels
+from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nogpu import NoGpuBackend
 from egpu_node_agent.nvml import BackendUnavailable, GpuBackend, NvmlBackend, load_pynvml
 
@@ -158,7 +158,7 @@ def _print_labels(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as cleanup:
         backend = _backend(args, args.node, cleanup)
         try:
-            gpus = [gpu_status(reading) for reading in backend.read()]
+            gpus = gpu_statuses(backend.read())
         finally:
             backend.close()
     print(json.dumps({"labels": node_labels(gpus), "gpus": json.loads(dump_gpus(gpus))}, indent=2))

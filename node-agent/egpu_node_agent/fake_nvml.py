@@ -275,6 +275,7 @@ class FakeGpuHost:
                 for device in (gpu.mig.devices if gpu.mig else [])
                 for _ in range(device.count)
             ],
+            performance_state=0 if gpu.busy else 8,
         )
 
     # -- faults ----------------------------------------------------------------------------------

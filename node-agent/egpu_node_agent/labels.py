@@ -10,7 +10,7 @@ and at its current one while the GPU is busy (performance state P0-P2), when a l
 generation is real downtraining. Width never drops at idle: a narrower link is always real.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from egpu_api import keys
 from egpu_api.gpus import GpuMode, GpuStatus, Health, HopStatus, LinkStatus, MigSlice, PowerStatus
@@ -85,8 +85,27 @@ def degradation(reading: GpuReading) -> list[str]:
     return sorted(set(reasons))
 
 
-def gpu_status(reading: GpuReading, measured: "Measured | None" = None) -> GpuStatus:
-    """The published view of one GPU; ``measured`` is the probe's (pinned, pageable) MB/s, if it ran."""
+def link_sharing(readings: Sequence[GpuReading]) -> dict[str, int]:
+    """How many of the node's GPUs sit below each link, keyed by the link's downstream device.
+
+    A PCIe switch's uplink appears in the path of every GPU behind the switch; loads onto
+    those GPUs divide its bandwidth."""
+    counts: dict[str, int] = {}
+    for reading in readings:
+        for device in {hop.device for hop in reading.path}:
+            counts[device] = counts.get(device, 0) + 1
+    return counts
+
+
+def gpu_statuses(readings: Sequence[GpuReading], measured: "Mapping[str, Measured] | None" = None) -> list[GpuStatus]:
+    """Every GPU of the node, with the links they share counted; ``measured`` by PCI bus id."""
+    sharing = link_sharing(readings)
+    return [gpu_status(reading, (measured or {}).get(reading.pci_bus_id), sharing) for reading in readings]
+
+
+def gpu_status(reading: GpuReading, measured: "Measured | None" = None, sharing: "Mapping[str, int] | None" = None) -> GpuStatus:
+    """The published view of one GPU; ``measured`` is the probe's (pinned, pageable) MB/s, if it ran,
+    and ``sharing`` how many GPUs sit below each link (``link_sharing``; one each when left out)."""
     power = reading.power
     if reading.health == "lost":
         health: Health = "lost"
@@ -103,7 +122,7 @@ def gpu_status(reading: GpuReading, measured: "Measured | None" = None) -> GpuSt
         mode=gpu_mode(reading),
         mig=[MigSlice(profile=m.profile, vram_mib=m.memory_mib) for m in reading.mig_instances],
         link=link_status(reading, measured),
-        path=[_hop_status(hop) for hop in reading.path],
+        path=[_hop_status(hop, is_busy(reading), (sharing or {}).get(hop.device, 1)) for hop in reading.path],
         power=None
         if power is None
         else PowerStatus(
@@ -117,8 +136,17 @@ def gpu_status(reading: GpuReading, measured: "Measured | None" = None) -> GpuSt
     )
 
 
-def _hop_status(hop: LinkReading) -> HopStatus:
-    return HopStatus(device=hop.device, current=str(hop.current), capable=str(hop.capability), degraded=hop.degraded)
+def _hop_status(hop: LinkReading, busy: bool, shared_by: int) -> HopStatus:
+    counted = counted_speed(hop.current, hop.capability, busy)
+    return HopStatus(
+        device=hop.device,
+        port=hop.port,
+        current=str(hop.current),
+        capable=str(hop.capability),
+        degraded=counted.bandwidth_mbps < hop.capability.bandwidth_mbps,
+        effective_mbps=effective_bandwidth_mbps(counted),
+        shared_by=shared_by,
+    )
 
 
 # -- node labels, one feature each --------------------------------------------------------------

@@ -34,16 +34,23 @@ def clock_event_names(mask: int) -> list[str]:
 
 @dataclass(frozen=True)
 class LinkReading:
-    """One hop of the PCIe path: the link above ``device`` (a PCI address), as sysfs reports it."""
+    """One PCIe link on the way from the GPU to the root port: a pair of ports, as sysfs reports them.
+
+    ``device`` is the link's downstream end (the GPU, or a switch's upstream port) and ``port``
+    its upstream end (a root port or a switch's downstream port; None when the device hangs
+    directly off a host bridge). The trained state is the downstream end's
+    ``current_link_*``; both ends' ``max_link_*`` bound what it can train at.
+    """
 
     device: str
     current: LinkSpeed
     device_max: LinkSpeed
-    port_max: LinkSpeed | None  # None at the top, where the parent is no PCI device we can read
+    port_max: LinkSpeed | None
+    port: str | None = None
 
     @property
     def capability(self) -> LinkSpeed:
-        """The fastest this hop can train at: the lesser of both ends."""
+        """The fastest this link can train at: the lesser of both ends, per dimension."""
         if self.port_max is None:
             return self.device_max
         return LinkSpeed(

@@ -1,11 +1,14 @@
-"""Read a GPU's PCIe path from sysfs: every hop from the GPU's function up to the root port.
+"""Read a GPU's PCIe path from sysfs: every link from the GPU up to its root port.
 
 ``/sys/bus/pci/devices/<address>`` links to the device's folder, whose parents are the
-bridges above it (``/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0``). Each device's
-``current_link_speed``/``current_link_width`` give the link above it as trained, and
-``max_link_*`` what that device supports; the parent port's ``max_link_*`` gives the other
-end. The root is a parameter so the fake can build a tree in a temporary folder and the
-same code reads it.
+bridges above it (``/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0``). A link is a pair
+of ports, and Linux reports it at both ends: the downstream device (the GPU, or a switch's
+upstream port) and the port above it (a root port, or a switch's downstream port) each show
+the link's trained ``current_link_*`` and their own ``max_link_*``. So a switch's downstream
+port describes the link *below* it, and the folders pair up: GPU and its port, switch
+upstream port and the port above that, up to the root port, whose parent is the host bridge
+(``pci0000:00``). The root is a parameter so the fake can build a tree in a temporary folder
+and the same code reads it.
 """
 
 import re
@@ -38,24 +41,36 @@ def parse_speed(text: str) -> int | None:
 
 
 def read_path(bus_id: str, root: Path = Path("/sys")) -> tuple[LinkReading, ...]:
-    """The hops from the device at ``bus_id`` up to its root port, nearest first.
+    """The links from the device at ``bus_id`` up to its root port, nearest first.
 
-    Hops sysfs cannot describe (speed 'Unknown', width 0: common on emulated bridges in VMs)
-    are left out rather than guessed.
+    Each link's state is its downstream end's ``current_link_*`` (the port's, where the device
+    has none) and its capability the lesser of both ends' maxima. Links sysfs cannot describe
+    (speed 'Unknown', width 0: common on emulated bridges in VMs) are left out, not guessed.
     """
     entry = root / "bus" / "pci" / "devices" / normalize_bus_id(bus_id)
     if not entry.exists():
         raise SysfsError(f"{entry} does not exist; mount the host's /sys into the agent")
     device = entry.resolve()
-    hops: list[LinkReading] = []
+    links: list[LinkReading] = []
     while _ADDRESS.match(device.name):
-        parent = device.parent
-        current, device_max = _link(device, "current"), _link(device, "max")
-        if current is not None and device_max is not None:
-            port_max = _link(parent, "max") if _ADDRESS.match(parent.name) else None
-            hops.append(LinkReading(device.name, current, device_max, port_max))
-        device = parent
-    return tuple(hops)
+        port = device.parent if _ADDRESS.match(device.parent.name) else None
+        link = _pair(device, port)
+        if link is not None:
+            links.append(link)
+        if port is None:
+            break
+        # The port's parent, if a PCI device, is a switch's upstream port: the next link's downstream end.
+        device = port.parent
+    return tuple(links)
+
+
+def _pair(device: Path, port: Path | None) -> LinkReading | None:
+    device_max = _link(device, "max")
+    current = _link(device, "current") or (_link(port, "current") if port is not None else None)
+    if current is None or device_max is None:
+        return None
+    port_max = _link(port, "max") if port is not None else None
+    return LinkReading(device.name, current, device_max, port_max, port.name if port is not None else None)
 
 
 def _link(device: Path, kind: str) -> LinkSpeed | None:

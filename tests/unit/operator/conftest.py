@@ -10,7 +10,7 @@ from egpu_api import keys
 from egpu_api.fleet import load_fleet
 from egpu_api.gpus import dump_gpus
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.labels import gpu_status, node_labels
+from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_operator.facts import node_facts
 from egpu_operator.placement import NodeFacts
@@ -24,7 +24,7 @@ def fleet_nodes() -> dict[str, dict[str, Any]]:
     for entry in load_fleet().nodes:
         with tempfile.TemporaryDirectory() as sysfs:
             host = FakeGpuHost(entry, Path(sysfs))
-            gpus = [gpu_status(reading) for reading in NvmlBackend(host.nvml, host.sysfs_root).read()]
+            gpus = gpu_statuses(NvmlBackend(host.nvml, host.sysfs_root).read())
         nodes[entry.name] = {
             "metadata": {
                 "name": entry.name,

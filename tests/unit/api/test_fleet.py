@@ -162,6 +162,25 @@ DELETE = object()
         ("nodes.0.gpus.0.power.maxLimitWatts", 60_000, "power.maxLimitWatts: input should be less than or equal to 2000"),
         ("nodes.0.gpus", [{}] * 65, "nodes[0] (pi5-rtx4090).gpus: list should have at most 64 items"),
         ("nodes", [], "nodes: list should have at least 1 item"),
+        ("nodes.0.gpus.0.links.0.shared", "Uplink_0", "links[0].shared: 'Uplink_0' is not a link name; use lower-case"),
+        (
+            "nodes.4.gpus.1.links",
+            [
+                {
+                    "current": {"generation": 4, "width": 16},
+                    "device": {"generation": 4, "width": 16},
+                    "port": {"generation": 4, "width": 16},
+                },
+                {
+                    "current": {"generation": 2, "width": 1},
+                    "device": {"generation": 4, "width": 16},
+                    "port": {"generation": 3, "width": 1},
+                    "shared": "switch-uplink",
+                },
+            ],
+            "gpus: gpus[1].links[1] and gpus[0].links[1] are both shared link 'switch-uplink' but differ",
+        ),
+        ("nodes.3.gpus.0.links.0.shared", "tb", "gpus[0].links[0] is shared (tb) but a link above it is not"),
     ],
 )
 def test_invalid_profiles_name_the_field_and_the_fix(path: str, value: Any, expected: str | None) -> None:

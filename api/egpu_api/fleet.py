@@ -52,6 +52,7 @@ MAX_GPU_WATTS: Final = 2000  # the InferenceDeployment API's limitWatts bound to
 MAX_HOST_GPU_POWER_WATTS: Final = 100_000
 MAX_GPUS_PER_NODE: Final = 64
 MAX_LINKS_PER_GPU: Final = 16  # PCIe hops from a GPU to its root port
+MAX_STORAGE_MBPS: Final = 1_000_000  # 1 TB/s: beyond any storage a host reads models from
 
 # Whole numbers only: pydantic's lax mode would read `true` as 1 and "24564" as 24564.
 StrictInt = Annotated[int, Field(strict=True)]
@@ -277,6 +278,11 @@ class Host(_Model):
     memory_mib: Annotated[StrictInt, Field(gt=0, le=MAX_HOST_MEMORY_MIB)]
     # What the host's power path can feed the GPUs (dock PSU, slot power); informational.
     gpu_power_budget_watts: Annotated[StrictInt, Field(gt=0, le=MAX_HOST_GPU_POWER_WATTS)] | None = None
+    # Sequential read rate of the model cache in MB/s (an SD card ~90, a USB 3 SSD ~400, NVMe 2000+),
+    # which the simulated agent publishes as if measured; None: not known, as when the probe is off.
+    storage_read_mbps: Annotated[StrictInt, Field(gt=0, le=MAX_STORAGE_MBPS)] | None = Field(
+        default=None, alias="storageReadMBps"
+    )
 
 
 class FleetNode(_Model):

@@ -69,6 +69,31 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+class ModelSource(ApiModel):
+    """Where the weights come from: the node's local model cache, or a remote source read at a known rate."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "self.location == 'Remote' ? has(self.readMBps) : !has(self.readMBps)",
+                "model.source.readMBps is required for location Remote (the rate one load reads at, in MB/s) "
+                "and not allowed for NodeCache, whose rate the node agent publishes",
+            )
+        )
+    )
+
+    location: Literal["NodeCache", "Remote"] = Field(
+        default="NodeCache",
+        description="NodeCache: a path on the node (an SD card, a USB SSD, an NVMe disk); Remote: object storage, "
+        "NFS, a model hub mirror.",
+    )
+    read_m_bps: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        default=None,
+        alias="readMBps",
+        description="For Remote: the rate one load reads the weights at, in MB/s (10^6 bytes/s).",
+    )
+
+
 class ModelSpec(ApiModel):
     """The model every replica loads whole onto one GPU."""
 
@@ -81,6 +106,16 @@ class ModelSpec(ApiModel):
     vram_overhead: Quantity = Field(
         default="1Gi",
         description="GPU memory needed beyond the weights (runtime, activations, KV cache). Default 1Gi.",
+    )
+    source: ModelSource | None = Field(
+        default=None,
+        description="Where the weights are read from at load time. Default: the node's model cache, at the read rate "
+        "its node agent publishes (egpu-operator.io/storage-read-mbps).",
+    )
+    host_copy: Literal["Pageable", "Pinned"] = Field(
+        default="Pageable",
+        description="How the server copies weights to the GPU: Pageable (plain host memory, what most servers do) or "
+        "Pinned (page-locked staging buffers). Picks which of the node's measured copy rates bounds the load.",
     )
 
 
@@ -205,7 +240,14 @@ class ReplicaPlacement(ApiModel):
     bandwidth_m_bps: int | None = Field(
         default=None, alias="bandwidthMBps", description="Effective host-to-GPU bandwidth in MB/s."
     )
-    estimated_load_seconds: float | None = Field(default=None, description="model.size over the bandwidth, in seconds.")
+    estimated_load_seconds: float | None = Field(
+        default=None,
+        description="model.size over the slowest stage of the load (storage, host copy, PCIe links, shared links "
+        "divided among the loads on them when this replica was placed), plus a fixed start-up term, in seconds.",
+    )
+    load_bottleneck: str | None = Field(
+        default=None, description="The stage that bounds the load and its rate, e.g. 'storage 90 MB/s'."
+    )
     ready: bool = Field(default=False, description="Whether the pod is Ready (model loaded).")
     power: PowerStatus | None = Field(default=None, description="Power limit requested and applied.")
 

@@ -47,6 +47,12 @@ PCIE_BANDWIDTH_MBPS_LABEL: Final = f"{PREFIX}pcie-bandwidth-mbps"
 #: Measured host-to-device copy rates (opt-in probe), beside the theoretical figure above.
 PCIE_MEASURED_PINNED_MBPS_LABEL: Final = f"{PREFIX}pcie-measured-pinned-mbps"
 PCIE_MEASURED_PAGEABLE_MBPS_LABEL: Final = f"{PREFIX}pcie-measured-pageable-mbps"
+#: The slowest link several of the node's GPUs sit below (a switch uplink): its effective rate,
+#: which concurrent loads divide, and how many GPUs share it. Absent when no link is shared.
+PCIE_SHARED_LINK_MBPS_LABEL: Final = f"{PREFIX}pcie-shared-link-mbps"
+PCIE_SHARED_LINK_GPUS_LABEL: Final = f"{PREFIX}pcie-shared-link-gpus"
+#: Sequential read rate of the node's model cache, measured by the agent's opt-in probe or declared.
+STORAGE_READ_MBPS_LABEL: Final = f"{PREFIX}storage-read-mbps"
 POWER_LIMIT_WATTS_LABEL: Final = f"{PREFIX}power-limit-watts"
 POWER_DEFAULT_WATTS_LABEL: Final = f"{PREFIX}power-default-watts"
 POWER_MIN_WATTS_LABEL: Final = f"{PREFIX}power-min-watts"
@@ -67,6 +73,9 @@ NODE_AGENT_LABELS: Final = frozenset(
         PCIE_BANDWIDTH_MBPS_LABEL,
         PCIE_MEASURED_PINNED_MBPS_LABEL,
         PCIE_MEASURED_PAGEABLE_MBPS_LABEL,
+        PCIE_SHARED_LINK_MBPS_LABEL,
+        PCIE_SHARED_LINK_GPUS_LABEL,
+        STORAGE_READ_MBPS_LABEL,
         POWER_LIMIT_WATTS_LABEL,
         POWER_DEFAULT_WATTS_LABEL,
         POWER_MIN_WATTS_LABEL,

@@ -33,6 +33,8 @@ class AgentConfig:
     # Metrics-only readings (PCIe throughput samples ~20 ms per call) are taken this often.
     telemetry_interval_s: float = 30.0
     min_poll_gap_s: float = 0.5
+    # The model cache's sequential read rate in MB/s, declared or measured at start; None: unknown.
+    storage_read_mbps: int | None = None
 
 
 class NodeAgent:
@@ -84,7 +86,7 @@ class NodeAgent:
                 keys.GPUS_ANNOTATION: dump_gpus(gpus),
                 keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
             }
-            if self.publisher.publish(node_labels(gpus), annotations):
+            if self.publisher.publish(node_labels(gpus, self.config.storage_read_mbps), annotations):
                 self.metrics.publishes.labels(node).inc()
             self._keep_condition(gpus)
             self._renew_lease()

@@ -114,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure host-to-device copy bandwidth once at start (needs libcudart) and publish it",
     )
+    run.add_argument(
+        "--storage-read-mbps",
+        type=_positive_mbps,
+        default=None,
+        metavar="MBPS",
+        help="declare the model cache's sequential read rate in MB/s (10^6 bytes/s), published as "
+        "egpu-operator.io/storage-read-mbps; the fake backend defaults to the profile's storageReadMBps",
+    )
 
     labels = commands.add_parser("labels", help="print the labels and per-GPU status this node would get")
     backend_options(labels)
@@ -152,6 +160,23 @@ def _backend(args: argparse.Namespace, node_name: str | None, cleanup: contextli
         host = FakeGpuHost(fleet.node(node_name), sysfs)
         return NvmlBackend(host.nvml, host.sysfs_root)
     return NvmlBackend(load_pynvml(), args.sysfs_root)
+
+
+def _positive_mbps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate; give whole MB/s above 0, e.g. 90 for an SD card")
+    return value
+
+
+def _storage_rate(args: argparse.Namespace) -> int | None:
+    """The declared model-cache read rate; for the fake backend, the fleet profile's when none is given."""
+    if args.storage_read_mbps is not None or args.backend != "fake":
+        return int(args.storage_read_mbps) if args.storage_read_mbps is not None else None
+    return load_fleet(args.fleet).node(args.node_name).host.storage_read_mbps
 
 
 def _print_labels(args: argparse.Namespace) -> int:
@@ -226,7 +251,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.metrics_port:
             start_http_server(args.metrics_port, registry=metrics.registry)
         publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
-        config = AgentConfig(args.node_name, poll_interval_s=args.poll_interval, read_only=args.read_only)
+        config = AgentConfig(
+            args.node_name,
+            poll_interval_s=args.poll_interval,
+            read_only=args.read_only,
+            storage_read_mbps=_storage_rate(args),
+        )
         agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None)
         stop = _stop_on_signals()
         logging.getLogger("egpu_node_agent").info(

@@ -201,6 +201,18 @@ def link_labels(gpus: Sequence[GpuStatus]) -> Labels:
     return labels
 
 
+def shared_link_labels(gpus: Sequence[GpuStatus]) -> Labels:
+    """The slowest link several GPUs sit below (a switch uplink) and how many share it."""
+    shared = [hop for gpu in gpus if gpu.health != "lost" for hop in gpu.path if hop.shared_by > 1 and hop.effective_mbps]
+    if not shared:
+        return {}
+    slowest = min(shared, key=lambda hop: (hop.effective_mbps or 0, -hop.shared_by))
+    return {
+        keys.PCIE_SHARED_LINK_MBPS_LABEL: str(slowest.effective_mbps),
+        keys.PCIE_SHARED_LINK_GPUS_LABEL: str(slowest.shared_by),
+    }
+
+
 def power_labels(gpus: Sequence[GpuStatus]) -> Labels:
     powers = [gpu.power for gpu in gpus if gpu.power is not None]
     if not powers:
@@ -223,19 +235,23 @@ LABELERS: tuple[Callable[[Sequence[GpuStatus]], Labels], ...] = (
     memory_labels,
     mode_labels,
     link_labels,
+    shared_link_labels,
     power_labels,
     health_labels,
 )
 
 
-def node_labels(gpus: Sequence[GpuStatus]) -> Labels:
-    """Every node label the agent owns, for these GPUs; no GPU at all gives just the schema and a zero count."""
+def node_labels(gpus: Sequence[GpuStatus], storage_mbps: int | None = None) -> Labels:
+    """Every node label the agent owns, for these GPUs and the model cache's read rate (measured or
+    declared, if known); no GPU at all gives just the schema and a zero count."""
     labels: Labels = {keys.LABEL_SCHEMA_LABEL: keys.LABEL_SCHEMA}
     if not gpus:
         labels[keys.GPU_COUNT_LABEL] = "0"
         return labels
     for labeler in LABELERS:
         labels.update(labeler(gpus))
+    if storage_mbps is not None:
+        labels[keys.STORAGE_READ_MBPS_LABEL] = str(storage_mbps)
     return labels
 
 

@@ -39,7 +39,9 @@ class FleetSimulator:
         for node in fleet.nodes:
             host = FakeGpuHost(node, sysfs_dir / node.name)
             publisher = NodePublisher(api_client, node.name, namespace)
-            config = AgentConfig(node.name, poll_interval_s=poll_interval_s, read_only=read_only)
+            config = AgentConfig(
+                node.name, poll_interval_s=poll_interval_s, read_only=read_only, storage_read_mbps=node.host.storage_read_mbps
+            )
             self.hosts[node.name] = host
             self.agents[node.name] = NodeAgent(config, NvmlBackend(host.nvml, host.sysfs_root), publisher, self.metrics)
 

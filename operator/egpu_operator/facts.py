@@ -16,6 +16,13 @@ from egpu_operator.placement import NodeFacts, PodView
 
 _MODES = frozenset(GpuMode)
 _HEALTH = {"ok", "degraded", "lost"}
+# Stages of a load the agent publishes when it knows them; each must be a positive whole MB/s.
+_OPTIONAL_RATES = (
+    keys.STORAGE_READ_MBPS_LABEL,
+    keys.PCIE_MEASURED_PAGEABLE_MBPS_LABEL,
+    keys.PCIE_MEASURED_PINNED_MBPS_LABEL,
+    keys.PCIE_SHARED_LINK_MBPS_LABEL,
+)
 
 
 def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> NodeFacts:
@@ -54,12 +61,20 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         numbers = {key: 0 if value is None else value for key, value in numbers.items()}
     if any(value is None for value in numbers.values()) or mode not in _MODES or health not in _HEALTH:
         return NodeFacts(problem="malformed egpu-operator labels", **common)
+    optional = {key: labels.get(key) for key in _OPTIONAL_RATES}
+    rates = {key: _int(value) for key, value in optional.items() if value is not None}
+    if any(value is None or value <= 0 for value in rates.values()):
+        return NodeFacts(problem="malformed egpu-operator labels", **common)
     uuids, defaults = _gpus(metadata.get("annotations") or {})
     return NodeFacts(
         vram_mib=numbers[keys.GPU_VRAM_MIB_LABEL] or 0,
         bandwidth_mbps=numbers[keys.PCIE_BANDWIDTH_MBPS_LABEL] or 0,
         pcie_generation=numbers[keys.PCIE_GENERATION_LABEL] or 0,
         pcie_width=numbers[keys.PCIE_WIDTH_LABEL] or 0,
+        storage_mbps=rates.get(keys.STORAGE_READ_MBPS_LABEL),
+        pageable_mbps=rates.get(keys.PCIE_MEASURED_PAGEABLE_MBPS_LABEL),
+        pinned_mbps=rates.get(keys.PCIE_MEASURED_PINNED_MBPS_LABEL),
+        shared_link_mbps=rates.get(keys.PCIE_SHARED_LINK_MBPS_LABEL),
         mode=mode,
         health=health,
         gpu_uuids=uuids,
@@ -93,6 +108,16 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
         c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable" for c in conditions
     )
     return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating, unschedulable=unschedulable)
+
+
+def loading_per_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Replica pods still loading their model (bound or pinned to a node, not Ready, not going), per node."""
+    counts: dict[str, int] = {}
+    for pod in pods:
+        view = pod_view(pod)
+        if view is not None and view.node and not view.ready and not view.terminating:
+            counts[view.node] = counts.get(view.node, 0) + 1
+    return counts
 
 
 def controlled_replicas(deployment: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> list[PodView]:

@@ -2,10 +2,11 @@
 
 A node is adequate for a deployment when its node agent is alive and its labels parse, it
 is schedulable and not in maintenance, its GPUs are healthy, it matches the nodeSelector,
-its GPU mode is allowed, its worst GPU (or MIG slice) holds the model plus overhead, its
-bottleneck link moves the model within the budget, and it has a free GPU. Among adequate
-nodes a replica goes where it loads fastest, spreading replicas of one deployment across
-nodes first. Replicas already on an adequate node stay put (placement is stable).
+its GPU mode is allowed, its worst GPU (or MIG slice) holds the model plus overhead, every
+stage of a load (storage, host copy, PCIe links: ``egpu_api.loadpath``) moves the model within
+the budget, and it has a free GPU. Among adequate nodes a replica goes where it loads
+fastest, counting the loads already under way on shared stages, spreading replicas of one
+deployment across nodes first. Replicas already on an adequate node stay put (placement is stable).
 
 A replica whose node stops being adequate is moved: a replacement is surged first and the
 old pod evicted once the new one is Ready (through the Eviction API, so a PodDisruptionBudget
@@ -20,9 +21,11 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
+from egpu_api import loadpath
 from egpu_api.inference import InferenceDeploymentSpec
+from egpu_api.loadpath import LoadEstimate, Stage
 from egpu_api.quantity import parse_bytes
 from egpu_operator.liveness import Liveness
 
@@ -38,9 +41,14 @@ class NodeFacts:
     name: str
     problem: str | None = None  # why the node cannot be judged at all (missing or malformed labels)
     vram_mib: int = 0
-    bandwidth_mbps: int = 0
+    bandwidth_mbps: int = 0  # effective rate of the worst GPU's slowest link, alone on it
     pcie_generation: int = 0
     pcie_width: int = 0
+    # The other stages of a load, where the agent publishes them (None: not known).
+    storage_mbps: int | None = None  # the node's model cache, read sequentially
+    pageable_mbps: int | None = None  # measured host-to-device copies, per kind
+    pinned_mbps: int | None = None
+    shared_link_mbps: int | None = None  # the slowest link several GPUs sit below (a switch uplink)
     mode: str = ""
     health: str = ""
     gpu_allocatable: int = 0
@@ -64,6 +72,8 @@ class Demand:
     allowed_modes: frozenset[str]
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
+    remote_mbps: int | None = None  # the weights come from a remote source at this rate; None: the node's cache
+    host_copy: str = "pageable"  # or "pinned": which measured copy rate bounds the load
 
     @classmethod
     def of(
@@ -75,6 +85,8 @@ class Demand:
         min_bandwidth_mbps: int | None = None,
         node_selector: Mapping[str, str] | None = None,
         tolerations: Iterable[Mapping[str, Any]] = (),
+        remote_mbps: int | None = None,
+        host_copy: str = "pageable",
     ) -> "Demand":
         if (max_load_seconds is None) == (min_bandwidth_mbps is None):
             raise ValueError("set exactly one of max_load_seconds or min_bandwidth_mbps")
@@ -86,6 +98,8 @@ class Demand:
             allowed_modes=frozenset(allowed_modes),
             node_selector=dict(node_selector or {}),
             tolerations=tuple(tolerations),
+            remote_mbps=remote_mbps,
+            host_copy=host_copy,
         )
 
     @classmethod
@@ -99,10 +113,44 @@ class Demand:
             spec.placement.min_bandwidth_m_bps,
             spec.placement.node_selector,
             [*spec.placement.tolerations, *((spec.template.get("spec") or {}).get("tolerations") or [])],
+            spec.model.source.read_m_bps if spec.model.source is not None else None,
+            spec.model.host_copy.lower(),
         )
 
-    def load_seconds(self, node: NodeFacts) -> float:
-        return self.model_bytes / (node.bandwidth_mbps * 1e6) if node.bandwidth_mbps else math.inf
+    def stages(self, node: NodeFacts, concurrent: int = 0) -> list[Stage]:
+        """The stages of a load onto ``node`` while ``concurrent`` other replicas load there."""
+        remote = self.remote_mbps is not None
+        return loadpath.stages(
+            node.bandwidth_mbps,
+            storage_mbps=self.remote_mbps if remote else node.storage_mbps,
+            storage_name="remote source" if remote else "storage",
+            copy_mbps=node.pinned_mbps if self.host_copy == "pinned" else node.pageable_mbps,
+            copy_kind=self.host_copy,
+            shared_link_mbps=node.shared_link_mbps,
+            concurrent=concurrent,
+        )
+
+    def estimate(self, node: NodeFacts, concurrent: int = 0) -> LoadEstimate:
+        if not node.bandwidth_mbps:
+            return LoadEstimate(math.inf, None)
+        return loadpath.estimate(self.model_bytes, self.stages(node, concurrent))
+
+    def load_seconds(self, node: NodeFacts, concurrent: int = 0) -> float:
+        return self.estimate(node, concurrent).seconds
+
+    def oversubscribes(self, node: NodeFacts, concurrent: int) -> bool:
+        """Whether one more load beside ``concurrent`` others leaves some stage below the budget's rate."""
+        if concurrent == 0:
+            return False
+        return min(stage.share_mbps for stage in self.stages(node, concurrent)) < self.min_bandwidth_mbps
+
+    def too_slow(self, node: NodeFacts) -> str | None:
+        """The stage that cannot meet the budget with the node to itself, as a rejection; None: fast enough."""
+        slowest = min(self.stages(node), key=lambda stage: stage.mbps)
+        if slowest.mbps >= self.min_bandwidth_mbps:
+            return None
+        name = "link" if "link" in slowest.name else slowest.name
+        return f"{name} too slow (need >= {self.min_bandwidth_mbps} MB/s)"
 
 
 @dataclass(frozen=True)
@@ -123,6 +171,7 @@ class Create:
     replica: int
     node: str
     load_seconds: float
+    bottleneck: str = ""  # the stage that bounds the load, e.g. "storage 90 MB/s"
 
 
 @dataclass
@@ -137,12 +186,16 @@ class Plan:
     considered: int = 0
     unplaced: int = 0  # replicas with neither a pod on an adequate node nor a place to go
     stranded: int = 0  # replicas still serving on a node no longer adequate, with nowhere better to go
+    # Replicas held back because every adequate node's shared stages are busy with other loads: one
+    # more load would push them all past the budget. They start when a load there finishes.
+    waiting: int = 0
 
     @property
     def summary(self) -> str:
         """Scheduler-style: '0/8 nodes adequate: 3 link too slow (need >= 300 MB/s), 2 VRAM < 20 GiB'."""
         parts = ", ".join(f"{count} {reason}" for reason, count in sorted(self.rejections.items(), key=lambda r: (-r[1], r[0])))
-        return f"{self.adequate}/{self.considered} nodes adequate" + (f": {parts}" if parts else "")
+        waiting = f"; {self.waiting} replica(s) wait for loads on shared stages to finish" if self.waiting else ""
+        return f"{self.adequate}/{self.considered} nodes adequate" + (f": {parts}" if parts else "") + waiting
 
 
 def rejection(node: NodeFacts, demand: Demand) -> str | None:
@@ -166,9 +219,7 @@ def rejection(node: NodeFacts, demand: Demand) -> str | None:
         return f"{node.mode} not allowed"
     if node.vram_mib < demand.vram_mib:
         return f"VRAM < {_gib(demand.vram_mib)}"
-    if node.bandwidth_mbps < demand.min_bandwidth_mbps:
-        return f"link too slow (need >= {demand.min_bandwidth_mbps} MB/s)"
-    return None
+    return demand.too_slow(node)
 
 
 def tolerates(toleration: Mapping[str, Any], taint: tuple[str, str, str]) -> bool:
@@ -210,9 +261,14 @@ def plan(
     nodes: Sequence[NodeFacts],
     free_gpus: Mapping[str, int],
     pods: Sequence[PodView],
+    loading: Mapping[str, int] | None = None,
 ) -> Plan:
-    """Creates and deletes that move the deployment toward ``replicas`` well-placed pods."""
+    """Creates and deletes that move the deployment toward ``replicas`` well-placed pods.
+
+    ``loading``: replica pods (of any deployment) still loading their model, per node. Loads
+    divide a node's storage and shared links, so a new one is ranked and sized with them."""
     result = Plan(considered=len(nodes))
+    loads = Counter(loading or {})
     by_name = {node.name: node for node in nodes}
     adequate, free = _adequate(nodes, demand, free_gpus, result)
     live = [pod for pod in pods if not pod.terminating]
@@ -251,7 +307,10 @@ def plan(
                 result.deletes.append(pod.name)
                 result.why[pod.name] = why
                 per_node[pod.node] -= 1
-        target = _best(adequate, free, per_node, demand)
+        target = _best(adequate, free, per_node, demand, loads)
+        if target is WAIT:
+            result.waiting += 1
+            continue
         if target is None:
             if any(pod.name not in result.deletes for pod in current):
                 result.stranded += 1
@@ -260,7 +319,9 @@ def plan(
             continue
         free[target.name] -= 1
         per_node[target.name] += 1
-        result.creates.append(Create(replica, target.name, demand.load_seconds(target)))
+        load = demand.estimate(target, loads[target.name])
+        loads[target.name] += 1
+        result.creates.append(Create(replica, target.name, load.seconds, str(load.bottleneck or "")))
     return result
 
 
@@ -283,14 +344,31 @@ def _adequate(
     return adequate, free
 
 
+#: What ``_best`` answers when adequate nodes have free GPUs but only busy shared stages.
+WAIT: Final = NodeFacts(name="")
+
+
 def _best(
-    adequate: Mapping[str, NodeFacts], free: Mapping[str, int], per_node: Mapping[str, int], demand: Demand
+    adequate: Mapping[str, NodeFacts],
+    free: Mapping[str, int],
+    per_node: Mapping[str, int],
+    demand: Demand,
+    loads: Mapping[str, int],
 ) -> NodeFacts | None:
     candidates = [node for name, node in adequate.items() if free[name] > 0]
     if not candidates:
         return None
-    # Spread first (fewest replicas of this deployment), then fastest load, then name for a stable order.
-    return min(candidates, key=lambda node: (per_node.get(node.name, 0), demand.load_seconds(node), node.name))
+    # Stagger: a node whose shared stages are busy takes another load only while each load still
+    # gets the rate the budget needs; otherwise the replica waits (the first load always starts).
+    unhurried = [node for node in candidates if not demand.oversubscribes(node, loads.get(node.name, 0))]
+    if not unhurried:
+        return WAIT
+    candidates = unhurried
+    # Spread first (fewest replicas of this deployment), then fastest load with the loads already
+    # under way there (a busy switch uplink loses to an idle one), then name for a stable order.
+    return min(
+        candidates, key=lambda node: (per_node.get(node.name, 0), demand.load_seconds(node, loads.get(node.name, 0)), node.name)
+    )
 
 
 def _gib(mib: int) -> str:

@@ -38,6 +38,9 @@ class Fleet:
         self.facts, self.power_status = cache.node_facts(nodes, verdicts.__getitem__)
         self.free = {name: facts.gpu_allocatable - gpu_usage.get(name, 0) for name, facts in self.facts.items()}
         self.gpu_pods: set[str] = set()  # names of pods the GPU-usage index already counts
+        # Replica pods (of every deployment) still loading their model, per node: loads share a
+        # node's storage and shared links, so placement counts them.
+        self.loading: dict[str, int] = {}
 
 
 @dataclass
@@ -110,7 +113,7 @@ def _place(cache: Cache, name: str, demand: Demand, replicas: int, fleet: Fleet,
     with cache.placing:
         free = cache.free_gpus(fleet.free, fleet.gpu_pods)
         started = time.perf_counter()
-        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now)
+        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, fleet.loading)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
             cache.assume(pods.pod_name(name, create.replica, create.node), create.node)
@@ -167,9 +170,9 @@ def _create(
         return
     if fresh:
         kube.event(deployment, "ReplicaPlaced", f"replica {create.replica} on {create.node}, "
-                   f"estimated load {create.load_seconds:.1f} s")  # fmt: skip
+                   f"estimated load {create.load_seconds:.1f} s ({create.bottleneck} is the bottleneck)")  # fmt: skip
         log.info("replica placed", extra={"deployment": key, "replica": create.replica, "node": create.node,
-                                          "load_s": round(create.load_seconds, 1)})  # fmt: skip
+                                          "load_s": round(create.load_seconds, 1), "bottleneck": create.bottleneck})  # fmt: skip
     outcome.created.add(pod_name)
     outcome.after.append(PodView(pod_name, create.replica, create.node))
 

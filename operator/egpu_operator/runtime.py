@@ -284,6 +284,7 @@ class Operator:
         usage = {node: sum(gpus for _, gpus in store) for node, store in usage_index.items()}
         fleet = Fleet(self.cache, nodes_now, self._verdicts(nodes_now), usage)
         fleet.gpu_pods = {pod for store in usage_index.values() for pod, _ in store}
+        fleet.loading = facts.loading_per_node(pod for store in self.indexes["replica_pods_index"].values() for pod in store)
         return fleet
 
     def _verdicts(self, nodes_now: Mapping[str, Mapping[str, Any]]) -> Verdicts:

@@ -80,12 +80,10 @@ def _placement(
     """One replica's entry in status.placements: where it runs, its link and load time, its power limit."""
     entry: dict[str, Any] = {"replica": pod.replica, "pod": pod.name, "node": pod.node, "ready": pod.ready}
     if node is not None and node.problem is None:
-        entry |= {
-            "linkGeneration": node.pcie_generation,
-            "linkWidth": node.pcie_width,
-            "bandwidthMBps": node.bandwidth_mbps,
-            "estimatedLoadSeconds": round(demand.load_seconds(node), 1),
-        }
+        entry |= {"linkGeneration": node.pcie_generation, "linkWidth": node.pcie_width, "bandwidthMBps": node.bandwidth_mbps}
+        load = demand.estimate(node)  # as a load there costs with the node to itself
+        if load.bottleneck is not None:
+            entry |= {"estimatedLoadSeconds": round(load.seconds, 1), "loadBottleneck": str(load.bottleneck)}
     if pod.name not in power and wants_power:
         shared = node is not None and not whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
         entry["power"] = {

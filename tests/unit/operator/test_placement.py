@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from egpu_api.loadpath import STARTUP_SECONDS
 from egpu_operator.liveness import Liveness
 from egpu_operator.placement import Create, Demand, PodView, plan
 from tests.unit.operator.conftest import facts
@@ -64,14 +65,65 @@ def test_adequate_nodes(nodes: dict[str, dict[str, Any]], demand: Demand, adequa
 
 def test_replicas_go_where_they_load_fastest_and_spread(nodes: dict[str, dict[str, Any]]) -> None:
     demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
-    result = plan(demand, 4, facts(nodes), free_all(nodes), [])
+    result = plan(demand, 3, facts(nodes), free_all(nodes), [])
     assert [(c.replica, c.node) for c in result.creates] == [
-        (0, "vm-h100-passthrough"),  # 0.3 s
+        (0, "vm-h100-passthrough"),  # 0.8 s
         (1, "pi5-rtx4090"),  # 21 s, spread before stacking; name breaks the tie with the switch host
         (2, "switch-4x-a5000"),
-        (3, "switch-4x-a5000"),  # the H100 is full; the switch host has four GPUs
     ]
-    assert result.creates[1].load_seconds == pytest.approx(18e9 / 856e6)
+    assert result.creates[1].load_seconds == pytest.approx(STARTUP_SECONDS + 18e9 / 856e6)
+    assert result.creates[1].bottleneck == "PCIe link 856 MB/s"
+
+
+def test_loads_behind_one_shared_uplink_are_staggered(nodes: dict[str, dict[str, Any]]) -> None:
+    """Four A5000s behind one Gen3 x1 uplink: two loads at once would each get 428 MB/s, 42 s for
+    18 GB, past the 30 s budget. So the fourth replica waits for the third's load to finish."""
+    demand = Demand.of(18 * GB, 2 * GIB, ["bare-metal", "passthrough"], max_load_seconds=30)
+    result = plan(demand, 4, facts(nodes), free_all(nodes), [])
+
+    assert [c.node for c in result.creates] == ["vm-h100-passthrough", "pi5-rtx4090", "switch-4x-a5000"]
+    assert result.waiting == 1
+    assert result.unplaced == 0
+    assert result.summary.endswith("; 1 replica(s) wait for loads on shared stages to finish")
+
+    loaded = [PodView(f"a-{c.replica}", c.replica, c.node, ready=True) for c in result.creates]
+    after = plan(
+        demand, 4, facts(nodes), free_all(nodes) | {"switch-4x-a5000": 3, "pi5-rtx4090": 0, "vm-h100-passthrough": 0}, loaded
+    )
+    assert [(c.replica, c.node) for c in after.creates] == [(3, "switch-4x-a5000")]
+
+
+def test_a_generous_budget_shares_the_uplink_and_sizes_each_load_for_it(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=60, node_selector={"kubernetes.io/hostname": "x"})
+    switch = [f for f in facts(nodes) if f.name == "switch-4x-a5000"]
+    result = plan(replace(demand, node_selector={}), 3, switch, free_all(nodes), [])
+
+    assert [round(c.load_seconds, 1) for c in result.creates] == [7.5, 14.5, 21.5]  # 6 GB at 856, 428, 285 MB/s
+    assert result.creates[2].bottleneck == "shared PCIe link 285 MB/s shared by 3 loads"
+
+
+def test_loads_under_way_on_another_deployment_count(nodes: dict[str, dict[str, Any]]) -> None:
+    demand = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=60)
+    switch = [f for f in facts(nodes) if f.name == "switch-4x-a5000"]
+    result = plan(demand, 1, switch, free_all(nodes), [], loading={"switch-4x-a5000": 2})
+
+    assert round(result.creates[0].load_seconds, 1) == 21.5
+
+
+def test_the_slowest_stage_names_the_rejection(nodes: dict[str, dict[str, Any]]) -> None:
+    h100 = next(f for f in facts(nodes) if f.name == "vm-h100-passthrough")
+    sd_card = replace(h100, storage_mbps=90)
+    demand = Demand.of(18 * GB, 2 * GIB, ["passthrough"], max_load_seconds=60)
+
+    result = plan(demand, 1, [sd_card], {"vm-h100-passthrough": 1}, [])
+
+    assert result.summary == "0/1 nodes adequate: 1 storage too slow (need >= 300 MB/s)"
+    assert demand.estimate(sd_card).explain() == "storage 90 MB/s is the bottleneck: 200 s"
+    remote = replace(demand, remote_mbps=1200)
+    assert remote.estimate(sd_card).explain() == "remote source 1200 MB/s is the bottleneck: 16 s"
+    measured = replace(h100, pageable_mbps=6824, pinned_mbps=20942)
+    assert str(demand.estimate(measured).bottleneck) == "host copy (pageable) 6824 MB/s"
+    assert str(replace(demand, host_copy="pinned").estimate(measured).bottleneck) == "host copy (pinned) 20942 MB/s"
 
 
 def test_placed_replicas_stay_put(nodes: dict[str, dict[str, Any]]) -> None:
@@ -118,7 +170,9 @@ def test_dead_agent_surges_a_replacement_and_deletes_nothing(nodes: dict[str, di
     result = plan(demand, 1, dead, free_all(nodes), [old])
     assert result.deletes == []
     assert result.evictions == []
-    assert result.creates == [Create(0, "vm-h100-passthrough", pytest.approx(18e9 / 54823e6))]
+    assert result.creates == [
+        Create(0, "vm-h100-passthrough", pytest.approx(STARTUP_SECONDS + 18e9 / 54823e6), "PCIe link 54823 MB/s")
+    ]
     assert result.rejections["node agent heartbeat missing or stale"] == 1
     new = PodView("a-0-new", 0, "vm-h100-passthrough")
     assert plan(demand, 1, dead, free_all(nodes), [old, new]).evictions == []  # the replacement still loads

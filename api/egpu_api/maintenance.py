@@ -83,6 +83,11 @@ class GPUMaintenanceStatus(ApiModel):
     started_at: str | None = Field(default=None, description="When the node was cordoned (RFC 3339).")
     ready_at: str | None = Field(default=None, description="When the node first held no GPU workload (RFC 3339).")
     completed_at: str | None = Field(default=None, description="When the node returned to service (RFC 3339).")
+    planned_ready_at: str | None = Field(
+        default=None,
+        description="While replacements load: when the last of them should be Ready, from each one's creation time "
+        "and load estimate (RFC 3339). Replicas waiting for a shared link to free up are not in it yet.",
+    )
     moved: list[MovedReplica] = Field(default_factory=list, description="InferenceDeployment replicas moved off the node.")
     evicted: list[str] = Field(
         default_factory=list,

@@ -59,6 +59,7 @@ class Replacement:
     pod: str
     node: str
     ready: bool
+    ready_by: datetime | None = None  # its creation time plus its load estimate, when both are known
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
         decision.phase = "Evacuating"  # cordoned for sure: no new GPU pod can land while we move the others
     for pod in remaining:
         _plan_pod(pod, spec, world, decision)
+    planned = [r.ready_by for r in world.replacements.values() if not r.ready and r.ready_by is not None]
+    if planned:
+        decision.status["plannedReadyAt"] = _time(max(planned))
     timeout = spec.drain_timeout_seconds
     started = previous.started_at
     if timeout is not None and started and (now - _parse(started)).total_seconds() > timeout:
@@ -140,7 +144,8 @@ def _plan_pod(pod: GpuPod, spec: GPUMaintenanceSpec, world: World, decision: Dec
     if replacement is not None and replacement.ready:
         decision.evict.append((pod, f"replacement {replacement.pod} is Ready on {replacement.node}"))
     elif replacement is not None:
-        decision.waiting.append(f"{replica}: replacement {replacement.pod} on {replacement.node} is loading the model")
+        by = f", Ready by {_time(replacement.ready_by)} as planned" if replacement.ready_by is not None else ""
+        decision.waiting.append(f"{replica}: replacement {replacement.pod} on {replacement.node} is loading the model{by}")
         decision.wait_reason = "WaitingForReplacement"
     elif pod.deployment not in world.placement_why:
         # The deployment has not yet said it cannot place: its reconcile is about to surge a

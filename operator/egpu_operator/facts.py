@@ -6,7 +6,7 @@ Odd cluster state never raises: a node whose labels are missing or malformed get
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from egpu_api import keys
@@ -108,6 +108,18 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
         c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable" for c in conditions
     )
     return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating, unschedulable=unschedulable)
+
+
+def ready_by(pod: Mapping[str, Any]) -> datetime | None:
+    """When a replica pod should be Ready: its creation time plus its load estimate; None if unknown."""
+    metadata = pod.get("metadata") or {}
+    created = metadata.get("creationTimestamp")
+    estimate = (metadata.get("annotations") or {}).get(keys.ESTIMATED_LOAD_ANNOTATION)
+    try:
+        start = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+        return start + timedelta(seconds=float(str(estimate)))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def loading_per_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -136,10 +136,12 @@ def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
 def _slim_pod(body: Any) -> dict[str, Any]:
     plain = _plain(body)
+    metadata = plain["metadata"]
+    keep = ("name", "namespace", "labels", "deletionTimestamp", "ownerReferences", "creationTimestamp")
+    estimate = (metadata.get("annotations") or {}).get(keys.ESTIMATED_LOAD_ANNOTATION)
     return {
-        "metadata": {
-            key: plain["metadata"].get(key) for key in ("name", "namespace", "labels", "deletionTimestamp", "ownerReferences")
-        },
+        "metadata": {key: metadata.get(key) for key in keep}
+        | ({"annotations": {keys.ESTIMATED_LOAD_ANNOTATION: estimate}} if estimate is not None else {}),
         "spec": {key: plain.get("spec", {}).get(key) for key in ("nodeName", "affinity", "containers")},
         "status": {key: plain.get("status", {}).get(key) for key in ("phase", "conditions")},
     }

@@ -209,7 +209,9 @@ def _gather(
         for other in replica_pods((namespace, name)):
             elsewhere = facts.pod_view(other)
             if elsewhere and elsewhere.replica == replica and elsewhere.node != node and not elsewhere.terminating:
-                replacements[(deployment_name, replica)] = drain.Replacement(elsewhere.name, elsewhere.node, elsewhere.ready)
+                replacements[(deployment_name, replica)] = drain.Replacement(
+                    elsewhere.name, elsewhere.node, elsewhere.ready, facts.ready_by(other)
+                )
         deployment = deployments((namespace, name)) or {}
         for condition in (deployment.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Placed" and condition.get("status") == "False":

@@ -7,6 +7,7 @@ import pytest
 
 from egpu_api.maintenance import GPUMaintenanceSpec, GPUMaintenanceStatus
 from egpu_operator.drain import GpuPod, NodeState, Replacement, World, auto_maintenance, decide, record_moves, slot_wait, status
+from egpu_operator.facts import ready_by
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 STARTED = (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -167,3 +168,33 @@ def test_automatic_maintenance_names_of_long_nodes_fit_a_label_value() -> None:
     assert name == auto_maintenance(node, "degraded", "2026-11-22T10:00:00Z", "")["metadata"]["name"]
     sibling = auto_maintenance(node.replace("rack-7", "rack-8"), "degraded", "2026-11-22T10:00:00Z", "")
     assert sibling["metadata"]["name"] != name
+
+
+def test_the_planned_finish_is_the_last_loading_replacements_estimate() -> None:
+    second = GpuPod("ns", "llm-1-abc", deployment="ns/llm", replica=1)
+    world = World(
+        CORDONED,
+        pods=[REPLICA, second],
+        replacements={
+            ("ns/llm", 0): Replacement("llm-0-new", "n2", False, NOW + timedelta(seconds=21)),
+            ("ns/llm", 1): Replacement("llm-1-new", "n3", False, NOW + timedelta(seconds=42)),
+        },
+    )
+    decision = decide(spec(), previous("Evacuating"), world, NOW)
+    written = status(decision, previous("Evacuating"), [], 1, {}, [], [], NOW)
+
+    assert written["plannedReadyAt"] == "2026-11-22T12:00:42Z"
+    assert "replacement llm-1-new on n3 is loading the model, Ready by 2026-11-22T12:00:42Z as planned" in written["message"]
+    GPUMaintenanceStatus.model_validate(written)
+
+
+def test_a_replica_pods_ready_by_comes_from_its_creation_and_estimate() -> None:
+    pod = {
+        "metadata": {
+            "creationTimestamp": "2026-11-22T12:00:00Z",
+            "annotations": {"egpu-operator.io/estimated-load-seconds": "21.5"},
+        }
+    }
+    assert ready_by(pod) == NOW + timedelta(seconds=21.5)
+    assert ready_by({"metadata": {"creationTimestamp": "2026-11-22T12:00:00Z"}}) is None
+    assert ready_by({"metadata": {"annotations": {"egpu-operator.io/estimated-load-seconds": "soon"}}}) is None

@@ -45,6 +45,13 @@ def test_the_byte_bound_stops_the_read_at_a_whole_page(tmp_path: Path) -> None:
     assert reading.files_read == 1
 
 
+def test_several_readers_in_flight_count_every_byte_once(tmp_path: Path) -> None:
+    root = cache(tmp_path, {"big.bin": 5 * storage_probe._CHUNK_BYTES + 5})
+    assert probe_storage(root, max_bytes=1 << 30, max_seconds=60).bytes_read == 5 * storage_probe._CHUNK_BYTES + 5
+    budget = 2 * storage_probe._CHUNK_BYTES + 1
+    assert probe_storage(root, max_bytes=budget, max_seconds=60).bytes_read == budget - 1 + 4096
+
+
 def test_largest_file_first_so_a_small_budget_reads_the_weights(tmp_path: Path) -> None:
     root = cache(tmp_path, {"tokenizer.json": 4096, "weights.bin": 2 * MIB})
     reading = probe_storage(root, max_bytes=2 * MIB, max_seconds=60)
@@ -68,9 +75,10 @@ def test_the_time_bound_stops_between_chunks(tmp_path: Path, monkeypatch: pytest
     root = cache(tmp_path, {"a.bin": 40 * MIB})
     clock = iter(float(tick) for tick in range(1000))
     monkeypatch.setattr(storage_probe.time, "perf_counter", lambda: next(clock))
-    # started=0, deadline=2.5; checks at 1 (file loop), 2 (chunk 1 read), 3 (stop).
+    monkeypatch.setattr(storage_probe, "_QUEUE_DEPTH", 1)  # one reader, so the clock's reads are in order
+    # started=0, deadline=2.5; checks at 1 (file loop), 2 (first chunk), 3 (stop).
     reading = probe_storage(root, max_bytes=1 << 30, max_seconds=2.5)
-    assert reading.bytes_read == 16 * MIB
+    assert reading.bytes_read == storage_probe._CHUNK_BYTES
 
 
 @pytest.mark.parametrize("code", [errno.EINVAL, errno.EOPNOTSUPP])

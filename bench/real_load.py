@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from egpu_api import loadpath
 from egpu_api.pcie import LinkSpeed, effective_bandwidth_mbps
 from egpu_node_agent import storage_probe
 
@@ -63,17 +64,16 @@ class BenchError(Exception):
     """Something the bench needs is missing; the message says what and how to get it."""
 
 
-# --- the estimate, as the operator would compute it (wire these to the real estimator) ------
+# --- the estimate: the operator's own estimator (egpu_api.loadpath) over the measured stages --
 
 
-def slowest_stage_estimate(model_bytes: int, stages_mbps: Mapping[str, float], startup_s: float) -> tuple[float, str]:
-    """Seconds to load ``model_bytes`` through ``stages_mbps``: bytes over the slowest stage plus start-up.
-
-    Returns the seconds and the name of the bottleneck stage. This is issue 11's model; the
-    operator's estimator should give the same number for the same stages.
-    """
-    bottleneck = min(stages_mbps, key=lambda name: stages_mbps[name])
-    return model_bytes / 1e6 / stages_mbps[bottleneck] + startup_s, bottleneck
+def slowest_stage_estimate(
+    model_bytes: int, stages_mbps: Mapping[str, float], startup_s: float = loadpath.STARTUP_SECONDS
+) -> tuple[float, str]:
+    """Seconds to load ``model_bytes`` through ``stages_mbps`` as the operator estimates it: bytes over
+    the slowest stage plus the start-up term. Returns the seconds and the bottleneck stage's name."""
+    load = loadpath.estimate(model_bytes, [loadpath.Stage(name, mbps) for name, mbps in stages_mbps.items()], startup_s)
+    return load.seconds, load.bottleneck.name if load.bottleneck is not None else "none"
 
 
 def serial_stage_estimate(model_bytes: int, read_mbps: float, transfer_mbps: float, startup_s: float) -> float:
@@ -452,7 +452,10 @@ def estimates(report: Mapping[str, Any]) -> dict[str, Any]:
         if not stages:  # a dry run without PyTorch: nothing but storage to estimate a warm load with
             stages = {"page cache": float(report["page_cache_mbps"])}
         estimate, bottleneck = slowest_stage_estimate(model_bytes, stages, startup_s)
+        operator_estimate, _ = slowest_stage_estimate(model_bytes, stages)  # with the operator's fixed start-up term
         row: dict[str, Any] = {
+            "operator_estimate_seconds": round(operator_estimate, 3),
+            "operator_ratio": round(operator_estimate / measured, 3),
             "measured_seconds": round(measured, 3),
             "measured_mbps": int(model_bytes / measured / 1e6),
             "stages_mbps": stages,
@@ -470,6 +473,8 @@ def estimates(report: Mapping[str, Any]) -> dict[str, Any]:
         within[state] = TARGET_LOW <= row["ratio"] <= TARGET_HIGH
         print(f"{state:<5} {measured:>10.2f} {row['measured_mbps']:>7,} | {estimate:>10.2f} {row['ratio']:>6.2f} "
               f"{bottleneck:<14} | {serial_text}")  # fmt: skip
+        print(f"      operator's estimate (start-up term {loadpath.STARTUP_SECONDS} s): {operator_estimate:.2f} s, "
+              f"{operator_estimate / measured:.2f} x the measured load")  # fmt: skip
     result["within_20_percent"] = within
     print("ratio = estimate / measured, target 0.8 to 1.2: "
           + ", ".join(f"{state} {'within' if ok else 'OUTSIDE'}" for state, ok in within.items()))  # fmt: skip

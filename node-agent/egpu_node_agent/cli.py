@@ -122,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
         help="declare the model cache's sequential read rate in MB/s (10^6 bytes/s), published as "
         "egpu-operator.io/storage-read-mbps; the fake backend defaults to the profile's storageReadMBps",
     )
+    run.add_argument(
+        "--probe-storage",
+        type=Path,
+        default=None,
+        metavar="MODEL_CACHE",
+        help="measure the model cache's sequential read rate once at start (O_DIRECT, at most 4 GiB or 10 s, "
+        "read-only) and publish it; overrides --storage-read-mbps when it succeeds",
+    )
 
     labels = commands.add_parser("labels", help="print the labels and per-GPU status this node would get")
     backend_options(labels)
@@ -173,7 +181,20 @@ def _positive_mbps(text: str) -> int:
 
 
 def _storage_rate(args: argparse.Namespace) -> int | None:
-    """The declared model-cache read rate; for the fake backend, the fleet profile's when none is given."""
+    """The model cache's read rate: probed if asked (and it works), else declared; for the fake backend,
+    the fleet profile's when none is given."""
+    if args.probe_storage is not None:
+        from egpu_node_agent import storage_probe
+
+        log = logging.getLogger("egpu_node_agent")
+        try:
+            reading = storage_probe.probe_storage(args.probe_storage)
+        except storage_probe.StorageProbeError as error:
+            log.warning("storage probe skipped", extra={"reason": str(error)})
+        else:
+            log.info("storage probed", extra={"path": reading.path, "mbps": reading.read_mbps, "method": reading.method,
+                                              "bytes": reading.bytes_read})  # fmt: skip
+            return reading.read_mbps
     if args.storage_read_mbps is not None or args.backend != "fake":
         return int(args.storage_read_mbps) if args.storage_read_mbps is not None else None
     return load_fleet(args.fleet).node(args.node_name).host.storage_read_mbps

@@ -143,3 +143,20 @@ def test_operator_gets_the_failure_safety_settings_and_the_agents_namespace() ->
     assert found["EGPU_OPERATOR_LEASE_TTL_SECONDS"] == "40"
     assert found["EGPU_OPERATOR_DISRUPTION_FRACTION"] == "0.55"
     assert found["EGPU_OPERATOR_AGENT_NAMESPACE"] == "egpu-system"
+
+
+def test_model_cache_probe_mounts_the_folder_read_only_and_a_declared_rate_is_passed_on() -> None:
+    agent = find(render({"agent.modelCache.hostPath": "/srv/models", "agent.modelCache.probe": "true"}), "DaemonSet")
+    pod = agent["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--probe-storage=/model-cache" in container["args"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "model-cache")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/model-cache", True)
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert volume["hostPath"] == {"path": "/srv/models", "type": "Directory"}
+
+    declared = find(render({"agent.modelCache.readMBps": "90"}), "DaemonSet")["spec"]["template"]["spec"]
+    assert "--storage-read-mbps=90" in declared["containers"][0]["args"]
+    assert not any(v["name"] == "model-cache" for v in declared["volumes"])
+    default = find(render(), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [arg for arg in default if "storage" in arg]

@@ -116,3 +116,13 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     err = process.stderr.read()
     assert process.wait(timeout=60) == 141  # as a shell reports a command ended by SIGPIPE
     assert err == b""
+
+
+@pytest.mark.parametrize("rate", ["fast", "0", "-90"])
+def test_a_bad_storage_rate_is_refused_in_one_line(rate: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--backend", "none", "--node-name", "n", "--storage-read-mbps", rate])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --storage-read-mbps: {rate!r} is not a rate; give whole MB/s above 0" in err
+    assert "Traceback" not in err

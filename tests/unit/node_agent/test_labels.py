@@ -6,13 +6,13 @@ import pytest
 
 from egpu_api.pcie import LinkSpeed
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.labels import gpu_status, label_value, node_labels
+from egpu_node_agent.labels import gpu_status, gpu_statuses, label_value, node_labels
 from egpu_node_agent.nvml import NvmlBackend
 
 
 def labels_of(host: FakeGpuHost) -> dict[str, str]:
     backend = NvmlBackend(host.nvml, host.sysfs_root)
-    return node_labels([gpu_status(reading) for reading in backend.read()])
+    return node_labels(gpu_statuses(backend.read()))
 
 
 def power(limit: int, default: int, low: int, high: int) -> dict[str, str]:
@@ -62,10 +62,13 @@ EXPECTED = {
         **link(3, 4, 3426),
         **power(170, 170, 100, 170),
     },
-    # Each A5000 trained Gen4 x16 to the switch; the Gen3 x1 uplink is the bottleneck.
+    # Each A5000 trained Gen4 x16 to the switch; the Gen3 x1 uplink is the bottleneck, and all
+    # four share it: concurrent loads divide its 856 MB/s.
     "switch-4x-a5000": {
         **gpu(4, "NVIDIA-RTX-A5000", 24564, "bare-metal"),
         **link(3, 1, 856),
+        "egpu-operator.io/pcie-shared-link-mbps": "856",
+        "egpu-operator.io/pcie-shared-link-gpus": "4",
         **power(230, 230, 100, 230),
     },
     # Two 3g.40gb slices: two schedulable units of 40192 MiB each.
@@ -192,3 +195,15 @@ def test_measured_labels_need_every_gpu_measured(fake_host: Callable[[str], Fake
     readings = NvmlBackend(host.nvml, host.sysfs_root).read()
     statuses = [gpu_status(r, (800, 700) if r.index == 0 else None) for r in readings]
     assert "egpu-operator.io/pcie-measured-pinned-mbps" not in node_labels(statuses)
+
+
+def test_a_shared_uplink_and_the_model_cache_rate_are_published(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    host = fake_host("switch-4x-a5000")
+    statuses = gpu_statuses(NvmlBackend(host.nvml, host.sysfs_root).read())
+
+    labels = node_labels(statuses, storage_mbps=420)
+
+    assert labels["egpu-operator.io/pcie-shared-link-mbps"] == "856"
+    assert labels["egpu-operator.io/pcie-shared-link-gpus"] == "4"
+    assert labels["egpu-operator.io/storage-read-mbps"] == "420"
+    assert "egpu-operator.io/pcie-shared-link-mbps" not in labels_of(fake_host("pi5-rtx4090"))

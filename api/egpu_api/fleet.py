@@ -291,6 +291,8 @@ class FleetNode(_Model):
     name: str
     host: Host
     gpus: Annotated[list[Gpu], Field(max_length=MAX_GPUS_PER_NODE)]
+    # The NVIDIA device plugin's time-slicing: each GPU is advertised as this many nvidia.com/gpu.
+    time_slicing_replicas: Annotated[StrictInt, Field(ge=1, le=64)] = 1
 
     @field_validator("name")
     @classmethod

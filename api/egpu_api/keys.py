@@ -106,6 +106,9 @@ AGENT_LEASE_PREFIX: Final = "egpu-node-agent-"
 #: On each replica pod: the model's estimated load time over its node's link, in seconds.
 #: The local cluster's simulated pods take this long to become Ready.
 ESTIMATED_LOAD_ANNOTATION: Final = f"{PREFIX}estimated-load-seconds"
+#: On each replica pod: the GPU memory it needs (model plus overhead) in MiB, so VRAM on GPUs
+#: the device plugin time-slices is counted per physical GPU, not per advertised slot.
+VRAM_ANNOTATION: Final = f"{PREFIX}vram-mib"
 
 # -- Keys the operator writes on the objects it manages ----------------------------------------
 

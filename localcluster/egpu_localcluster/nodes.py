@@ -29,7 +29,7 @@ def node_manifest(node: FleetNode) -> dict[str, Any]:
         keys.FLEET_NODE_LABEL: node.name,
     }
     if node.gpus:
-        capacity[keys.GPU_RESOURCE] = str(node.gpu_units)
+        capacity[keys.GPU_RESOURCE] = str(node.gpu_units * node.time_slicing_replicas)
         labels[keys.NFD_NVIDIA_PCI_LABEL] = "true"
     return {
         "apiVersion": "v1",

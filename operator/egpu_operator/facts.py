@@ -45,6 +45,7 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         "maintenance": keys.MAINTENANCE_LABEL in labels,
         "liveness": liveness,
         "gpu_allocatable": _int(allocatable.get(keys.GPU_RESOURCE, "0")) or 0,
+        "gpu_units": _int(labels.get(keys.GPU_COUNT_LABEL)) or 0,
     }
     if labels.get(keys.LABEL_SCHEMA_LABEL) != keys.LABEL_SCHEMA:
         if keys.LABEL_SCHEMA_LABEL in labels:
@@ -120,6 +121,23 @@ def ready_by(pod: Mapping[str, Any]) -> datetime | None:
         return start + timedelta(seconds=float(str(estimate)))
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def vram_annotation(pod: Mapping[str, Any]) -> int | None:
+    """The GPU memory a replica pod says it needs (MiB), or None."""
+    value = _int(((pod.get("metadata") or {}).get("annotations") or {}).get(keys.VRAM_ANNOTATION))
+    return value if value is not None and value > 0 else None
+
+
+def vram_used_per_node(
+    usage: Mapping[str, Iterable[tuple[str, int, int | None]]], nodes: Mapping[str, NodeFacts]
+) -> dict[str, int]:
+    """MiB held by each node's GPU pods: what a replica pod says, else a whole GPU per GPU it requests."""
+    used: dict[str, int] = {}
+    for node, store in usage.items():
+        unit = nodes[node].vram_mib if node in nodes else 0
+        used[node] = sum(vram if vram is not None else gpus * unit for _, gpus, vram in store)
+    return used
 
 
 def loading_per_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -92,7 +92,7 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     async def gpu_usage_index(name: str, body: Any, **_: Any) -> Any:
         pod = _slim_pod(body)
         node = pod["spec"].get("nodeName") or facts._affinity_node(pod)
-        return {node: (name, facts.gpu_requests(pod))} if node else {}
+        return {node: (name, facts.gpu_requests(pod), facts.vram_annotation(body))} if node else {}
 
     @kopf.index(
         "policy",

@@ -52,6 +52,7 @@ class NodeFacts:
     mode: str = ""
     health: str = ""
     gpu_allocatable: int = 0
+    gpu_units: int = 0  # physical GPUs or MIG slices (the agent's count); fewer than allocatable: time-sliced
     unschedulable: bool = False
     maintenance: bool = False
     liveness: Liveness = Liveness.ALIVE  # of its node agent, as egpu_operator.liveness judged it
@@ -172,6 +173,7 @@ class Create:
     node: str
     load_seconds: float
     bottleneck: str = ""  # the stage that bounds the load, e.g. "storage 90 MB/s"
+    vram_mib: int | None = None
 
 
 @dataclass
@@ -262,15 +264,17 @@ def plan(
     free_gpus: Mapping[str, int],
     pods: Sequence[PodView],
     loading: Mapping[str, int] | None = None,
+    vram_used: Mapping[str, int] | None = None,
 ) -> Plan:
     """Creates and deletes that move the deployment toward ``replicas`` well-placed pods.
 
     ``loading``: replica pods (of any deployment) still loading their model, per node. Loads
-    divide a node's storage and shared links, so a new one is ranked and sized with them."""
+    divide a node's storage and shared links, so a new one is ranked and sized with them.
+    ``vram_used``: MiB the GPU pods on each node hold, for nodes whose GPUs are time-sliced."""
     result = Plan(considered=len(nodes))
     loads = Counter(loading or {})
     by_name = {node.name: node for node in nodes}
-    adequate, free = _adequate(nodes, demand, free_gpus, result)
+    adequate, free = _adequate(nodes, demand, free_gpus, result, vram_used or {})
     live = [pod for pod in pods if not pod.terminating]
     slots: dict[int, list[PodView]] = {}
     for pod in live:
@@ -321,12 +325,12 @@ def plan(
         per_node[target.name] += 1
         load = demand.estimate(target, loads[target.name])
         loads[target.name] += 1
-        result.creates.append(Create(replica, target.name, load.seconds, str(load.bottleneck or "")))
+        result.creates.append(Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib))
     return result
 
 
 def _adequate(
-    nodes: Sequence[NodeFacts], demand: Demand, free_gpus: Mapping[str, int], result: Plan
+    nodes: Sequence[NodeFacts], demand: Demand, free_gpus: Mapping[str, int], result: Plan, vram_used: Mapping[str, int]
 ) -> tuple[dict[str, NodeFacts], dict[str, int]]:
     """The nodes that can take a replica and their free GPUs; each rejection counted in ``result``."""
     adequate: dict[str, NodeFacts] = {}
@@ -336,7 +340,7 @@ def _adequate(
             adequate[node.name] = node
         else:
             result.rejections[reason] += 1
-    free = {name: free_gpus.get(name, 0) for name in adequate}
+    free = {name: _free_slots(node, free_gpus.get(name, 0), demand, vram_used.get(name, 0)) for name, node in adequate.items()}
     no_free = [name for name, count in free.items() if count <= 0]
     result.adequate = len(adequate) - len(no_free)
     if no_free:
@@ -369,6 +373,16 @@ def _best(
     return min(
         candidates, key=lambda node: (per_node.get(node.name, 0), demand.load_seconds(node, loads.get(node.name, 0)), node.name)
     )
+
+
+def _free_slots(node: NodeFacts, free_gpus: int, demand: Demand, vram_used_mib: int) -> int:
+    """Replicas of ``demand`` the node can still take. Time-slicing advertises one GPU as several,
+    and the device plugin may hand every slot of one physical GPU out before another's, so on a
+    time-sliced node all its GPU pods are counted against one GPU's memory: 4 slots of a 24 GB GPU
+    take one 20 GB replica, not four."""
+    if node.gpu_units <= 0 or node.gpu_allocatable <= node.gpu_units:
+        return free_gpus
+    return min(free_gpus, max(0, (node.vram_mib - vram_used_mib) // max(1, demand.vram_mib)))
 
 
 def _gib(mib: int) -> str:

@@ -50,7 +50,9 @@ def startup_failure_threshold(load_seconds: float, period_s: int) -> int:
     return max(3, math.ceil((STARTUP_FACTOR * load_seconds + STARTUP_MARGIN_S) / max(1, period_s)))
 
 
-def replica_pod(deployment: Mapping[str, Any], replica: int, node: str, load_seconds: float) -> dict[str, Any]:
+def replica_pod(
+    deployment: Mapping[str, Any], replica: int, node: str, load_seconds: float, vram_mib: int | None = None
+) -> dict[str, Any]:
     metadata = deployment["metadata"]
     spec = deployment["spec"]
     template = copy.deepcopy(spec.get("template") or {})
@@ -85,7 +87,11 @@ def replica_pod(deployment: Mapping[str, Any], replica: int, node: str, load_sec
             "name": pod_name(name, replica, node),
             "namespace": metadata["namespace"],
             "labels": {**(template_meta.get("labels") or {}), keys.DEPLOYMENT_LABEL: name, keys.REPLICA_LABEL: str(replica)},
-            "annotations": {**(template_meta.get("annotations") or {}), LOAD_ESTIMATE_ANNOTATION: f"{load_seconds:.1f}"},
+            "annotations": {
+                **(template_meta.get("annotations") or {}),
+                LOAD_ESTIMATE_ANNOTATION: f"{load_seconds:.1f}",
+                **({keys.VRAM_ANNOTATION: str(vram_mib)} if vram_mib is not None else {}),
+            },
             "ownerReferences": [owner_reference(metadata)],
         },
         "spec": pod_spec,

@@ -41,6 +41,8 @@ class Fleet:
         # Replica pods (of every deployment) still loading their model, per node: loads share a
         # node's storage and shared links, so placement counts them.
         self.loading: dict[str, int] = {}
+        # GPU memory the node's GPU pods hold, in MiB (a pod that does not say: a whole GPU's worth).
+        self.vram_used: dict[str, int] = {}
 
 
 @dataclass
@@ -113,7 +115,7 @@ def _place(cache: Cache, name: str, demand: Demand, replicas: int, fleet: Fleet,
     with cache.placing:
         free = cache.free_gpus(fleet.free, fleet.gpu_pods)
         started = time.perf_counter()
-        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, fleet.loading)
+        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, fleet.loading, fleet.vram_used)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
             cache.assume(pods.pod_name(name, create.replica, create.node), create.node)
@@ -123,7 +125,8 @@ def _place(cache: Cache, name: str, demand: Demand, replicas: int, fleet: Fleet,
 def pod_writes(deployment: Mapping[str, Any], result: Plan) -> PodWrites:
     """The plan as intended writes, with the manifests of the pods to create. Pure."""
     creates = [
-        (create, pods.replica_pod(deployment, create.replica, create.node, create.load_seconds)) for create in result.creates
+        (create, pods.replica_pod(deployment, create.replica, create.node, create.load_seconds, create.vram_mib))
+        for create in result.creates
     ]
     return PodWrites(list(result.deletes), list(result.evictions), creates, result.why)
 

@@ -171,7 +171,7 @@ def test_dead_agent_surges_a_replacement_and_deletes_nothing(nodes: dict[str, di
     assert result.deletes == []
     assert result.evictions == []
     assert result.creates == [
-        Create(0, "vm-h100-passthrough", pytest.approx(STARTUP_SECONDS + 18e9 / 54823e6), "PCIe link 54823 MB/s")
+        Create(0, "vm-h100-passthrough", pytest.approx(STARTUP_SECONDS + 18e9 / 54823e6), "PCIe link 54823 MB/s", demand.vram_mib)
     ]
     assert result.rejections["node agent heartbeat missing or stale"] == 1
     new = PodView("a-0-new", 0, "vm-h100-passthrough")
@@ -321,3 +321,17 @@ def test_a_lost_gpu_without_link_labels_reads_as_lost_not_malformed(nodes: dict[
     assert result.deletes == ["a-0"]
     assert result.why["a-0"] == "GPU of minipc-rtx4070ti lost, as its live node agent reports"
     assert len(result.creates) == 1
+
+
+def test_a_time_sliced_gpu_counts_vram_per_physical_gpu(nodes: dict[str, dict[str, Any]]) -> None:
+    """One 24 GB RTX 4090 that the device plugin advertises as four GPUs (time-slicing)."""
+    pi = replace(next(f for f in facts(nodes) if f.name == "pi5-rtx4090"), gpu_allocatable=4)
+    big = Demand.of(18 * GB, 2 * GIB, ["bare-metal"], max_load_seconds=60)
+    small = Demand.of(6 * GB, GIB, ["bare-metal"], max_load_seconds=60)
+
+    assert len(plan(big, 4, [pi], {pi.name: 4}, []).creates) == 1  # 20 GB twice does not fit 24 GB
+    assert len(plan(small, 4, [pi], {pi.name: 4}, []).creates) == 3  # 3 x 6.6 GB do; a fourth would not
+    taken = plan(small, 1, [pi], {pi.name: 3}, [], vram_used={pi.name: 20 * 1024})
+    assert (taken.creates, taken.summary) == ([], "0/1 nodes adequate: 1 no free GPU")
+    whole = replace(pi, gpu_allocatable=1)
+    assert len(plan(small, 1, [whole], {pi.name: 1}, [], vram_used={pi.name: 20 * 1024}).creates) == 1  # not time-sliced

@@ -164,12 +164,14 @@ def verdict_table(item: dict[str, Any], nodes: list[dict[str, Any]], leases: lis
         fresh = renewed is not None and (now - renewed).total_seconds() <= ttl_s
         facts = node_facts(node, Liveness.ALIVE if fresh else Liveness.UNKNOWN)
         reason = rejection(facts, demand)
+        load = demand.estimate(facts)
+        cost = f"{load.seconds:.1f} s, {load.bottleneck}" if load.bottleneck is not None else "load unknown"
         if facts.name in chosen:
-            verdict = f"chosen (replica {chosen[facts.name]}), {demand.load_seconds(facts):.1f} s"
+            verdict = f"chosen (replica {chosen[facts.name]}), {cost}"
         elif reason is None and used.get(facts.name, 0) >= facts.gpu_allocatable:
-            verdict = f"adequate ({demand.load_seconds(facts):.1f} s), but every GPU is taken"
+            verdict = f"adequate ({cost}), but every GPU is taken"
         elif reason is None:
-            verdict = f"adequate ({demand.load_seconds(facts):.1f} s), not needed: faster or spread choices won"
+            verdict = f"adequate ({cost}), not needed: faster or spread choices won"
         else:
             verdict = reason
         rows.append([facts.name, f"{facts.vram_mib} MiB", f"{facts.bandwidth_mbps} MB/s", verdict])

@@ -114,8 +114,13 @@ def _place(cache: Cache, name: str, demand: Demand, replicas: int, fleet: Fleet,
     the GPUs it chooses for new pods are assumed taken until the usage index counts them."""
     with cache.placing:
         free = cache.free_gpus(fleet.free, fleet.gpu_pods)
+        # A pod created a moment ago, not yet in the indexes, is loading too: another deployment's
+        # reconcile must not put a second load on a shared uplink it cannot see yet.
+        loading = dict(fleet.loading)
+        for node in cache.reserved().values():
+            loading[node] = loading.get(node, 0) + 1
         started = time.perf_counter()
-        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, fleet.loading, fleet.vram_used)
+        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, loading, fleet.vram_used)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
             cache.assume(pods.pod_name(name, create.replica, create.node), create.node)

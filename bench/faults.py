@@ -35,8 +35,8 @@ from egpu_api.fleet import load_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
 from egpu_localcluster.ledger import PodLedger
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = {"chat": (3, 2), "embed": (2, 1)}  # name -> (replicas, minAvailable)

@@ -33,8 +33,8 @@ from egpu_api.fleet import load_fleet, parse_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
 from egpu_localcluster.readywatch import DEPLOYMENT_LABEL, ReadyWatch
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from egpu_localcluster.nodes import node_manifest
 from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.labels import gpu_status, node_labels
 from egpu_node_agent.nvml import NvmlBackend
+from egpu_runtime import timestamps
 
 TARGET_RATIO = 1.5
 TARGET_RSS_MIB = 300
@@ -78,7 +78,7 @@ def labelled_nodes(count: int) -> list[dict[str, Any]]:
 
 
 def leases(nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = timestamps.now(micro=True)
     items = [
         {
             "apiVersion": "coordination.k8s.io/v1",

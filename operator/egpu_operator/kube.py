@@ -8,7 +8,6 @@ in memory for unit tests. Each method's docstring is its contract; both keep it.
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kubernetes import client
@@ -16,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from egpu_api import keys
 from egpu_operator.metrics import API_REQUESTS
+from egpu_runtime import events
 
 log = logging.getLogger("egpu_operator.kube")
 MERGE_PATCH = "application/merge-patch+json"
@@ -307,22 +307,8 @@ class ApiKube:
         self._event(deployment["metadata"]["namespace"], deployment, "InferenceDeployment", reason, message, warning)
 
     def _event(self, namespace: str, subject: Mapping[str, Any], kind: str, reason: str, message: str, warning: bool) -> None:
-        metadata = subject["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": metadata["name"], "uid": metadata.get("uid")}
-        if metadata.get("namespace"):
-            involved["namespace"] = metadata["namespace"]
-        body: dict[str, Any] = {
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": namespace},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "egpu-operator"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        involved = events.involved(f"{GROUP}/{VERSION}", kind, subject["metadata"])
+        body = events.event(namespace, involved, reason, message, warning, "egpu-operator")
         API_REQUESTS.labels("create").inc()
         try:
             _drained(self._core.create_namespaced_event(namespace, body, _preload_content=False))

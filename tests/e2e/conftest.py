@@ -19,8 +19,8 @@ import pytest
 from egpu_api.fleet import FleetProfile, load_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 from tests.e2e.helpers import NAMESPACE, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -17,10 +17,10 @@ from egpu_localcluster import LocalCluster
 from egpu_localcluster.kubectl import Kubectl
 from egpu_node_agent.agent import AgentConfig, NodeAgent
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.publisher import NodePublisher
+from egpu_runtime.kube import api_client
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import wait_for
 from tests.unit.chart.helm import AGENT_SA, NAMESPACE, OPERATOR_SA, REPO, agent_pod_on, release_on_local_cluster, token_kubeconfig

@@ -23,6 +23,7 @@ from egpu_operator import drain, facts
 from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube
 from egpu_operator.metrics import EVICTIONS, MAINTENANCES
+from egpu_operator.status import wire
 
 log = logging.getLogger("egpu_operator.maintenance")
 
@@ -54,7 +55,8 @@ def step(
         spec = GPUMaintenanceSpec.model_validate(maintenance["spec"])
     except ValidationError as error:
         # The API server validates specs; this guards objects stored under an older schema.
-        kube.patch_maintenance_status(name, {"phase": "Failed", "message": f"spec cannot be used: {error}".splitlines()[0]})
+        message = f"spec cannot be used: {error}".splitlines()[0]
+        kube.patch_maintenance_status(name, wire(GPUMaintenanceStatus(phase="Failed", message=message)))
         return "Failed"
 
     deleting = bool(maintenance["metadata"].get("deletionTimestamp"))
@@ -103,9 +105,9 @@ def _change_node(
     name = metadata["name"]
     if decision.add_finalizer and drain.FINALIZER not in (metadata.get("finalizers") or []):
         kube.set_maintenance_finalizers(name, metadata["resourceVersion"], [*(metadata.get("finalizers") or []), drain.FINALIZER])
-    if "nodeWasCordoned" in decision.status and previous.node_was_cordoned is None:
+    if "node_was_cordoned" in decision.status and previous.node_was_cordoned is None:
         # Written before the cordon: a restart between the two must not mistake our cordon for an admin's.
-        kube.patch_maintenance_status(name, {"phase": "Cordoned", **decision.status})
+        kube.patch_maintenance_status(name, wire(GPUMaintenanceStatus(phase="Cordoned", **decision.status)))
     if decision.cordon and (not node_state.unschedulable or node_state.maintenance_label != name):
         kube.patch_node(spec.node_name, {"spec": {"unschedulable": True}, "metadata": {"labels": {keys.MAINTENANCE_LABEL: name}}})
     if decision.restore:

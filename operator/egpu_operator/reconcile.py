@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from egpu_api import keys
-from egpu_api.inference import InferenceDeploymentSpec
+from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
 from egpu_api.power import PowerLimitStatus
 from egpu_operator import metrics, pods, power, status
 from egpu_operator.cache import Cache
@@ -192,7 +192,7 @@ def _report_invalid(kube: Kube, deployment: Mapping[str, Any], message: str, now
     metadata = deployment["metadata"]
     previous = (deployment.get("status") or {}).get("conditions") or []
     placed = status.condition(previous, "Placed", False, "InvalidSpec", message, int(metadata.get("generation", 0)), now)
-    kube.patch_status(metadata["namespace"], metadata["name"], {"conditions": [placed]})
+    kube.patch_status(metadata["namespace"], metadata["name"], status.wire(InferenceDeploymentStatus(conditions=[placed])))
     metrics.RECONCILES.labels("invalid").inc()
 
 

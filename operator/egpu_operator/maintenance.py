@@ -22,7 +22,7 @@ from egpu_api.maintenance import ACTIVE_PHASES, PHASES, TERMINAL_PHASES, GPUMain
 from egpu_operator import drain, facts
 from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube
-from egpu_operator.metrics import EVICTIONS, MAINTENANCES
+from egpu_operator.metrics import MAINTENANCES
 from egpu_operator.status import wire
 
 log = logging.getLogger("egpu_operator.maintenance")
@@ -127,7 +127,7 @@ def _evict_pods(
     refused: dict[str, str] = {}
     evicted = list(previous.evicted)
     for pod, why in decision.evict:
-        refusal = _evict(kube, cache, pod)
+        refusal = cache.evictions.evict(kube, pod.namespace, pod.name, "maintenance")
         if refusal is not None:
             refused[pod.key] = refusal
             continue
@@ -168,20 +168,6 @@ def _report(
     if any(previous_raw.get(key) != value for key, value in new_status.items()):
         kube.patch_maintenance_status(metadata["name"], new_status)
     return str(new_status["phase"])
-
-
-def _evict(kube: Kube, cache: Cache, pod: drain.GpuPod) -> str | None:
-    """Evict, unless a recent refusal says to wait a little longer (2, 4, 8 ... 60 s); None once evicted."""
-    waiting = cache.eviction_wait(pod.key)
-    if waiting is not None:
-        return waiting
-    refusal = kube.evict_pod(pod.namespace, pod.name)
-    EVICTIONS.labels("maintenance", "refused" if refusal else "evicted").inc()
-    if refusal is None:
-        cache.evicted(pod.key)
-        return None
-    cache.eviction_refused(pod.key, refusal)
-    return refusal
 
 
 def _node_state(node: Mapping[str, Any] | None) -> drain.NodeState:

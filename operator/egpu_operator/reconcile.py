@@ -138,8 +138,7 @@ def apply_pod_writes(
         outcome.deleted.add(pod_name)
         log.info("replica removed", extra={"deployment": key, "pod": pod_name, "why": writes.why.get(pod_name, "")})
     for pod_name in writes.evictions:
-        refusal = kube.evict_pod(namespace, pod_name)
-        metrics.EVICTIONS.labels("deployment", "refused" if refusal else "evicted").inc()
+        refusal = cache.evictions.evict(kube, namespace, pod_name, "deployment")
         if refusal is None:
             outcome.deleted.add(pod_name)
             log.info("replica evicted", extra={"deployment": key, "pod": pod_name, "why": writes.why.get(pod_name, "")})

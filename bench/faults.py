@@ -186,8 +186,7 @@ def main() -> int:
         install_crds(kubectl)
         for namespace in ("egpu-system", OPERATOR_NS, BASELINE_NS):
             kubectl.run("create", "namespace", namespace)
-            has_account = lambda ns=namespace: kubectl.run("get", "sa", "default", "-n", ns, check=False).returncode == 0  # noqa: E731
-            wait(f"the default ServiceAccount of {namespace}", has_account)
+            kubectl.wait_default_service_account(namespace)
         agents = FleetSimulator(profile, api_client(cluster.kubeconfig), "egpu-system", Path(scratch), poll_interval_s=1.0)
         agents.start()
         log_path = Path(tempfile.gettempdir()) / "egpu-bench-faults-operator.log"

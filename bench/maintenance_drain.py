@@ -131,10 +131,7 @@ def main() -> int:
         watcher = ReadyWatch(cluster.kubeconfig, NAMESPACE).start()
         try:
             operator.start()
-            wait(
-                "the default ServiceAccount",
-                lambda: kubectl.run("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
-            )
+            kubectl.wait_default_service_account(NAMESPACE)
 
             say(f"placing {args.replicas} replicas on {SOURCE}")
             place_on_source(kubectl, operator, args.replicas)

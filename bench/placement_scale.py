@@ -162,15 +162,6 @@ def time_to_bound(kubectl: Kubectl, namespace: str, expected: int, started: floa
         time.sleep(0.5)
 
 
-def wait_for_service_account(kubectl: Kubectl, namespace: str, timeout_s: float = 60) -> None:
-    """The controller manager creates it shortly after the namespace; until then admission rejects every pod."""
-    deadline = time.monotonic() + timeout_s
-    while kubectl.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no default ServiceAccount in {namespace} after {timeout_s:.0f} s")
-        time.sleep(0.2)
-
-
 def totals_of(text: str) -> dict[str, float]:
     print("\n".join(line for line in text.splitlines() if line.startswith("egpu_operator_triggers_total")))
     totals: dict[str, float] = {}
@@ -200,7 +191,7 @@ def main() -> int:
         kubectl.apply(leases(nodes))
         install_crds(kubectl)
         for namespace in ("baseline", "operator"):
-            wait_for_service_account(kubectl, namespace)
+            kubectl.wait_default_service_account(namespace)
 
         say(f"baseline: {args.deployments} Deployments x {args.replicas} replicas, kube-scheduler alone")
         started = time.monotonic()

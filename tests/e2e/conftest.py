@@ -60,21 +60,12 @@ def kube(fleet: FleetProfile, local_cluster: LocalCluster | None) -> Kubectl:
     return kubectl
 
 
-def wait_for_default_service_account(kube: Kubectl, namespace: str) -> None:
-    """The controller manager creates it shortly after the namespace; until then admission rejects every pod."""
-    wait_for(
-        lambda: True if kube.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0 else None,
-        timeout_s=30,
-        what=f"the default ServiceAccount in {namespace}",
-    )
-
-
 @pytest.fixture
 def namespace(kube: Kubectl) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting for finalization)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     kube.run("create", "namespace", name)
-    wait_for_default_service_account(kube, name)
+    kube.wait_default_service_account(name)
     yield name
     kube.run("delete", "namespace", name, "--wait=false", check=False)
 
@@ -109,7 +100,7 @@ def workspace(kube: Kubectl, operator: OperatorProcess) -> Iterator[str]:
     """A namespace for InferenceDeployments; afterwards they are deleted and their pods awaited, freeing the GPUs."""
     name = f"idep-{uuid.uuid4().hex[:8]}"
     kube.run("create", "namespace", name)
-    wait_for_default_service_account(kube, name)
+    kube.wait_default_service_account(name)
     yield name
     kube.run("delete", "inferencedeployments", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
     wait_for(lambda: True if not kube.get_json("pods", "-n", name)["items"] else None, timeout_s=60, what=f"pods of {name} to go")

@@ -55,9 +55,7 @@ def step(
         spec = GPUMaintenanceSpec.model_validate(maintenance["spec"])
     except ValidationError as error:
         # The API server validates specs; this guards objects stored under an older schema.
-        message = f"spec cannot be used: {error}".splitlines()[0]
-        kube.patch_maintenance_status(name, wire(GPUMaintenanceStatus(phase="Failed", message=message)))
-        return "Failed"
+        return _report_unusable(kube, name, error)
 
     deleting = bool(maintenance["metadata"].get("deletionTimestamp"))
     if previous.phase == "Completed":  # the node was returned already: nothing to read
@@ -90,6 +88,12 @@ def step(
     _change_node(kube, maintenance, spec, previous, decision, node_state)
     refused, evicted = _evict_pods(kube, cache, maintenance, decision, previous, world)
     return _report(kube, maintenance, spec, previous, decision, world, refused, evicted, now)
+
+
+def _report_unusable(kube: Kube, name: str, error: ValidationError) -> str:
+    failed = GPUMaintenanceStatus(phase="Failed", message=f"spec cannot be used: {error}".splitlines()[0])
+    kube.patch_maintenance_status(name, wire(failed))
+    return failed.phase
 
 
 def _change_node(

@@ -96,17 +96,35 @@ def place_on_source(kubectl: Kubectl, operator: OperatorProcess, replicas: int) 
     kubectl.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
                 "items": [inference_deployment(index) for index in range(replicas)]}))  # fmt: skip
     wait(f"{replicas} replicas Ready on {SOURCE}", lambda: ready_on(kubectl, SOURCE, replicas))
-    swept = node_sweeps(operator)
+    swept = counters(operator)[0]
     kubectl.run("uncordon", *TARGETS)
-    # The drain starts once the operator has seen the uncordon: its node watch delivered the change
-    # and the deployments were queued again (instead of a guessed sleep).
-    wait("the operator to see the uncordon", lambda: node_sweeps(operator) > swept)
+    # The drain starts once the operator has seen the uncordon (its node watch queued the
+    # deployments again) and has reconciled what that queued, instead of after a guessed sleep.
+    wait_settled(operator, swept)
 
 
-def node_sweeps(operator: OperatorProcess) -> float:
-    """How often the operator has queued deployments because node facts changed."""
+def counters(operator: OperatorProcess) -> tuple[float, float]:
+    """(times deployments were queued because node facts changed, reconciles), from /metrics."""
     lines = operator.metrics().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith('egpu_operator_triggers_total{source="node"}'))
+
+    def total(prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+    return total('egpu_operator_triggers_total{source="node"}'), total("egpu_operator_reconciles_total")
+
+
+def wait_settled(operator: OperatorProcess, swept: float, quiet_s: float = 1.5, timeout_s: float = 60) -> None:
+    """Until the node sweeps rose above ``swept`` and neither they nor the reconciles changed for
+    ``quiet_s`` (longer than the operator's one sweep a second: both targets' uncordons are in)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = counters(operator), time.monotonic()
+    while last[0] <= swept or time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: timed out waiting for the operator to see the uncordon")
+        time.sleep(0.1)
+        now = counters(operator)
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ test: lint unit e2e
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy api localcluster node-agent operator
+	$(VENV)/bin/mypy api localcluster node-agent operator runtime
 	$(VENV)/bin/hadolint images/operator.Dockerfile images/node-agent.Dockerfile
 	$(VENV)/bin/shellcheck hack/build-tools.sh hack/kind/up.sh .ci/run
 	$(MAKE) --no-print-directory chart-lint

@@ -116,8 +116,8 @@ def agent_process_rss(kubeconfig: Path) -> float:
 
 def steady_state_patches(seconds: float) -> None:
     from egpu_localcluster import LocalCluster, ensure_tools
-    from egpu_node_agent.kube import api_client
     from egpu_node_agent.simulator import FleetSimulator
+    from egpu_runtime.kube import api_client
 
     fleet = load_fleet()
     with LocalCluster(ensure_tools()) as cluster, tempfile.TemporaryDirectory() as sysfs:

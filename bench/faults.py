@@ -23,7 +23,6 @@ least as many Ready replicas as the baseline and loses no more pods.
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +34,10 @@ from egpu_api.fleet import load_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
 from egpu_localcluster.ledger import PodLedger
-from egpu_node_agent.kube import api_client
+from egpu_localcluster.operator_process import OperatorProcess, install_crds
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 
-REPO = Path(__file__).resolve().parents[1]
 SERVICE = {"chat": (3, 2), "embed": (2, 1)}  # name -> (replicas, minAvailable)
 OPERATOR_NS, BASELINE_NS = "operator", "baseline"
 BASELINE_LABEL = "bench.egpu-operator.io/group"
@@ -98,7 +97,7 @@ def all_ready(kubectl: Kubectl) -> bool:
 
 
 class Bench:
-    def __init__(self, cluster: LocalCluster, agents: FleetSimulator, operator: subprocess.Popen[bytes]) -> None:
+    def __init__(self, cluster: LocalCluster, agents: FleetSimulator, operator: OperatorProcess) -> None:
         self.cluster, self.agents, self.operator = cluster, agents, operator
         self.kubectl = cluster.kubectl
 
@@ -124,7 +123,7 @@ class Bench:
 
             return lambda: agents.stop_agents([victim]), lambda: agents.start_agents([victim]), 150, moved
         if name == "operator-paused":
-            return lambda: self.operator.send_signal(signal.SIGSTOP), lambda: self.operator.send_signal(signal.SIGCONT), 60, None
+            return lambda: self.operator.signal(signal.SIGSTOP), lambda: self.operator.signal(signal.SIGCONT), 60, None
         if name in ("api-server", "etcd"):
             component = "kube-apiserver" if name == "api-server" else "etcd"
 
@@ -184,30 +183,26 @@ def main() -> int:
         kubectl = cluster.kubectl
         kubectl.apply_fleet(profile)
         kubectl.wait_nodes_ready(node.name for node in profile.nodes)
-        kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-        kubectl.run("wait", "--for", "condition=Established", "-f", str(REPO / "crds"))
+        install_crds(kubectl)
         for namespace in ("egpu-system", OPERATOR_NS, BASELINE_NS):
             kubectl.run("create", "namespace", namespace)
-            has_account = lambda ns=namespace: kubectl.run("get", "sa", "default", "-n", ns, check=False).returncode == 0  # noqa: E731
-            wait(f"the default ServiceAccount of {namespace}", has_account)
+            kubectl.wait_default_service_account(namespace)
         agents = FleetSimulator(profile, api_client(cluster.kubeconfig), "egpu-system", Path(scratch), poll_interval_s=1.0)
         agents.start()
         log_path = Path(tempfile.gettempdir()) / "egpu-bench-faults-operator.log"
-        with log_path.open("wb") as log:
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        log_path.unlink(missing_ok=True)
+        operator = OperatorProcess(cluster.kubeconfig, log_path)
         try:
+            operator.start()
             kubectl.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests()}))
             wait("both services Ready", lambda: all_ready(kubectl))
             bench = Bench(cluster, agents, operator)
             for name in chosen:
                 results[name] = bench.run(name)
         finally:
-            operator.send_signal(signal.SIGCONT)
-            operator.terminate()
-            operator.wait(timeout=20)
+            if operator.process is not None:
+                operator.signal(signal.SIGCONT)
+            operator.stop()
             agents.stop()
         say(f"operator log: {log_path}")
 

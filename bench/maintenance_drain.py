@@ -22,7 +22,6 @@ planned Ready time (status.plannedReadyAt) and the uplinks' floor (bytes over ba
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +32,11 @@ from typing import Any
 from egpu_api.fleet import load_fleet, parse_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
+from egpu_localcluster.operator_process import OperatorProcess, install_crds
 from egpu_localcluster.readywatch import DEPLOYMENT_LABEL, ReadyWatch
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 
-REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
 SOURCE, TARGETS = "switch-10x-a5000", ("switch-5x-a5000-a", "switch-5x-a5000-b")
 
@@ -93,7 +92,7 @@ def ready_on(kubectl: Kubectl, node: str | None, count: int) -> bool:
     return len(live) == count and len(ready) == count and (node is None or {p["spec"].get("nodeName") for p in ready} == {node})
 
 
-def place_on_source(kubectl: Kubectl, replicas: int) -> None:
+def place_on_source(kubectl: Kubectl, operator: OperatorProcess, replicas: int) -> None:
     """Fresh deployments, all on the source: the targets are cordoned while they are placed."""
     kubectl.run("delete", "inferencedeployments", "--all", "-n", NAMESPACE, "--wait=true", "--timeout=120s")
     wait("old pods to go", lambda: not kubectl.get_json("pods", "-n", NAMESPACE)["items"])
@@ -102,9 +101,35 @@ def place_on_source(kubectl: Kubectl, replicas: int) -> None:
     kubectl.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
                 "items": [inference_deployment(index) for index in range(replicas)]}))  # fmt: skip
     wait(f"{replicas} replicas Ready on {SOURCE}", lambda: ready_on(kubectl, SOURCE, replicas))
-    for target in TARGETS:
-        kubectl.run("uncordon", target)
-    time.sleep(2)  # let the operator see the uncordon before the drain starts
+    swept = counters(operator)[0]
+    kubectl.run("uncordon", *TARGETS)
+    # The drain starts once the operator has seen the uncordon (its node watch queued the
+    # deployments again) and has reconciled what that queued, instead of after a guessed sleep.
+    wait_settled(operator, swept)
+
+
+def counters(operator: OperatorProcess) -> tuple[float, float]:
+    """(times deployments were queued because node facts changed, reconciles), from /metrics."""
+    lines = operator.metrics().splitlines()
+
+    def total(prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+    return total('egpu_operator_triggers_total{source="node"}'), total("egpu_operator_reconciles_total")
+
+
+def wait_settled(operator: OperatorProcess, swept: float, quiet_s: float = 1.5, timeout_s: float = 60) -> None:
+    """Until the node sweeps rose above ``swept`` and neither they nor the reconciles changed for
+    ``quiet_s`` (longer than the operator's one sweep a second: both targets' uncordons are in)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = counters(operator), time.monotonic()
+    while last[0] <= swept or time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: timed out waiting for the operator to see the uncordon")
+        time.sleep(0.1)
+        now = counters(operator)
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def main() -> int:
@@ -118,26 +143,21 @@ def main() -> int:
         kubectl = cluster.kubectl
         kubectl.apply_fleet(profile)
         kubectl.wait_nodes_ready(node.name for node in profile.nodes)
-        kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-        kubectl.run("wait", "--for", "condition=Established", "-f", str(REPO / "crds"))
+        install_crds(kubectl)
         for namespace in ("egpu-system", NAMESPACE):
             kubectl.run("create", "namespace", namespace)
         agents = FleetSimulator(profile, api_client(cluster.kubeconfig), "egpu-system", Path(scratch), poll_interval_s=1.0)
         agents.start()
-        log = (Path(tempfile.gettempdir()) / "egpu-bench-maintenance-operator.log").open("wb")
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        log = Path(tempfile.gettempdir()) / "egpu-bench-maintenance-operator.log"
+        log.unlink(missing_ok=True)
+        operator = OperatorProcess(cluster.kubeconfig, log)
         watcher = ReadyWatch(cluster.kubeconfig, NAMESPACE).start()
         try:
-            wait(
-                "the default ServiceAccount",
-                lambda: kubectl.run("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
-            )
+            operator.start()
+            kubectl.wait_default_service_account(NAMESPACE)
 
             say(f"placing {args.replicas} replicas on {SOURCE}")
-            place_on_source(kubectl, args.replicas)
+            place_on_source(kubectl, operator, args.replicas)
             say("GPUMaintenance: draining")
             watcher.reset()
             started = time.monotonic()
@@ -163,7 +183,7 @@ def main() -> int:
             kubectl.run("delete", "gpumaint", "bench", "--wait=true")
 
             say(f"placing {args.replicas} replicas on {SOURCE} again")
-            place_on_source(kubectl, args.replicas)
+            place_on_source(kubectl, operator, args.replicas)
             say("kubectl drain: draining")
             watcher.reset()
             started = time.monotonic()
@@ -174,8 +194,7 @@ def main() -> int:
             drain_min = watcher.minimum_total
         finally:
             watcher.stop()
-            operator.terminate()
-            operator.wait(timeout=20)
+            operator.stop()
             agents.stop()
 
     n = args.replicas

@@ -20,13 +20,9 @@ import math
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +32,14 @@ from egpu_api.gpus import dump_gpus
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
 from egpu_localcluster.nodes import node_manifest
+from egpu_localcluster.operator_process import OperatorProcess, install_crds
 from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nvml import NvmlBackend
+from egpu_runtime import timestamps
 
 TARGET_RATIO = 1.5
 TARGET_RSS_MIB = 300
-REPO = Path(__file__).resolve().parents[1]
 # (size, budget s, overhead, modes): a mix of edge-sized models.
 MODELS = [
     ("6G", 20, "1Gi", ["bare-metal", "passthrough", "vgpu"]),
@@ -78,7 +75,7 @@ def labelled_nodes(count: int) -> list[dict[str, Any]]:
 
 
 def leases(nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = timestamps.now(micro=True)
     items = [
         {
             "apiVersion": "coordination.k8s.io/v1",
@@ -165,15 +162,7 @@ def time_to_bound(kubectl: Kubectl, namespace: str, expected: int, started: floa
         time.sleep(0.5)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+def totals_of(text: str) -> dict[str, float]:
     print("\n".join(line for line in text.splitlines() if line.startswith("egpu_operator_triggers_total")))
     totals: dict[str, float] = {}
     for line in text.splitlines():
@@ -200,9 +189,9 @@ def main() -> int:
         for namespace in ("egpu-system", "baseline", "operator"):
             kubectl.run("create", "namespace", namespace)
         kubectl.apply(leases(nodes))
-        kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-        kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
-        time.sleep(2)  # let every namespace's default ServiceAccount appear
+        install_crds(kubectl)
+        for namespace in ("baseline", "operator"):
+            kubectl.wait_default_service_account(namespace)
 
         say(f"baseline: {args.deployments} Deployments x {args.replicas} replicas, kube-scheduler alone")
         started = time.monotonic()
@@ -211,18 +200,13 @@ def main() -> int:
         kubectl.run("delete", "deployments", "--all", "-n", "baseline", "--wait=true")
         time_to_bound(kubectl, "baseline", 0, time.monotonic())
 
-        port = free_port()
-        command = [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig),
-                   "--metrics-port", str(port)]  # fmt: skip
         log = cluster.workdir / "operator.log"
         say("starting the operator")
-        with log.open("wb") as output:
-            env = {**os.environ, "EGPU_OPERATOR_LEASE_TTL_SECONDS": "3600"}
-            if os.environ.get("EGPU_BENCH_PROFILE"):  # py-spy flame graph of the operator, for finding hot spots
-                command = ["py-spy", "record", "--format", "raw", "-o", os.environ["EGPU_BENCH_PROFILE"], "--", *command]
-            operator = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        profile = os.environ.get("EGPU_BENCH_PROFILE")  # py-spy flame graph of the operator, for finding hot spots
+        wrapper = ["py-spy", "record", "--format", "raw", "-o", profile, "--"] if profile else []
+        operator = OperatorProcess(cluster.kubeconfig, log, env={"EGPU_OPERATOR_LEASE_TTL_SECONDS": "3600"}, wrapper=wrapper)
         try:
-            time.sleep(5)  # its indexes fill from the initial listing
+            operator.start(ready_timeout_s=300)  # ready once its indexes hold the initial listing
             say(f"operator: {args.deployments} InferenceDeployments x {args.replicas} replicas")
             started = time.monotonic()
             apply_list(kubectl, [inference_deployment(i, args.replicas) for i in range(args.deployments)])
@@ -231,14 +215,14 @@ def main() -> int:
             refused = kubectl.get_json("events", "-n", "operator", "--field-selector", "reason=FailedScheduling")["items"]
             kept = Path(tempfile.gettempdir()) / "egpu-bench-refusals.txt"
             kept.write_text("\n".join(event["message"] for event in refused))  # why kube-scheduler refused replicas
-            totals = scrape(port)
-            status = Path(f"/proc/{operator.pid}/status").read_text()
+            totals = totals_of(operator.metrics())
+            assert operator.process is not None
+            status = Path(f"/proc/{operator.process.pid}/status").read_text()
             peak_rss_mib = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
-            fields = Path(f"/proc/{operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{operator.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
             cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         finally:
-            operator.send_signal(signal.SIGINT)  # py-spy, when profiling, writes its report on SIGINT
-            operator.wait(timeout=60)
+            operator.stop(sig=signal.SIGINT, timeout_s=60)  # py-spy, when profiling, writes its report on SIGINT
             shutil.copy(log, Path(tempfile.gettempdir()) / "egpu-bench-operator.log")  # kept for reading
 
     reconciles = totals.get("egpu_operator_reconciles_total", 0)

@@ -15,6 +15,7 @@ COPY api api
 COPY operator operator
 COPY node-agent node-agent
 COPY localcluster localcluster
+COPY runtime runtime
 RUN python -m venv /opt/egpu && /opt/egpu/bin/pip install .
 
 FROM ${BASE}

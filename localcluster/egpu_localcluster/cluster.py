@@ -90,6 +90,11 @@ class LocalCluster:
             pids.write(f"{process.pid}\n")
         return process.pid
 
+    @staticmethod
+    def running(pid: int) -> bool:
+        """Whether a companion ``spawn`` started still runs (one that exited is a zombie until reaped)."""
+        return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
+
     def _stop_companions(self) -> None:
         pids_file = self.workdir / "companions.pids"
         if not pids_file.exists():

@@ -12,6 +12,7 @@ from egpu_api.fleet import FleetProfile
 from egpu_localcluster.cluster import LocalCluster, progress
 from egpu_localcluster.demo_maintenance import show_maintenance
 from egpu_localcluster.kubectl import Kubectl, KubectlError
+from egpu_localcluster.operator_process import free_port, install_crds, operator_command, wait_ready
 from egpu_localcluster.table import render
 
 AGENT_NAMESPACE = "egpu-system"
@@ -58,12 +59,10 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
         print(f"\nswitch-4x-a5000, GPU 0's path to the root port: {hops}: the x1 uplink is what a load sees.")
 
     progress("installing the CRDs and starting the operator (egpu-operator run)")
-    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
-    cluster.spawn(
-        [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
-        "operator",
-    )
+    install_crds(kubectl)
+    port = free_port()
+    pid = cluster.spawn(operator_command(cluster.kubeconfig, port), "operator")
+    wait_ready(port, lambda: not cluster.running(pid), cluster.workdir / "operator.log")
     progress("applying examples/: an 18 GB model (30 s budget), a 6 GB model (20 s), a 140 GiB model (fits nowhere)")
     kubectl.run("apply", "-f", str(REPO / "examples"))
     deployments = wait_for_placement(kubectl, ["llm-18gb", "llm-6gb", "llm-140gb"])

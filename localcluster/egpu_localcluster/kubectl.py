@@ -62,6 +62,15 @@ class Kubectl:
                 raise KubectlError(f"nodes not Ready after {timeout_s:.0f} s: {', '.join(sorted(pending))}")
             time.sleep(0.5)
 
+    def wait_default_service_account(self, namespace: str, timeout_s: float = 30) -> None:
+        """Poll until ``namespace`` has its default ServiceAccount: the controller manager creates it
+        shortly after the namespace, and until then admission rejects every pod there."""
+        deadline = time.monotonic() + timeout_s
+        while self.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise KubectlError(f"no default ServiceAccount in namespace {namespace} after {timeout_s:.0f} s")
+            time.sleep(0.2)
+
 
 LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
 

@@ -42,7 +42,7 @@ class PodLedger:
     def __post_init__(self) -> None:
         from kubernetes import client
 
-        from egpu_node_agent.kube import api_client
+        from egpu_runtime.kube import api_client
 
         self._core: Any = client.CoreV1Api(api_client(self.kubeconfig))
         self._lock = threading.Lock()

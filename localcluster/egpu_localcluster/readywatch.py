@@ -25,7 +25,7 @@ class ReadyWatch:
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
         from kubernetes import client, watch
 
-        from egpu_node_agent.kube import api_client
+        from egpu_runtime.kube import api_client
 
         self._core: Any = client.CoreV1Api(api_client(kubeconfig))
         watches: Any = watch  # the client's watch module is untyped

@@ -25,11 +25,11 @@ from typing import Any
 
 from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
 from egpu_api.gpus import dump_gpus
-from egpu_node_agent import logs
 from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nogpu import NoGpuBackend
 from egpu_node_agent.nvml import BackendUnavailable, GpuBackend, NvmlBackend, load_pynvml
+from egpu_runtime import logs
 
 EXIT_USAGE, EXIT_NO_NVML, EXIT_API = 2, 3, 4
 # What a shell reports for a process killed by SIGPIPE (128 + 13): the reader of our output left.
@@ -256,9 +256,9 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from egpu_node_agent.agent import AgentConfig, NodeAgent
-    from egpu_node_agent.kube import api_client
     from egpu_node_agent.metrics import AgentMetrics
     from egpu_node_agent.publisher import NodePublisher
+    from egpu_runtime.kube import api_client
 
     if not args.node_name:
         print(
@@ -294,9 +294,9 @@ def _run(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from egpu_node_agent.kube import api_client
     from egpu_node_agent.metrics import AgentMetrics
     from egpu_node_agent.simulator import FleetSimulator
+    from egpu_runtime.kube import api_client
 
     fleet = load_fleet(args.fleet)
     metrics = AgentMetrics()

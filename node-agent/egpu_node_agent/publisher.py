@@ -12,13 +12,13 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from egpu_api import keys
+from egpu_runtime import conditions, events, timestamps
 
 log = logging.getLogger("egpu_node_agent.publisher")
 _watch_module: Any = watch  # untyped
@@ -100,23 +100,21 @@ class NodePublisher:
     def set_condition(self, healthy: bool, reason: str, message: str) -> bool:
         """Keep the GPUHealthy node condition; patches only when status, reason or message change."""
         status = "True" if healthy else "False"
-        conditions = self.node().get("status", {}).get("conditions") or []
-        current = next((c for c in conditions if c.get("type") == keys.GPU_HEALTHY_CONDITION), None)
+        current = conditions.find(self.node().get("status", {}).get("conditions") or [], keys.GPU_HEALTHY_CONDITION)
         if current and (current.get("status"), current.get("reason"), current.get("message")) == (
             status,
             reason,
             message,
         ):
             return False
-        now = _now()
-        transition = current["lastTransitionTime"] if current and current.get("status") == status else now
+        now = timestamps.now()
         condition = {
             "type": keys.GPU_HEALTHY_CONDITION,
             "status": status,
             "reason": reason,
             "message": message,
             "lastHeartbeatTime": now,
-            "lastTransitionTime": transition,
+            "lastTransitionTime": conditions.transition_time(current, status, now),
         }
         response = self._core.patch_node_status(
             self.node_name,
@@ -131,7 +129,7 @@ class NodePublisher:
     def heartbeat(self, duration_s: int) -> None:
         """Renew (or create) this agent's Lease, so the operator can tell a dead agent from a quiet one."""
         name = f"{keys.AGENT_LEASE_PREFIX}{self.node_name}"
-        spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": duration_s, "renewTime": _now(micro=True)}
+        spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": duration_s, "renewTime": timestamps.now(micro=True)}
         try:
             self._leases.patch_namespaced_lease(
                 name, self.namespace, {"spec": spec}, _content_type=MERGE_PATCH, _preload_content=False
@@ -144,23 +142,8 @@ class NodePublisher:
 
     def event(self, reason: str, message: str, warning: bool = True) -> None:
         """Record a Kubernetes Event on the node (best effort: an event that fails is only logged)."""
-        node = self.node()
-        body = {
-            "metadata": {"generateName": f"{self.node_name}.", "namespace": "default"},
-            "involvedObject": {
-                "kind": "Node",
-                "name": self.node_name,
-                "uid": node["metadata"].get("uid"),
-                "apiVersion": "v1",
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "egpu-node-agent", "host": self.node_name},
-            "firstTimestamp": _now(),
-            "lastTimestamp": _now(),
-            "count": 1,
-        }
+        involved = events.involved("v1", "Node", self.node()["metadata"])
+        body = events.event("default", involved, reason, message, warning, "egpu-node-agent", host=self.node_name)
         try:
             self._core.create_namespaced_event("default", body, _preload_content=False).drain_conn()
         except ApiException as error:
@@ -206,8 +189,3 @@ class NodePublisher:
                     continue
             finally:
                 stream.stop()
-
-
-def _now(micro: bool = False) -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if micro else now.strftime("%Y-%m-%dT%H:%M:%SZ")

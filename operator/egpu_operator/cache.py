@@ -11,7 +11,8 @@ what the operator did since, until those views catch up:
 - **expectations**, as the ReplicaSet controller keeps them: after creating or deleting pods
   for a deployment, do not plan it again until the pod index shows those changes;
 - the **heartbeats and visibility** agents are judged by (``liveness``), the deployments that
-  cannot be placed, budgets written but not yet indexed, and the refused evictions' backoff.
+  cannot be placed, budgets written but not yet indexed, and the refused evictions' backoff
+  (``evictions``, one ``kube.Evictor`` both controllers evict through).
 
 Every method is safe from any thread. Times are monotonic seconds from ``clock``.
 """
@@ -26,6 +27,7 @@ from egpu_api import keys
 from egpu_api.power import PowerLimitStatus, parse_status
 from egpu_operator import metrics
 from egpu_operator.facts import node_facts
+from egpu_operator.kube import Evictor
 from egpu_operator.liveness import Heartbeats, Liveness, LivenessConfig, Visibility
 from egpu_operator.placement import NodeFacts, PodView
 
@@ -33,8 +35,6 @@ from egpu_operator.placement import NodeFacts, PodView
 RESERVATION_S = 60.0
 #: Expectations nobody met (a lost watch event) lapse after this long.
 EXPECTATION_S = 15.0
-#: A refused eviction is asked again after 2, 4, 8 ... this many seconds.
-EVICTION_BACKOFF_MAX_S = 60.0
 
 
 class _Node:
@@ -76,7 +76,7 @@ class Cache:
         self._infeasible: set[str] = set()  # namespace/name of deployments with replicas that cannot be placed
         self._budgets: dict[str, int | None] = {}  # namespace/name -> minAvailable written, until the index shows it
         self._garbage_reported: set[tuple[str, str]] = set()  # (node, problem) already told in an Event
-        self._refusals: dict[str, tuple[int, float, str]] = {}  # pod key -> (refusals in a row, next try, last refusal)
+        self.evictions = Evictor(clock)
         self._filed: set[str] = set()  # automatic maintenances this process created or found existing
 
     # -- node facts --------------------------------------------------------------------------------
@@ -196,23 +196,6 @@ class Cache:
                 return False
             self._filed.add(maintenance)
             return True
-
-    # -- refused evictions -------------------------------------------------------------------------
-
-    def eviction_wait(self, pod: str) -> str | None:
-        """The last refusal while a recent refusal says to wait a little longer, else None."""
-        with self._lock:
-            _, next_try, last = self._refusals.get(pod, (0, 0.0, ""))
-            return last if self._clock() < next_try else None
-
-    def eviction_refused(self, pod: str, refusal: str) -> None:
-        with self._lock:
-            count, _, _ = self._refusals.get(pod, (0, 0.0, ""))
-            self._refusals[pod] = (count + 1, self._clock() + min(EVICTION_BACKOFF_MAX_S, 2.0 ** (count + 1)), refusal)
-
-    def evicted(self, pod: str) -> None:
-        with self._lock:
-            self._refusals.pop(pod, None)
 
 
 def _power_status(node: Mapping[str, Any]) -> dict[str, PowerLimitStatus]:

@@ -162,21 +162,15 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
     import kopf  # heavy: imported only for `run`
     from kubernetes import client
-    from kubernetes import config as kube_config
 
-    from egpu_node_agent import logs
     from egpu_operator import handlers
     from egpu_operator.kube import ApiKube
     from egpu_operator.runtime import Operator
+    from egpu_runtime import kube, logs
 
     logs.configure((args.log_level or os.environ.get("EGPU_LOG_LEVEL") or "info").lower())
-    configuration = client.Configuration()
-    loader: object = kube_config
     try:
-        if args.kubeconfig is not None:
-            loader.load_kube_config(config_file=str(args.kubeconfig), client_configuration=configuration)  # type: ignore[attr-defined]
-        else:
-            loader.load_incluster_config(client_configuration=configuration)  # type: ignore[attr-defined]
+        configuration = kube.configuration(args.kubeconfig)
     except Exception as error:
         print(f"egpu-operator: cannot load Kubernetes credentials: {error}", file=sys.stderr)
         return 4

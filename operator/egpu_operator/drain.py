@@ -16,11 +16,13 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from egpu_api import keys
-from egpu_api.maintenance import ACTIVE_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus
-from egpu_operator.status import condition
+from egpu_api.inference import Condition
+from egpu_api.maintenance import ACTIVE_PHASES, GPUMaintenanceSpec, GPUMaintenanceStatus, MovedReplica, Phase
+from egpu_operator.status import condition, wire
+from egpu_runtime import timestamps
 
 #: Kept importable under these names (the chart's tests use them); defined in egpu_api.keys.
 MAINTENANCE_LABEL = keys.MAINTENANCE_LABEL
@@ -71,9 +73,19 @@ class World:
     slot_wait: str | None = None  # why this maintenance may not start yet (parallel limit, node busy)
 
 
+class Carried(TypedDict, total=False):
+    """Status fields a decision sets once, carried into the new status (``GPUMaintenanceStatus`` names)."""
+
+    node_was_cordoned: bool
+    started_at: str
+    ready_at: str
+    completed_at: str
+    planned_ready_at: str
+
+
 @dataclass
 class Decision:
-    phase: str
+    phase: Phase
     cordon: bool = False  # make sure the node is cordoned and labelled
     restore: bool = False  # give the node back: uncordon unless it was cordoned before, drop the label
     add_finalizer: bool = False
@@ -81,7 +93,7 @@ class Decision:
     waiting: list[str] = field(default_factory=list)
     wait_reason: str = ""
     failure: tuple[str, str] | None = None  # reason, message
-    status: dict[str, Any] = field(default_factory=dict)  # fields to carry into the new status
+    status: Carried = field(default_factory=lambda: Carried())  # fields to carry into the new status
 
 
 def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: World, now: datetime) -> Decision:
@@ -89,17 +101,17 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
     if phase == "Completed" or (phase == "Failed" and not spec.completed):
         return Decision(phase)
     if phase == "Failed" or (phase in ACTIVE_PHASES and spec.completed):
-        return Decision("Completed", restore=world.node.exists, status={"completedAt": _time(now)})
+        return Decision("Completed", restore=world.node.exists, status={"completed_at": timestamps.rfc3339(now)})
     if phase == "Pending":
         if spec.completed:
-            return Decision("Completed", status={"completedAt": _time(now)})
+            return Decision("Completed", status={"completed_at": timestamps.rfc3339(now)})
         if not world.node.exists:
             return _failed("NodeNotFound", f"node {spec.node_name} does not exist")
         if world.slot_wait is not None:
             return Decision("Pending", waiting=[world.slot_wait], wait_reason="WaitingForSlot")
         # Remember an administrator's cordon before adding ours: it must outlive this maintenance.
         # The pods are looked at from the next step on, once the cordon keeps new ones away.
-        carried = {"nodeWasCordoned": world.node.unschedulable, "startedAt": _time(now)}
+        carried = Carried(node_was_cordoned=world.node.unschedulable, started_at=timestamps.rfc3339(now))
         return Decision("Cordoned", cordon=True, add_finalizer=True, status=carried)
     if not world.node.exists:
         return _failed("NodeDeleted", f"node {spec.node_name} was deleted during the maintenance")
@@ -108,7 +120,7 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
     remaining = [pod for pod in world.pods if not pod.daemonset]
     if not remaining:
         decision.phase = "Ready"
-        decision.status["readyAt"] = previous.ready_at or _time(now)
+        decision.status["ready_at"] = previous.ready_at or timestamps.rfc3339(now)
         return decision
     if world.node.unschedulable:
         decision.phase = "Evacuating"  # cordoned for sure: no new GPU pod can land while we move the others
@@ -116,10 +128,10 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
         _plan_pod(pod, spec, world, decision)
     planned = [r.ready_by for r in world.replacements.values() if not r.ready and r.ready_by is not None]
     if planned:
-        decision.status["plannedReadyAt"] = _time(max(planned))
+        decision.status["planned_ready_at"] = timestamps.rfc3339(max(planned))
     timeout = spec.drain_timeout_seconds
     started = previous.started_at
-    if timeout is not None and started and (now - _parse(started)).total_seconds() > timeout:
+    if timeout is not None and started and (now - timestamps.parse(started)).total_seconds() > timeout:
         left = ", ".join(pod.key for pod in remaining)
         return _failed("DrainTimeout", f"node not drained within {timeout} s; still on it: {left}; node left cordoned")
     return decision
@@ -144,7 +156,7 @@ def _plan_pod(pod: GpuPod, spec: GPUMaintenanceSpec, world: World, decision: Dec
     if replacement is not None and replacement.ready:
         decision.evict.append((pod, f"replacement {replacement.pod} is Ready on {replacement.node}"))
     elif replacement is not None:
-        by = f", Ready by {_time(replacement.ready_by)} as planned" if replacement.ready_by is not None else ""
+        by = f", Ready by {timestamps.rfc3339(replacement.ready_by)} as planned" if replacement.ready_by is not None else ""
         decision.waiting.append(f"{replica}: replacement {replacement.pod} on {replacement.node} is loading the model{by}")
         decision.wait_reason = "WaitingForReplacement"
     elif pod.deployment not in world.placement_why:
@@ -189,12 +201,12 @@ def status(
     else:
         message = f"waiting for: {'; '.join(waiting)}" if waiting else "evicting GPU pods"
 
-    def cond(kind: str, ok: bool, reason: str, text: str) -> dict[str, Any]:
+    def cond(kind: str, ok: bool, reason: str, text: str) -> Condition:
         return condition(previous_conditions, kind, ok, reason, text, generation, now)
 
     started = phase != "Pending"
     conditions = [cond("Started", started, "Started" if started else "WaitingForSlot", "drain started" if started else message)]
-    was_cordoned = decision.status.get("nodeWasCordoned", previous.node_was_cordoned)
+    was_cordoned = decision.status.get("node_was_cordoned", previous.node_was_cordoned)
     if started and phase != "Completed":
         cordon_note = " (an administrator had cordoned it before; it stays cordoned afterwards)" if was_cordoned else ""
         conditions.append(cond("Cordoned", True, "Cordoned", f"node cordoned{cordon_note}"))
@@ -211,15 +223,16 @@ def status(
         conditions.append(cond("Evacuated", done, reason, "no GPU workload on the node" if done else message))
     if decision.failure is not None:
         conditions.append(cond("Failed", True, decision.failure[0], decision.failure[1]))
-    return {
-        "phase": phase,
-        "message": message,
+    written = GPUMaintenanceStatus(
+        phase=phase,
+        message=message,
+        moved=[MovedReplica.model_validate(entry) for entry in moved],
+        evicted=list(evicted),
+        observed_generation=generation,
+        conditions=conditions,
         **decision.status,
-        "moved": list(moved),
-        "evicted": list(evicted),
-        "observedGeneration": generation,
-        "conditions": conditions,
-    }
+    )
+    return wire(written)
 
 
 def record_moves(previous: Sequence[Mapping[str, Any]], world: World) -> list[dict[str, Any]]:
@@ -274,11 +287,3 @@ def auto_maintenance(node: str, health: str, since: str, message: str) -> dict[s
         "metadata": {"name": name, "labels": {keys.AUTO_MAINTENANCE_LABEL: "true"}},
         "spec": {"nodeName": node, "reason": f"automatic: GPU {health}: {message}"[:1024]},
     }
-
-
-def _time(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

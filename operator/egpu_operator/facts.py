@@ -13,6 +13,7 @@ from egpu_api import keys
 from egpu_api.gpus import GpuMode
 from egpu_operator.liveness import Liveness
 from egpu_operator.placement import NodeFacts, PodView
+from egpu_runtime import timestamps
 
 _MODES = frozenset(GpuMode)
 _HEALTH = {"ok", "degraded", "lost"}
@@ -89,7 +90,7 @@ def lease_time(lease: Mapping[str, Any]) -> datetime | None:
     if not isinstance(renew, str):
         return None
     try:
-        return datetime.fromisoformat(renew.replace("Z", "+00:00"))
+        return timestamps.parse(renew)
     except ValueError:
         return None
 

@@ -17,7 +17,9 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from egpu_api import keys
 from egpu_operator.kube import Kube, PodRefused
+from egpu_runtime import events
 
 #: What the API server says when an eviction would break a budget (HTTP 429).
 BUDGET_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget."
@@ -216,15 +218,9 @@ class FakeKube:
     # -- internals -----------------------------------------------------------------------------
 
     def _event(self, namespace: str, subject: Mapping[str, Any], kind: str, reason: str, message: str, warning: bool) -> None:
-        self.events.append(
-            {
-                "namespace": namespace,
-                "involvedObject": {"kind": kind, "name": subject["metadata"]["name"]},
-                "reason": reason,
-                "message": message[:1024],
-                "type": "Warning" if warning else "Normal",
-            }
-        )
+        # The very body ApiKube would create.
+        involved = events.involved(f"{keys.API_GROUP}/{keys.API_VERSION}", kind, subject["metadata"])
+        self.events.append(events.event(namespace, involved, reason, message, warning, "egpu-operator"))
 
     def _touch(self, body: dict[str, Any]) -> None:
         body.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))

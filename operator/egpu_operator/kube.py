@@ -7,15 +7,18 @@ in memory for unit tests. Each method's docstring is its contract; both keep it.
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from egpu_api import keys
-from egpu_operator.metrics import API_REQUESTS
+from egpu_operator.metrics import API_REQUESTS, EVICTIONS
+from egpu_operator.workqueue import Backoff
+from egpu_runtime import events
 
 log = logging.getLogger("egpu_operator.kube")
 MERGE_PATCH = "application/merge-patch+json"
@@ -102,6 +105,40 @@ class Kube(Protocol):
     def event(self, deployment: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
         """An Event on the InferenceDeployment; best effort."""
         ...
+
+
+class Evictor:
+    """Every eviction the controllers make, with one backoff per pod whoever asks.
+
+    A pod's InferenceDeployment and a GPUMaintenance of its node may both want it gone. After a
+    refusal (a PodDisruptionBudget said no) neither asks again before the pod's backoff has passed
+    (2, 4, 8 ... 60 s, ``workqueue.Backoff``): they get the last refusal instead, and the budget
+    is not asked twice as often because two controllers care. Safe from any thread.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, backoff: Backoff | None = None) -> None:
+        self._clock = clock
+        self._backoff = backoff or Backoff()
+        self._lock = threading.Lock()
+        self._refused: dict[str, tuple[float, str]] = {}  # namespace/name -> (next try, last refusal)
+
+    def evict(self, kube: Kube, namespace: str, name: str, controller: str) -> str | None:
+        """Evict through ``kube``; None once evicted (or gone), else why not (the API server's
+        refusal, or the last one while the pod's backoff runs). ``controller`` labels the metric."""
+        key = f"{namespace}/{name}"
+        with self._lock:
+            next_try, last = self._refused.get(key, (0.0, ""))
+            if self._clock() < next_try:
+                return last
+        refusal = kube.evict_pod(namespace, name)
+        EVICTIONS.labels(controller, "refused" if refusal else "evicted").inc()
+        with self._lock:
+            if refusal is None:
+                self._refused.pop(key, None)
+                self._backoff.forget(key)
+            else:
+                self._refused[key] = (self._clock() + self._backoff.failed(key), refusal)
+        return refusal
 
 
 class ApiKube:
@@ -307,22 +344,8 @@ class ApiKube:
         self._event(deployment["metadata"]["namespace"], deployment, "InferenceDeployment", reason, message, warning)
 
     def _event(self, namespace: str, subject: Mapping[str, Any], kind: str, reason: str, message: str, warning: bool) -> None:
-        metadata = subject["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": metadata["name"], "uid": metadata.get("uid")}
-        if metadata.get("namespace"):
-            involved["namespace"] = metadata["namespace"]
-        body: dict[str, Any] = {
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": namespace},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "egpu-operator"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        involved = events.involved(f"{GROUP}/{VERSION}", kind, subject["metadata"])
+        body = events.event(namespace, involved, reason, message, warning, "egpu-operator")
         API_REQUESTS.labels("create").inc()
         try:
             _drained(self._core.create_namespaced_event(namespace, body, _preload_content=False))

@@ -22,7 +22,8 @@ from egpu_api.maintenance import ACTIVE_PHASES, PHASES, TERMINAL_PHASES, GPUMain
 from egpu_operator import drain, facts
 from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube
-from egpu_operator.metrics import EVICTIONS, MAINTENANCES
+from egpu_operator.metrics import MAINTENANCES
+from egpu_operator.status import wire
 
 log = logging.getLogger("egpu_operator.maintenance")
 
@@ -54,8 +55,7 @@ def step(
         spec = GPUMaintenanceSpec.model_validate(maintenance["spec"])
     except ValidationError as error:
         # The API server validates specs; this guards objects stored under an older schema.
-        kube.patch_maintenance_status(name, {"phase": "Failed", "message": f"spec cannot be used: {error}".splitlines()[0]})
-        return "Failed"
+        return _report_unusable(kube, name, error)
 
     deleting = bool(maintenance["metadata"].get("deletionTimestamp"))
     if previous.phase == "Completed":  # the node was returned already: nothing to read
@@ -90,6 +90,12 @@ def step(
     return _report(kube, maintenance, spec, previous, decision, world, refused, evicted, now)
 
 
+def _report_unusable(kube: Kube, name: str, error: ValidationError) -> str:
+    failed = GPUMaintenanceStatus(phase="Failed", message=f"spec cannot be used: {error}".splitlines()[0])
+    kube.patch_maintenance_status(name, wire(failed))
+    return failed.phase
+
+
 def _change_node(
     kube: Kube,
     maintenance: Mapping[str, Any],
@@ -103,9 +109,9 @@ def _change_node(
     name = metadata["name"]
     if decision.add_finalizer and drain.FINALIZER not in (metadata.get("finalizers") or []):
         kube.set_maintenance_finalizers(name, metadata["resourceVersion"], [*(metadata.get("finalizers") or []), drain.FINALIZER])
-    if "nodeWasCordoned" in decision.status and previous.node_was_cordoned is None:
+    if "node_was_cordoned" in decision.status and previous.node_was_cordoned is None:
         # Written before the cordon: a restart between the two must not mistake our cordon for an admin's.
-        kube.patch_maintenance_status(name, {"phase": "Cordoned", **decision.status})
+        kube.patch_maintenance_status(name, wire(GPUMaintenanceStatus(phase="Cordoned", **decision.status)))
     if decision.cordon and (not node_state.unschedulable or node_state.maintenance_label != name):
         kube.patch_node(spec.node_name, {"spec": {"unschedulable": True}, "metadata": {"labels": {keys.MAINTENANCE_LABEL: name}}})
     if decision.restore:
@@ -125,7 +131,7 @@ def _evict_pods(
     refused: dict[str, str] = {}
     evicted = list(previous.evicted)
     for pod, why in decision.evict:
-        refusal = _evict(kube, cache, pod)
+        refusal = cache.evictions.evict(kube, pod.namespace, pod.name, "maintenance")
         if refusal is not None:
             refused[pod.key] = refusal
             continue
@@ -166,20 +172,6 @@ def _report(
     if any(previous_raw.get(key) != value for key, value in new_status.items()):
         kube.patch_maintenance_status(metadata["name"], new_status)
     return str(new_status["phase"])
-
-
-def _evict(kube: Kube, cache: Cache, pod: drain.GpuPod) -> str | None:
-    """Evict, unless a recent refusal says to wait a little longer (2, 4, 8 ... 60 s); None once evicted."""
-    waiting = cache.eviction_wait(pod.key)
-    if waiting is not None:
-        return waiting
-    refusal = kube.evict_pod(pod.namespace, pod.name)
-    EVICTIONS.labels("maintenance", "refused" if refusal else "evicted").inc()
-    if refusal is None:
-        cache.evicted(pod.key)
-        return None
-    cache.eviction_refused(pod.key, refusal)
-    return refusal
 
 
 def _node_state(node: Mapping[str, Any] | None) -> drain.NodeState:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from egpu_api import keys
-from egpu_api.inference import InferenceDeploymentSpec
+from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
 from egpu_api.power import PowerLimitStatus
 from egpu_operator import metrics, pods, power, status
 from egpu_operator.cache import Cache
@@ -149,8 +149,7 @@ def apply_pod_writes(
         outcome.deleted.add(pod_name)
         log.info("replica removed", extra={"deployment": key, "pod": pod_name, "why": writes.why.get(pod_name, "")})
     for pod_name in writes.evictions:
-        refusal = kube.evict_pod(namespace, pod_name)
-        metrics.EVICTIONS.labels("deployment", "refused" if refusal else "evicted").inc()
+        refusal = cache.evictions.evict(kube, namespace, pod_name, "deployment")
         if refusal is None:
             outcome.deleted.add(pod_name)
             log.info("replica evicted", extra={"deployment": key, "pod": pod_name, "why": writes.why.get(pod_name, "")})
@@ -203,7 +202,7 @@ def _report_invalid(kube: Kube, deployment: Mapping[str, Any], message: str, now
     metadata = deployment["metadata"]
     previous = (deployment.get("status") or {}).get("conditions") or []
     placed = status.condition(previous, "Placed", False, "InvalidSpec", message, int(metadata.get("generation", 0)), now)
-    kube.patch_status(metadata["namespace"], metadata["name"], {"conditions": [placed]})
+    kube.patch_status(metadata["namespace"], metadata["name"], status.wire(InferenceDeploymentStatus(conditions=[placed])))
     metrics.RECONCILES.labels("invalid").inc()
 
 

@@ -1,30 +1,36 @@
-"""The InferenceDeployment status: replicas, placements and conditions per API conventions. Pure."""
+"""The InferenceDeployment status: replicas, placements and conditions per API conventions. Pure.
+
+Statuses are built from the contract's models and written as ``wire``: a field the model does
+not have cannot be written, where a misspelt key in a plain dict would be pruned by the API
+server without a word.
+"""
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from egpu_api import keys
+from egpu_api.inference import ApiModel, Condition, InferenceDeploymentStatus, PowerStatus, ReplicaPlacement
 from egpu_api.power import PowerLimitStatus
 from egpu_operator.placement import Demand, NodeFacts, Plan, PodView
 from egpu_operator.power import whole_gpus
+from egpu_runtime import conditions, timestamps
+
+
+def wire(model: ApiModel) -> dict[str, Any]:
+    """A status (or a part of one) as its merge patch: camelCase keys, only the fields set, no nulls."""
+    return model.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
 
 
 def condition(
     previous: Sequence[Mapping[str, Any]], kind: str, ok: bool, reason: str, message: str, generation: int, now: datetime
-) -> dict[str, Any]:
+) -> Condition:
     """A condition whose lastTransitionTime moves only when its status does."""
-    status = "True" if ok else "False"
-    before = next((c for c in previous if c.get("type") == kind), None)
-    since = before["lastTransitionTime"] if before and before.get("status") == status else now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-        "observedGeneration": generation,
-    }
+    status: Literal["True", "False"] = "True" if ok else "False"
+    since = conditions.transition_time(conditions.find(previous, kind), status, timestamps.rfc3339(now))
+    return Condition(
+        type=kind, status=status, reason=reason, message=message, last_transition_time=since, observed_generation=generation
+    )
 
 
 def build(
@@ -47,7 +53,7 @@ def build(
     wants_power = (spec.get("power") or None) is not None
     placements = [_placement(pod, nodes.get(pod.node), demand, wants_power, power, power_status) for pod in live]
     ready = sum(1 for pod in live if pod.ready and pod.replica < desired)
-    loads = [p["estimatedLoadSeconds"] for p in placements if "estimatedLoadSeconds" in p]
+    loads = [p.estimated_load_seconds for p in placements if p.estimated_load_seconds is not None]
     placed = _placed(previous, result, refusals, desired, generation, now)
     ready_condition = condition(
         previous,
@@ -58,15 +64,17 @@ def build(
         generation,
         now,
     )
-    return {
-        "observedGeneration": generation,
-        "replicas": len({pod.replica for pod in live}),
-        "readyReplicas": ready,
-        "selector": f"{keys.DEPLOYMENT_LABEL}={metadata['name']}",
-        "worstLoadSeconds": max(loads) if loads else None,
-        "placements": placements,
-        "conditions": [placed, ready_condition],
-    }
+    written = InferenceDeploymentStatus(
+        observed_generation=generation,
+        replicas=len({pod.replica for pod in live}),
+        ready_replicas=ready,
+        selector=f"{keys.DEPLOYMENT_LABEL}={metadata['name']}",
+        worst_load_seconds=max(loads) if loads else None,
+        placements=placements,
+        conditions=[placed, ready_condition],
+    )
+    # A merge patch keeps what it leaves out: null clears a load estimate no replica has any more.
+    return {**wire(written), "worstLoadSeconds": written.worst_load_seconds}
 
 
 def _placement(
@@ -76,36 +84,39 @@ def _placement(
     wants_power: bool,
     power: Mapping[str, tuple[str, int]],
     power_status: Mapping[str, Mapping[str, PowerLimitStatus]],
-) -> dict[str, Any]:
+) -> ReplicaPlacement:
     """One replica's entry in status.placements: where it runs, its link and load time, its power limit."""
-    entry: dict[str, Any] = {"replica": pod.replica, "pod": pod.name, "node": pod.node, "ready": pod.ready}
+    entry = ReplicaPlacement(replica=pod.replica, pod=pod.name, node=pod.node, ready=pod.ready)
     if node is not None and node.problem is None:
-        entry |= {"linkGeneration": node.pcie_generation, "linkWidth": node.pcie_width, "bandwidthMBps": node.bandwidth_mbps}
+        entry.link_generation = node.pcie_generation
+        entry.link_width = node.pcie_width
+        entry.bandwidth_m_bps = node.bandwidth_mbps
         load = demand.estimate(node)  # as a load there costs with the node to itself
         if load.bottleneck is not None:
-            entry |= {"estimatedLoadSeconds": round(load.seconds, 1), "loadBottleneck": str(load.bottleneck)}
+            entry.estimated_load_seconds = round(load.seconds, 1)
+            entry.load_bottleneck = str(load.bottleneck)
     if pod.name not in power and wants_power:
         shared = node is not None and not whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
-        entry["power"] = {
-            "message": "not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every tenant on it"
+        entry.power = PowerStatus(
+            message="not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every tenant on it"
             if shared
             else "every GPU power limit on this node is owned by another deployment"
-        }
+        )
     if pod.name in power:
         uuid, watts = power[pod.name]
         reported = power_status.get(pod.node, {}).get(uuid)
-        entry["gpu"] = uuid
-        entry["power"] = {
-            "requestedWatts": watts,
-            "appliedWatts": reported.applied_watts if reported else None,
-            "message": (reported.error if reported else "waiting for the node agent") or None,
-        }
+        entry.gpu = uuid
+        entry.power = PowerStatus(
+            requested_watts=watts,
+            applied_watts=reported.applied_watts if reported else None,
+            message=(reported.error if reported else "waiting for the node agent") or None,
+        )
     return entry
 
 
 def _placed(
     previous: Sequence[Mapping[str, Any]], result: Plan, refusals: Sequence[str], desired: int, generation: int, now: datetime
-) -> dict[str, Any]:
+) -> Condition:
     """The Placed condition: refused pods first, then placed, unplaced or stranded replicas."""
     if refusals:
         message = f"{len(refusals)} replica pod(s) refused by the API server: " + "; ".join(refusals)

@@ -7,8 +7,6 @@ By default the local control plane is started (and built first if needed). With
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,24 +17,14 @@ import pytest
 from egpu_api.fleet import FleetProfile, load_fleet
 from egpu_localcluster import LocalCluster, ensure_tools
 from egpu_localcluster.kubectl import Kubectl
-from egpu_node_agent.kube import api_client
+from egpu_localcluster.operator_process import OperatorProcess, install_crds
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 from tests.e2e.helpers import NAMESPACE, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 MODEL_LOAD_SCALE = 0.1
-
-
-def install_crds(kubectl: Kubectl) -> None:
-    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
-    # The OpenAPI document (what kubectl explain and client-side validation read) follows shortly after.
-    wait_for(
-        lambda: True if kubectl.run("explain", "inferencedeployments", check=False).returncode == 0 else None,
-        timeout_s=30,
-        what="the InferenceDeployment OpenAPI schema to be published",
-    )
 
 
 @pytest.fixture(scope="session")
@@ -72,21 +60,12 @@ def kube(fleet: FleetProfile, local_cluster: LocalCluster | None) -> Kubectl:
     return kubectl
 
 
-def wait_for_default_service_account(kube: Kubectl, namespace: str) -> None:
-    """The controller manager creates it shortly after the namespace; until then admission rejects every pod."""
-    wait_for(
-        lambda: True if kube.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0 else None,
-        timeout_s=30,
-        what=f"the default ServiceAccount in {namespace}",
-    )
-
-
 @pytest.fixture
 def namespace(kube: Kubectl) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting for finalization)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     kube.run("create", "namespace", name)
-    wait_for_default_service_account(kube, name)
+    kube.wait_default_service_account(name)
     yield name
     kube.run("delete", "namespace", name, "--wait=false", check=False)
 
@@ -102,40 +81,15 @@ def simulator(kube: Kubectl, fleet: FleetProfile) -> Iterator[FleetSimulator]:
         sim.stop()
 
 
-class OperatorProcess:
-    """The operator as it runs for real: a separate process with its own API client and kopf watches."""
-
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.kubeconfig, self.log = kubeconfig, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, *extra_args: str) -> None:
-        command = [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(self.kubeconfig), "--metrics-port", "0"]
-        command += extra_args
-        env = {**os.environ, "EGPU_OPERATOR_RESYNC_SECONDS": "3"}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def signal(self, sig: int) -> None:
-        """SIGSTOP pauses it (a stalled VM, a debugger); SIGCONT lets it go on."""
-        assert self.process is not None, "the operator is not running"
-        self.process.send_signal(sig)
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        self.process.wait(timeout=20)
-        self.process = None
+def e2e_operator(kubeconfig: Path, log: Path) -> OperatorProcess:
+    """The operator as the suite runs it: resyncing every 3 s, so tests of missed events stay short."""
+    return OperatorProcess(kubeconfig, log, env={"EGPU_OPERATOR_RESYNC_SECONDS": "3"})
 
 
 @pytest.fixture(scope="session")
 def operator(kube: Kubectl, simulator: FleetSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator, running against the session cluster with the simulated fleet's agents."""
-    process = OperatorProcess(kube.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    process = e2e_operator(kube.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
     process.start()
     yield process
     process.stop()
@@ -146,7 +100,7 @@ def workspace(kube: Kubectl, operator: OperatorProcess) -> Iterator[str]:
     """A namespace for InferenceDeployments; afterwards they are deleted and their pods awaited, freeing the GPUs."""
     name = f"idep-{uuid.uuid4().hex[:8]}"
     kube.run("create", "namespace", name)
-    wait_for_default_service_account(kube, name)
+    kube.wait_default_service_account(name)
     yield name
     kube.run("delete", "inferencedeployments", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
     wait_for(lambda: True if not kube.get_json("pods", "-n", name)["items"] else None, timeout_s=60, what=f"pods of {name} to go")

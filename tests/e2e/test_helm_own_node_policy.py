@@ -15,10 +15,10 @@ from kubernetes.client.exceptions import ApiException
 from egpu_api import keys
 from egpu_localcluster import LocalCluster
 from egpu_localcluster.kubectl import Kubectl
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.publisher import NodePublisher
 from egpu_operator.drain import MAINTENANCE_LABEL
 from egpu_operator.power import OWNERS_ANNOTATION
+from egpu_runtime.kube import api_client
 from tests.e2e.helpers import wait_for
 from tests.unit.chart.helm import AGENT_SA, NAMESPACE, agent_pod_on, release_on_local_cluster, token_kubeconfig
 

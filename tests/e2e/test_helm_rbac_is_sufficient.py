@@ -17,11 +17,11 @@ from egpu_localcluster import LocalCluster
 from egpu_localcluster.kubectl import Kubectl
 from egpu_node_agent.agent import AgentConfig, NodeAgent
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.publisher import NodePublisher
-from tests.e2e.conftest import OperatorProcess
+from egpu_runtime.kube import api_client
+from tests.e2e.conftest import e2e_operator
 from tests.e2e.helpers import wait_for
 from tests.unit.chart.helm import AGENT_SA, NAMESPACE, OPERATOR_SA, REPO, agent_pod_on, release_on_local_cluster, token_kubeconfig
 
@@ -87,7 +87,7 @@ def test_operator_and_agents_with_chart_credentials_place_a_model(
     cluster: LocalCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     kube = cluster.kubectl
-    operator = OperatorProcess(token_kubeconfig(kube, OPERATOR_SA, tmp_path / "operator.kubeconfig"), tmp_path / "operator.log")
+    operator = e2e_operator(token_kubeconfig(kube, OPERATOR_SA, tmp_path / "operator.kubeconfig"), tmp_path / "operator.log")
     kube.run("create", "namespace", "models")
     with tempfile.TemporaryDirectory(prefix="egpu-helm-agents-") as folder, BoundAgents(cluster, Path(folder)) as agents:
         caplog.set_level(logging.WARNING, logger="egpu_node_agent")

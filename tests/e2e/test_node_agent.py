@@ -9,11 +9,11 @@ from egpu_api.fleet import FleetProfile
 from egpu_api.pcie import LinkSpeed
 from egpu_localcluster.kubectl import Kubectl
 from egpu_node_agent.agent import AgentConfig, NodeAgent
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.publisher import NodePublisher
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 from tests.e2e.helpers import NAMESPACE, P, condition, labels, node, wait_for, wait_label
 
 pytestmark = pytest.mark.e2e

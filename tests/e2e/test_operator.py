@@ -11,8 +11,8 @@ import pytest
 from egpu_api.fleet import FleetProfile
 from egpu_api.pcie import LinkSpeed
 from egpu_localcluster.kubectl import Kubectl
-from egpu_node_agent.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.deployments import apply, deployment, placed_condition, ready_on, replica_pods, status
 from tests.e2e.helpers import NAMESPACE, extra_node, node, wait_for

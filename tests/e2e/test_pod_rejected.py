@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from egpu_localcluster.kubectl import Kubectl
-from tests.e2e.conftest import OperatorProcess, wait_for_default_service_account
+from tests.e2e.conftest import OperatorProcess
 from tests.e2e.deployments import apply, deployment, placed_condition, ready_on, replica_pods
 from tests.e2e.helpers import wait_for
 
@@ -22,7 +22,7 @@ MODES = ("bare-metal", "passthrough")
 def second_workspace(kube: Kubectl, operator: OperatorProcess) -> Iterator[str]:
     name = "idep-neighbour"
     kube.run("create", "namespace", name)
-    wait_for_default_service_account(kube, name)
+    kube.wait_default_service_account(name)
     yield name
     kube.run("delete", "inferencedeployments", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
     kube.run("delete", "namespace", name, "--wait=false", check=False)

@@ -1,4 +1,4 @@
-"""The controllers' shared cache: node facts by content, assume/forget of GPUs, expectations, backoffs."""
+"""The controllers' shared cache: node facts by content, assume/forget of GPUs, expectations."""
 
 import copy
 from typing import Any
@@ -98,24 +98,6 @@ def test_unmet_expectations_lapse() -> None:
     cache.expect("ns/llm", {"llm-1-new"}, set())
     clock.now += EXPECTATION_S + 1
     assert cache.caught_up("ns/llm", [])
-
-
-def test_a_refused_eviction_waits_2_4_8_up_to_60_seconds() -> None:
-    clock = Clock()
-    cache = Cache(clock=clock)
-    assert cache.eviction_wait("ns/pod") is None
-    waits = []
-    for _ in range(7):
-        cache.eviction_refused("ns/pod", "budget")
-        assert cache.eviction_wait("ns/pod") == "budget"
-        started = clock.now
-        while cache.eviction_wait("ns/pod") is not None:
-            clock.now += 1
-        waits.append(clock.now - started)
-    assert waits == [2, 4, 8, 16, 32, 60, 60]
-    cache.eviction_refused("ns/pod", "budget")
-    cache.evicted("ns/pod")
-    assert cache.eviction_wait("ns/pod") is None
 
 
 def test_a_budget_is_written_once_until_the_index_shows_it() -> None:

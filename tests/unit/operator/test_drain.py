@@ -76,8 +76,8 @@ def test_starting_records_an_admin_cordon_and_cordons() -> None:
     fresh = GPUMaintenanceStatus()
     decision = decide(spec(), fresh, World(NodeState(unschedulable=True)), NOW)
     assert (decision.phase, decision.cordon, decision.add_finalizer) == ("Cordoned", True, True)
-    assert decision.status["nodeWasCordoned"] is True
-    assert decide(spec(), fresh, World(NodeState()), NOW).status["nodeWasCordoned"] is False
+    assert decision.status["node_was_cordoned"] is True
+    assert decide(spec(), fresh, World(NodeState()), NOW).status["node_was_cordoned"] is False
 
 
 def test_completion_restores_only_a_started_maintenance() -> None:

@@ -142,3 +142,12 @@ def test_a_move_is_recorded_even_when_the_deployment_evicts_first(cluster: Clust
     assert cluster.step("reseat") == "Ready"
     moved = cluster.kube.maintenances["reseat"]["status"]["moved"]
     assert [(m["fromPod"], m["toPod"]) for m in moved] == [(f"{NAMESPACE}/{old}", new)]
+
+
+def test_a_spec_stored_under_an_older_schema_fails_in_one_sentence(cluster: Cluster) -> None:
+    cluster.kube.add_maintenance({"metadata": {"name": "old"}, "spec": {"nodeName": NODE}})  # no reason: refused today
+    assert cluster.step("old") == "Failed"
+    status = cluster.kube.maintenances["old"]["status"]
+    assert set(status) == {"phase", "message"}
+    assert status["message"].startswith("spec cannot be used: 1 validation error for GPUMaintenanceSpec")
+    assert "\n" not in status["message"]

@@ -81,6 +81,9 @@ def test_a_refused_eviction_is_asked_again_later(cluster: Cluster) -> None:
     assert not [write for write in cluster.kube.writes if write[0] in ("evict", "delete")]
 
     del cluster.kube.pdbs[(NAMESPACE, "strict")]
+    assert cluster.reconcile() is True, "within the pod's eviction backoff: not asked again yet"
+    assert old in cluster.pods_of()
+    cluster.clock.now += 2  # the first refusal's backoff (egpu_operator.kube.Evictor)
     assert cluster.reconcile() is False
     assert old not in cluster.pods_of()
 

@@ -222,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with contextlib.ExitStack() as cleanup:
         backend = _backend(args, args.node_name, cleanup)
-        metrics = AgentMetrics()
+        metrics = AgentMetrics(version=version())
         if args.metrics_port:
             start_http_server(args.metrics_port, registry=metrics.registry)
         publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
@@ -248,7 +248,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from egpu_node_agent.simulator import FleetSimulator
 
     fleet = load_fleet(args.fleet)
-    metrics = AgentMetrics()
+    metrics = AgentMetrics(version=version())
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=metrics.registry)
     with tempfile.TemporaryDirectory(prefix="egpu-fleet-sysfs-") as sysfs:

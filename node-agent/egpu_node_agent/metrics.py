@@ -1,14 +1,45 @@
-"""Prometheus metrics of the node agent; every series carries the node, so one simulator process can serve many."""
+"""Prometheus metrics of the node agent; every series carries the node, so one simulator process can serve many.
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+GPU series carry dcgm-exporter's own label names and spellings (``gpu``, ``UUID``,
+``pci_bus_id`` as NVML writes it, ``modelName``, ``Hostname``), so a query can join them with
+``DCGM_FI_*`` series ``on (UUID)`` or ``on (Hostname, gpu)`` without ``label_replace``. No
+``_created`` series: they double the series count and no dashboard reads them.
+"""
 
-from egpu_node_agent.readings import GpuReading
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from egpu_node_agent.readings import CLOCK_EVENT_REASONS, GpuReading
+
+#: Labels of every per-GPU series: ours first, then dcgm-exporter's (its spellings, its order).
+GPU_LABELS = ("node", "gpu", "UUID", "pci_bus_id", "modelName", "Hostname")
+HEALTH_STATES = ("ok", "degraded", "lost")
+
+
+def nvml_bus_id(bus_id: str) -> str:
+    """A PCI address as NVML and dcgm-exporter write it (``00000000:3B:00.0``), from sysfs's ``0000:3b:00.0``."""
+    domain, _, rest = bus_id.partition(":")
+    if not rest:
+        return bus_id.upper()
+    return f"{int(domain, 16):08X}:{rest.upper()}"
 
 
 class AgentMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, version: str = "unknown") -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
-        gpu = ["node", "gpu", "uuid"]
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=self.registry)  # python_info
+        Info("egpu_node_agent_build", "Version of the node agent", registry=self.registry).info({"version": version})
+        gpu = GPU_LABELS
         self.power_usage = Gauge("egpu_gpu_power_usage_watts", "Power draw", gpu, registry=self.registry)
         self.power_limit = Gauge("egpu_gpu_power_limit_watts", "Power limit NVML enforces", gpu, registry=self.registry)
         self.temperature = Gauge("egpu_gpu_temperature_celsius", "GPU temperature", gpu, registry=self.registry)
@@ -21,7 +52,37 @@ class AgentMetrics:
             registry=self.registry,
         )
         self.link_width = Gauge("egpu_gpu_pcie_link_width", "PCIe lanes of the GPU's own link", gpu, registry=self.registry)
+        self.link_capable_generation = Gauge(
+            "egpu_gpu_pcie_link_capable_generation",
+            "PCIe generation the GPU's own link can train at (NVML's max link generation, system-limited)",
+            gpu,
+            registry=self.registry,
+        )
+        self.link_capable_width = Gauge(
+            "egpu_gpu_pcie_link_capable_width",
+            "PCIe lanes the GPU's own link can train at (NVML's max link width)",
+            gpu,
+            registry=self.registry,
+        )
+        self.replays = Gauge(
+            "egpu_gpu_pcie_replay_count",
+            "PCIe replays since the driver loaded (NVML's replay counter; take increase() of it)",
+            gpu,
+            registry=self.registry,
+        )
+        self.clock_events = Gauge(
+            "egpu_gpu_clock_event_reason",
+            "1 while NVML reports this clock-event (throttle) reason, else 0; reasons as nvidia-smi names them",
+            (*gpu, "reason"),
+            registry=self.registry,
+        )
         self.healthy = Gauge("egpu_gpu_healthy", "1 if the GPU is healthy, 0 if degraded or lost", gpu, registry=self.registry)
+        self.health = Gauge(
+            "egpu_gpu_health",
+            "1 for the GPU's health state (ok, degraded: e.g. a downtrained link, lost: off the bus), 0 for the others",
+            (*gpu, "state"),
+            registry=self.registry,
+        )
         self.publishes = Counter(
             "egpu_node_agent_label_publishes",
             "Patches of node labels and annotations",
@@ -39,13 +100,24 @@ class AgentMetrics:
 
     def observe(self, node: str, readings: list[GpuReading], health: dict[str, str], telemetry: bool = True) -> None:
         for reading in readings:
-            labels = (node, str(reading.index), reading.uuid)
-            self.healthy.labels(*labels).set(1 if health.get(reading.uuid) == "ok" else 0)
+            labels = (node, str(reading.index), reading.uuid, nvml_bus_id(reading.pci_bus_id), reading.product, node)
+            state = health.get(reading.uuid, "lost")
+            self.healthy.labels(*labels).set(1 if state == "ok" else 0)
+            for each in HEALTH_STATES:
+                self.health.labels(*labels, each).set(1 if state == each else 0)
             if reading.power is not None:
                 self.power_limit.labels(*labels).set(reading.power.limit_watts)
             if reading.link_current is not None:
                 self.link_generation.labels(*labels).set(reading.link_current.generation)
                 self.link_width.labels(*labels).set(reading.link_current.width)
+            if reading.link_max is not None:
+                self.link_capable_generation.labels(*labels).set(reading.link_max.generation)
+                self.link_capable_width.labels(*labels).set(reading.link_max.width)
+            if reading.pcie_replay_count is not None:
+                self.replays.labels(*labels).set(reading.pcie_replay_count)
+            if reading.clock_event_reasons is not None:
+                for bit, reason in CLOCK_EVENT_REASONS.items():
+                    self.clock_events.labels(*labels, reason).set(1 if reading.clock_event_reasons & bit else 0)
             if not telemetry:
                 continue  # keep the last volatile values rather than blanking them
             if reading.power is not None and reading.power.usage_watts is not None:

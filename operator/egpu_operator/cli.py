@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     from kubernetes import config as kube_config
 
     from egpu_node_agent import logs
-    from egpu_operator import handlers
+    from egpu_operator import handlers, metrics
     from egpu_operator.kube import ApiKube
     from egpu_operator.runtime import Operator
 
@@ -183,6 +183,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     operator = Operator(config, ApiKube(client.ApiClient(configuration)), client.ApiClient(configuration))
     registry = kopf.OperatorRegistry()
     handlers.register(registry, operator)
+    metrics.serve_defaults(_version())
     operator.serve_http()
 
     logging.getLogger("kopf").setLevel(logging.WARNING)

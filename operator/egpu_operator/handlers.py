@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from egpu_api import keys
-from egpu_operator import facts, service
+from egpu_operator import facts, metrics, service
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION
 from egpu_operator.runtime import Operator
 
@@ -130,6 +130,7 @@ def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
             operator.enqueue((namespace, name), "deployment")
         if type == "DELETED":
             operator.cache.infeasible(f"{namespace}/{name}", False)
+            metrics.forget_deployment(namespace, name)
 
     # kopf calls no resource handler before every index holds its first listing, and the namespace
     # "default" always exists: this call proves the listings are in on an otherwise empty cluster

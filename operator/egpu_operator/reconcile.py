@@ -104,6 +104,10 @@ def reconcile(
     )
     _report(kube, deployment, new_status, bool(outcome.refusals))
     cache.infeasible(key, bool(result.unplaced or outcome.refusals))
+    metrics.observe_deployment(
+        metadata["namespace"], metadata["name"], spec.replicas, int(new_status.get("readyReplicas") or 0),
+        bool(result.unplaced or outcome.refusals),
+    )  # fmt: skip
     return outcome.retry or bool(outcome.refusals)  # a refusal is asked again with backoff, not at once
 
 

@@ -89,10 +89,12 @@ def test_an_edited_selector_is_put_back_and_removing_spec_service_deletes_it(kub
 
     kube.run("patch", "service", "routed", "-n", workspace, "--type=merge", "-p", '{"spec": {"selector": {"app": "other"}}}')
     put_back = wait_for(
-        lambda: found
-        if (found := service(kube, workspace, "routed"))
-        and found["spec"]["selector"] == {"egpu-operator.io/inference-deployment": "routed"}
-        else None,
+        lambda: (
+            found
+            if (found := service(kube, workspace, "routed"))
+            and found["spec"]["selector"] == {"egpu-operator.io/inference-deployment": "routed"}
+            else None
+        ),
         30,
         "the operator to put the selector back",
     )

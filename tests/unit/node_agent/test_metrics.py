@@ -1,21 +1,72 @@
+"""The agent's exposition, asserted literally: names, label names as dcgm-exporter spells them, values."""
+
+import dataclasses
 from collections.abc import Callable
 
 from prometheus_client import generate_latest
 
+from egpu_api.pcie import LinkSpeed
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.metrics import AgentMetrics
+from egpu_node_agent.metrics import AgentMetrics, nvml_bus_id
 from egpu_node_agent.nvml import NvmlBackend
+from egpu_node_agent.readings import GpuReading
 
 
-def test_gpu_series_carry_node_gpu_and_uuid(fake_host: Callable[[str], FakeGpuHost]) -> None:
+def exposition(host: FakeGpuHost, health: str = "ok", version: str = "1.2.3", **changes: object) -> tuple[str, GpuReading]:
+    metrics = AgentMetrics(version=version)
+    readings = [dataclasses.replace(reading, **changes) for reading in NvmlBackend(host.nvml, host.sysfs_root).read()]
+    metrics.observe("x220-tesla-p4", readings, {readings[0].uuid: health})
+    return generate_latest(metrics.registry).decode(), readings[0]
+
+
+def test_gpu_series_carry_dcgm_exporter_labels(fake_host: Callable[[str], FakeGpuHost]) -> None:
     host = fake_host("x220-tesla-p4")
-    metrics = AgentMetrics()
-    readings = NvmlBackend(host.nvml, host.sysfs_root).read()
-    metrics.observe("x220-tesla-p4", readings, {readings[0].uuid: "ok"})
-    text = generate_latest(metrics.registry).decode()
-    series = f'node="x220-tesla-p4",uuid="{readings[0].uuid}"'
-    assert f'egpu_gpu_power_limit_watts{{gpu="0",{series}}} 75.0' in text
-    assert f'egpu_gpu_pcie_link_generation{{gpu="0",{series}}} 2.0' in text
-    assert f'egpu_gpu_pcie_link_width{{gpu="0",{series}}} 1.0' in text
-    assert f'egpu_gpu_temperature_celsius{{gpu="0",{series}}} 38.0' in text
-    assert f'egpu_gpu_healthy{{gpu="0",{series}}} 1.0' in text
+    host.downtrain(0, LinkSpeed(1, 1))  # trained at Gen1 x1 where Gen2 x1 is possible
+    text, reading = exposition(host)
+    assert reading.uuid == "GPU-b66a24a7-f2dc-5f08-9bd1-2cb9d553ee60"
+    series = (
+        'Hostname="x220-tesla-p4",UUID="GPU-b66a24a7-f2dc-5f08-9bd1-2cb9d553ee60",gpu="0",modelName="Tesla P4",'
+        'node="x220-tesla-p4",pci_bus_id="00000000:01:00.0"'
+    )
+    assert f"egpu_gpu_power_limit_watts{{{series}}} 75.0" in text
+    assert f"egpu_gpu_pcie_link_generation{{{series}}} 1.0" in text
+    assert f"egpu_gpu_pcie_link_width{{{series}}} 1.0" in text
+    assert f"egpu_gpu_pcie_link_capable_generation{{{series}}} 2.0" in text
+    assert f"egpu_gpu_pcie_link_capable_width{{{series}}} 1.0" in text
+    assert f"egpu_gpu_temperature_celsius{{{series}}} 38.0" in text
+    assert f"egpu_gpu_healthy{{{series}}} 1.0" in text
+    assert f'egpu_gpu_health{{{series},state="ok"}} 1.0' in text
+    assert f'egpu_gpu_health{{{series},state="lost"}} 0.0' in text
+    assert f"egpu_gpu_pcie_replay_count{{{series}}} 0.0" in text
+    assert f'egpu_gpu_clock_event_reason{{{series},reason="gpu_idle"}} 1.0' in text
+    assert f'egpu_gpu_clock_event_reason{{{series},reason="sw_power_cap"}} 0.0' in text
+
+
+def test_pci_bus_id_is_spelled_as_nvml_and_dcgm_exporter_spell_it() -> None:
+    assert nvml_bus_id("0000:3b:00.0") == "00000000:3B:00.0"
+    assert nvml_bus_id("0001:01:00.0") == "00000001:01:00.0"
+
+
+def test_degraded_and_lost_are_told_apart(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    for health in ("degraded", "lost"):
+        text, _ = exposition(fake_host("x220-tesla-p4"), health)
+        states = {line.rsplit("state=", 1)[1] for line in text.splitlines() if line.startswith("egpu_gpu_health{")}
+        assert states == {f'"{s}"}} {1.0 if s == health else 0.0}' for s in ("ok", "degraded", "lost")}
+        [healthy] = [line for line in text.splitlines() if line.startswith("egpu_gpu_healthy{")]
+        assert healthy.endswith(" 0.0")
+
+
+def test_replays_and_clock_events_as_nvml_reports_them(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    text, _ = exposition(fake_host("x220-tesla-p4"), pcie_replay_count=17, clock_event_reasons=0x4 | 0x40)
+    assert any(line.startswith("egpu_gpu_pcie_replay_count{") and line.endswith(" 17.0") for line in text.splitlines())
+    active = sorted(line.split('reason="')[1].split('"')[0] for line in text.splitlines()
+                    if line.startswith("egpu_gpu_clock_event_reason{") and line.endswith(" 1.0"))  # fmt: skip
+    assert active == ["hw_thermal_slowdown", "sw_power_cap"]
+
+
+def test_build_info_process_metrics_and_no_created_series(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    text, _ = exposition(fake_host("x220-tesla-p4"), version="1.2.3")
+    assert 'egpu_node_agent_build_info{version="1.2.3"} 1.0' in text
+    assert "process_resident_memory_bytes " in text
+    assert "process_cpu_seconds_total " in text
+    assert "_created" not in text

@@ -88,7 +88,7 @@ class NodeAgent:
                 self.metrics.publishes.labels(node).inc()
             self._keep_condition(gpus)
             self._renew_lease()
-        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry)
+        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry, power_status)
 
     # -- power ---------------------------------------------------------------------------------
 

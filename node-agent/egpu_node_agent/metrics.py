@@ -6,6 +6,9 @@ GPU series carry dcgm-exporter's own label names and spellings (``gpu``, ``UUID`
 ``_created`` series: they double the series count and no dashboard reads them.
 """
 
+import contextlib
+from collections.abc import Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,6 +20,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from egpu_api.power import PowerLimitStatus
 from egpu_node_agent.readings import CLOCK_EVENT_REASONS, GpuReading
 
 #: Labels of every per-GPU series: ours first, then dcgm-exporter's (its spellings, its order).
@@ -42,6 +46,20 @@ class AgentMetrics:
         gpu = GPU_LABELS
         self.power_usage = Gauge("egpu_gpu_power_usage_watts", "Power draw", gpu, registry=self.registry)
         self.power_limit = Gauge("egpu_gpu_power_limit_watts", "Power limit NVML enforces", gpu, registry=self.registry)
+        self.power_target = Gauge(
+            "egpu_gpu_power_limit_target_watts",
+            "Power limit the operator requested, clamped to what the GPU allows; only GPUs with a request",
+            gpu,
+            registry=self.registry,
+        )
+        self.power_applied = Gauge(
+            "egpu_gpu_power_limit_applied",
+            "1 when NVML enforces the requested (clamped) limit, 0 when it does not (error, read-only agent); "
+            "only GPUs with a request",
+            gpu,
+            registry=self.registry,
+        )
+        self._power_series: set[tuple[str, ...]] = set()
         self.temperature = Gauge("egpu_gpu_temperature_celsius", "GPU temperature", gpu, registry=self.registry)
         self.pcie_tx = Gauge("egpu_gpu_pcie_tx_bytes_per_second", "PCIe transmit throughput", gpu, registry=self.registry)
         self.pcie_rx = Gauge("egpu_gpu_pcie_rx_bytes_per_second", "PCIe receive throughput", gpu, registry=self.registry)
@@ -98,9 +116,26 @@ class AgentMetrics:
             registry=self.registry,
         )
 
-    def observe(self, node: str, readings: list[GpuReading], health: dict[str, str], telemetry: bool = True) -> None:
+    def observe(
+        self,
+        node: str,
+        readings: list[GpuReading],
+        health: dict[str, str],
+        telemetry: bool = True,
+        power: Mapping[str, PowerLimitStatus] | None = None,
+    ) -> None:
+        """Set every series of ``node`` from one poll; ``power`` is the power-limit status the agent
+        reports (GPUs without a request have none, and lose their power-request series)."""
+        requested: set[tuple[str, ...]] = set()
         for reading in readings:
             labels = (node, str(reading.index), reading.uuid, nvml_bus_id(reading.pci_bus_id), reading.product, node)
+            wanted = (power or {}).get(reading.uuid)
+            if wanted is not None and wanted.requested_watts is not None:
+                requested.add(labels)
+                if wanted.target_watts is not None:
+                    self.power_target.labels(*labels).set(wanted.target_watts)
+                applied = wanted.error is None and not wanted.dry_run and wanted.applied_watts == wanted.target_watts
+                self.power_applied.labels(*labels).set(1 if applied else 0)
             state = health.get(reading.uuid, "lost")
             self.healthy.labels(*labels).set(1 if state == "ok" else 0)
             for each in HEALTH_STATES:
@@ -128,3 +163,8 @@ class AgentMetrics:
                 self.pcie_tx.labels(*labels).set(reading.pcie_tx_kbps * 1000)
             if reading.pcie_rx_kbps is not None:
                 self.pcie_rx.labels(*labels).set(reading.pcie_rx_kbps * 1000)
+        for gone in {labels for labels in self._power_series if labels[0] == node} - requested:
+            for gauge in (self.power_target, self.power_applied):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*gone)
+        self._power_series = {labels for labels in self._power_series if labels[0] != node} | requested

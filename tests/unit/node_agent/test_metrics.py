@@ -6,6 +6,7 @@ from collections.abc import Callable
 from prometheus_client import generate_latest
 
 from egpu_api.pcie import LinkSpeed
+from egpu_api.power import PowerLimitStatus
 from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.metrics import AgentMetrics, nvml_bus_id
 from egpu_node_agent.nvml import NvmlBackend
@@ -70,3 +71,31 @@ def test_build_info_process_metrics_and_no_created_series(fake_host: Callable[[s
     assert "process_resident_memory_bytes " in text
     assert "process_cpu_seconds_total " in text
     assert "_created" not in text
+
+
+def test_a_power_limit_not_applied_reads_0_and_a_withdrawn_request_has_no_series(
+    fake_host: Callable[[str], FakeGpuHost],
+) -> None:
+    host = fake_host("x220-tesla-p4")
+    metrics = AgentMetrics()
+    readings = NvmlBackend(host.nvml, host.sysfs_root).read()
+    uuid = readings[0].uuid
+
+    def lines(prefix: str) -> list[str]:
+        return [line for line in generate_latest(metrics.registry).decode().splitlines() if line.startswith(prefix)]
+
+    applied = PowerLimitStatus(requested_watts=60, target_watts=60, applied_watts=60)
+    metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={uuid: applied})
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_applied{")] == ["1.0"]
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_target_watts{")] == ["60.0"]
+
+    failed = applied.model_copy(update={"applied_watts": 75, "error": "Insufficient Permissions"})
+    metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={uuid: failed})
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_applied{")] == ["0.0"]
+    dry = applied.model_copy(update={"applied_watts": 75, "dry_run": True})
+    metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={uuid: dry})
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_applied{")] == ["0.0"]
+
+    metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={})
+    assert lines("egpu_gpu_power_limit_applied{") == []
+    assert lines("egpu_gpu_power_limit_target_watts{") == []

@@ -7,6 +7,7 @@ holding their tokens.
 
 import contextlib
 import functools
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +28,11 @@ OPERATOR_SA, AGENT_SA = "egpu-operator", "egpu-operator-node-agent"
 
 @functools.cache
 def helm_binary() -> Path:
+    """The cached Helm 4; with ``EGPU_HELM=3`` the cached Helm 3 (``hack/build-tools.sh helm3``), so the
+    chart tests run against both: ``EGPU_HELM=3 pytest tests/e2e/test_helm_install.py ...``."""
+    if os.environ.get("EGPU_HELM", "4") == "3":
+        built = subprocess.run([str(REPO / "hack" / "build-tools.sh"), "helm3"], capture_output=True, text=True, check=True)
+        return Path(built.stdout.strip()) / "helm3"
     return ensure_tools().helm
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.fleet import FleetProfile
+from egpu_localcluster import adoption
 from egpu_localcluster.cluster import LocalCluster, progress
 from egpu_localcluster.demo_maintenance import show_maintenance
 from egpu_localcluster.kubectl import Kubectl, KubectlError
@@ -60,6 +61,7 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
     progress("installing the CRDs and starting the operator (egpu-operator run)")
     kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
     kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
+    adoption.mark_crds_for_helm(kubectl)  # so `helm install egpu-operator -n egpu-system` takes them over
     cluster.spawn(
         [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
         "operator",

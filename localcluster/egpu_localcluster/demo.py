@@ -1,8 +1,11 @@
 """``make demo``: the local control plane, the simulated edge fleet, its node agents, and the operator placing models."""
 
 import json
+import socket
 import sys
 import time
+import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,20 @@ def run_demo(fleet: FleetProfile, cluster: LocalCluster, keep: bool) -> None:
             cluster.stop()
 
 
-def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
+@dataclass(frozen=True)
+class Product:
+    """What ``start_product`` left running: the fleet's nodes as their agents labelled them, and where
+    the agents' and the operator's /metrics answer."""
+
+    nodes: list[dict[str, Any]]
+    agent_metrics_url: str
+    operator_metrics_url: str
+
+
+def start_product(cluster: LocalCluster, fleet: FleetProfile) -> Product:
+    """A working cluster without the story: the fleet's fake GPU nodes, one simulated node agent per
+    node, the CRDs (marked for adoption by ``helm install``) and the operator, each with /metrics on
+    a free local port. ``egpu-localcluster up`` stops here; the demo goes on to its examples."""
     kubectl = cluster.kubectl
     progress(f"creating {len(fleet.nodes)} fake GPU nodes from fleet profile {fleet.metadata.name!r}")
     kubectl.apply_fleet(fleet)
@@ -43,12 +59,52 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
     kubectl.run("create", "namespace", AGENT_NAMESPACE)
 
     progress("starting one node agent per node on simulated NVML and sysfs (egpu-node-agent simulate)")
+    agent_port, operator_port = free_port(), free_port()
     cluster.spawn(
         [sys.executable, "-m", "egpu_node_agent", "simulate", "--kubeconfig", str(cluster.kubeconfig),
-         "--poll-interval", "2", "--namespace", AGENT_NAMESPACE],
+         "--poll-interval", "2", "--namespace", AGENT_NAMESPACE, "--metrics-port", str(agent_port)],
         "fleet-simulator",
     )  # fmt: skip
     nodes = wait_for_labels(kubectl, [node.name for node in fleet.nodes])
+
+    progress("installing the CRDs and starting the operator (egpu-operator run)")
+    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
+    adoption.mark_crds_for_helm(kubectl)  # so `helm install egpu-operator -n egpu-system` takes them over
+    cluster.spawn(
+        [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig),
+         "--metrics-port", str(operator_port)],
+        "operator",
+    )  # fmt: skip
+    product = Product(nodes, f"http://127.0.0.1:{agent_port}/metrics", f"http://127.0.0.1:{operator_port}/metrics")
+    wait_for_url(product.operator_metrics_url.replace("/metrics", "/readyz"), "the operator's /readyz")
+    return product
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_url(url: str, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise KubectlError(f"{what} did not answer within {timeout_s:.0f} s ({url})") from None
+            time.sleep(0.25)
+
+
+def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
+    kubectl = cluster.kubectl
+    product = start_product(cluster, fleet)
+    nodes = product.nodes
 
     print(f"\n== The edge fleet as its node agents published it (labels {P}*; worst GPU per node) ==")
     print(label_table(nodes))
@@ -57,15 +113,8 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
         gpus = json.loads(switch["metadata"]["annotations"][keys.GPUS_ANNOTATION])
         hops = " -> ".join(f"{hop['device']} {hop['current']}" for hop in gpus[0]["path"])
         print(f"\nswitch-4x-a5000, GPU 0's path to the root port: {hops}: the x1 uplink is what a load sees.")
+    print(f"\nMetrics: node agents {product.agent_metrics_url}, operator {product.operator_metrics_url}")
 
-    progress("installing the CRDs and starting the operator (egpu-operator run)")
-    kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
-    adoption.mark_crds_for_helm(kubectl)  # so `helm install egpu-operator -n egpu-system` takes them over
-    cluster.spawn(
-        [sys.executable, "-m", "egpu_operator", "run", "--kubeconfig", str(cluster.kubeconfig), "--metrics-port", "0"],
-        "operator",
-    )
     progress("applying examples/: an 18 GB model (30 s budget), a 6 GB model (20 s), a 140 GiB model (fits nowhere)")
     kubectl.run("apply", "-f", str(REPO / "examples"))
     deployments = wait_for_placement(kubectl, ["llm-18gb", "llm-6gb", "llm-140gb"])

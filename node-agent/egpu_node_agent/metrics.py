@@ -20,6 +20,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from egpu_api.gpus import LinkStatus
 from egpu_api.power import PowerLimitStatus
 from egpu_node_agent.readings import CLOCK_EVENT_REASONS, GpuReading
 
@@ -82,6 +83,21 @@ class AgentMetrics:
             gpu,
             registry=self.registry,
         )
+        self.bottleneck_generation = Gauge(
+            "egpu_gpu_pcie_bottleneck_generation",
+            "PCIe generation of the slowest hop between host memory and the GPU (what a model load crosses)",
+            gpu,
+            registry=self.registry,
+        )
+        self.bottleneck_width = Gauge(
+            "egpu_gpu_pcie_bottleneck_width", "PCIe lanes of the slowest hop to the GPU", gpu, registry=self.registry
+        )
+        self.effective_bandwidth = Gauge(
+            "egpu_gpu_pcie_effective_bandwidth_mbps",
+            "Effective host-to-GPU bandwidth of the bottleneck hop in MB/s: the figure placement divides model.size by",
+            gpu,
+            registry=self.registry,
+        )
         self.replays = Gauge(
             "egpu_gpu_pcie_replay_count",
             "PCIe replays since the driver loaded (NVML's replay counter; take increase() of it)",
@@ -123,9 +139,11 @@ class AgentMetrics:
         health: dict[str, str],
         telemetry: bool = True,
         power: Mapping[str, PowerLimitStatus] | None = None,
+        links: Mapping[str, LinkStatus] | None = None,
     ) -> None:
         """Set every series of ``node`` from one poll; ``power`` is the power-limit status the agent
-        reports (GPUs without a request have none, and lose their power-request series)."""
+        reports (GPUs without a request have none, and lose their power-request series), ``links``
+        the bottleneck hop per GPU as the agent publishes it."""
         requested: set[tuple[str, ...]] = set()
         for reading in readings:
             labels = (node, str(reading.index), reading.uuid, nvml_bus_id(reading.pci_bus_id), reading.product, node)
@@ -148,6 +166,11 @@ class AgentMetrics:
             if reading.link_max is not None:
                 self.link_capable_generation.labels(*labels).set(reading.link_max.generation)
                 self.link_capable_width.labels(*labels).set(reading.link_max.width)
+            link = (links or {}).get(reading.uuid)
+            if link is not None:
+                self.bottleneck_generation.labels(*labels).set(link.generation)
+                self.bottleneck_width.labels(*labels).set(link.width)
+                self.effective_bandwidth.labels(*labels).set(link.effective_mbps)
             if reading.pcie_replay_count is not None:
                 self.replays.labels(*labels).set(reading.pcie_replay_count)
             if reading.clock_event_reasons is not None:

@@ -8,6 +8,7 @@ from prometheus_client import generate_latest
 from egpu_api.pcie import LinkSpeed
 from egpu_api.power import PowerLimitStatus
 from egpu_node_agent.fake_nvml import FakeGpuHost
+from egpu_node_agent.labels import gpu_status
 from egpu_node_agent.metrics import AgentMetrics, nvml_bus_id
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.readings import GpuReading
@@ -99,3 +100,21 @@ def test_a_power_limit_not_applied_reads_0_and_a_withdrawn_request_has_no_series
     metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={})
     assert lines("egpu_gpu_power_limit_applied{") == []
     assert lines("egpu_gpu_power_limit_target_watts{") == []
+
+
+def test_the_bottleneck_hop_and_its_effective_bandwidth_as_published(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    host = fake_host("switch-4x-a5000")
+    metrics = AgentMetrics()
+    readings = NvmlBackend(host.nvml, host.sysfs_root).read()
+    gpus = [gpu_status(reading) for reading in readings]
+    links = {gpu.uuid: gpu.link for gpu in gpus if gpu.link is not None}
+    metrics.observe("switch-4x-a5000", readings, {gpu.uuid: gpu.health for gpu in gpus}, links=links)
+    text = generate_latest(metrics.registry).decode()
+    first = gpus[0].link
+    assert first is not None
+    [bandwidth] = [
+        line for line in text.splitlines() if line.startswith("egpu_gpu_pcie_effective_bandwidth_mbps{") and 'gpu="0"' in line
+    ]
+    assert bandwidth.endswith(f" {float(first.effective_mbps)}")
+    [width] = [line for line in text.splitlines() if line.startswith("egpu_gpu_pcie_bottleneck_width{") and 'gpu="0"' in line]
+    assert width.endswith(" 1.0"), "the switch's x1 uplink, not the GPU's own x16 link"

@@ -155,8 +155,8 @@ class DisruptionSpec(ApiModel):
 class ServicePort(ApiModel):
     """One port of the deployment's Service, as in a Service's ports."""
 
-    name: Annotated[str, Field(max_length=15, pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | None = Field(
-        default=None, description="Port name (an IANA service name); required when there is more than one port."
+    name: Annotated[str, Field(max_length=63, pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | None = Field(
+        default=None, description="Port name (a DNS label, as in a Service); required when there is more than one port."
     )
     port: Annotated[int, Field(ge=1, le=65535)] = Field(description="Port the Service listens on.")
     target_port: Annotated[int | str, Field(json_schema_extra=_PORT)] | None = Field(

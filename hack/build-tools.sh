@@ -9,7 +9,12 @@
 # leaves a half-filled cache behind.
 #
 # Usage: hack/build-tools.sh            build what is missing, print the bin folder
+#        hack/build-tools.sh promtool   also promtool (the chart's alert rules and dashboard tests)
+#        hack/build-tools.sh helm3      also a Helm 3 client, linked as helm3 (the chart's Helm 3 tests)
 #        EGPU_CACHE_DIR=/path hack/...  cache somewhere other than ~/.cache/egpu-operator
+#
+# promtool and helm3 are opt-in: on 2 cores the first promtool build takes minutes (Prometheus
+# pulls in every service-discovery client), and `make demo` needs neither.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,7 +40,7 @@ toolset_key() { # <toolset>
   (cd "$tools/$1" && shopt -s nullglob && cat go.mod go.sum ./*.go && echo "$go_version") | sha256sum | cut -c1-16
 }
 
-build_toolset() { # <toolset> <ldflags> <package>...
+build_toolset() { # <toolset> <ldflags> <package or output=package>...
   local name=$1 ldflags=$2; shift 2
   local key dest tmp started
   key=$(toolset_key "$name")
@@ -43,11 +48,13 @@ build_toolset() { # <toolset> <ldflags> <package>...
   if [ ! -d "$dest" ]; then
     tmp=$(mktemp -d "$cache/tools/.$name-XXXXXX")
     trap 'rm -rf "$tmp"' EXIT
-    for pkg in "$@"; do
+    for spec in "$@"; do
+      local pkg=${spec#*=} out=""
+      [ "$spec" != "$pkg" ] && out=${spec%%=*}
       started=$SECONDS
       log "building $name: $pkg (first build on this machine; cached afterwards)"
-      (cd "$tools/$name" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "$pkg")
-      log "built $(basename "$pkg") in $((SECONDS - started)) s"
+      (cd "$tools/$name" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/$out" "$pkg")
+      log "built ${out:-$(basename "$pkg")} in $((SECONDS - started)) s"
     done
     mv "$tmp" "$dest"
     trap - EXIT
@@ -93,5 +100,18 @@ build_toolset helm "-X helm.sh/helm/v4/internal/version.version=$helm_version -X
 build_toolset kube "$kube_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+for extra in "$@"; do
+  case $extra in
+    promtool)
+      prometheus_version=$(module_version promtool github.com/prometheus/prometheus)
+      build_toolset promtool "-X github.com/prometheus/common/version.Version=$prometheus_version" \
+        github.com/prometheus/prometheus/cmd/promtool ;;
+    helm3)
+      helm3_version=$(module_version helm3 helm.sh/helm/v3)
+      build_toolset helm3 "-X helm.sh/helm/v3/internal/version.version=$helm3_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+        helm3=helm.sh/helm/v3/cmd/helm ;;
+    *) log "unknown tool $extra: the opt-in tools are promtool and helm3"; exit 2 ;;
+  esac
+done
 log "tools ready in $bin ($((SECONDS - total)) s)"
 echo "$bin"

@@ -27,6 +27,8 @@ QUANTITIES: dict[str, Any] = {"type": "object", "additionalProperties": {"type":
 LOG_LEVEL: dict[str, Any] = {"type": "string", "enum": ["debug", "info", "warning", "error"]}
 PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
 IMAGE_PULL_POLICY: dict[str, Any] = {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}
+#: An image digest as registries print it, or empty.
+DIGEST: dict[str, Any] = {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"}
 #: Object names (DNS subdomains); the pattern also keeps them safe to quote inside CEL strings.
 NAMES: dict[str, Any] = {
     "type": "array",
@@ -49,6 +51,9 @@ DECLARED: dict[str, dict[str, Any]] = {
     },
     "operator.image.pullPolicy": IMAGE_PULL_POLICY,
     "agent.image.pullPolicy": IMAGE_PULL_POLICY,
+    "operator.image.digest": DIGEST,
+    "agent.image.digest": DIGEST,
+    "tests.image.digest": DIGEST,
     "operator.workers": {"type": "integer", "minimum": 1},
     "operator.maintenance.maxParallel": {"type": "integer", "minimum": 1},
     "operator.logLevel": LOG_LEVEL,

@@ -25,6 +25,11 @@ _QUANTITY: dict[str, Any] = {
 }
 Quantity = Annotated[int | str, Field(json_schema_extra=_QUANTITY)]
 # Byte units as people write them (GB, GiB, gb, kB, ...): Kubernetes spells them G or Gi, k or Ki.
+_PORT: dict[str, Any] = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "x-kubernetes-int-or-string": True,
+    "maxLength": 15,
+}
 _BYTE_UNIT = "^[0-9]+([.][0-9]+)?[kKmMgGtTpPeE]i?[bB]$"
 
 
@@ -182,6 +187,41 @@ class DisruptionSpec(ApiModel):
     )
 
 
+class ServicePort(ApiModel):
+    """One port of the deployment's Service, as in a Service's ports."""
+
+    name: Annotated[str, Field(max_length=63, pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | None = Field(
+        default=None, description="Port name (a DNS label, as in a Service); required when there is more than one port."
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="Port the Service listens on.")
+    target_port: Annotated[int | str, Field(json_schema_extra=_PORT)] | None = Field(
+        default=None, description="Container port number or name the traffic goes to; default: the same as port."
+    )
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="TCP (default), UDP or SCTP.")
+
+
+class ServiceSpec(ApiModel):
+    """A ClusterIP Service the operator creates, owns and keeps in step, selecting exactly this
+    deployment's replica pods: its endpoints are the Ready replicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "self.ports.size() == 1 || self.ports.all(p, has(p.name))",
+                "service.ports: name every port when there is more than one",
+            ),
+            (
+                "self.ports.all(p, self.ports.exists_one(q, q.port == p.port && q.protocol == p.protocol))",
+                "service.ports: each port and protocol may appear only once",
+            ),
+        )
+    )
+
+    ports: Annotated[list[ServicePort], Field(min_length=1, max_length=16)] = Field(
+        description="Ports of the Service, as in a Service's spec.ports."
+    )
+
+
 class InferenceDeploymentSpec(ApiModel):
     """Desired state: how many whole-model replicas, of which model, placed how."""
 
@@ -201,6 +241,11 @@ class InferenceDeploymentSpec(ApiModel):
     placement: PlacementSpec = Field(description="Where replicas may run.")
     power: PowerSpec | None = Field(default=None, description="Power limit for each replica's GPU; unset leaves it alone.")
     disruption: DisruptionSpec | None = Field(default=None, description="Limits for GPU maintenance drains.")
+    service: ServiceSpec | None = Field(
+        default=None,
+        description="A Service named like the deployment whose endpoints are its Ready replicas; unset: none "
+        "(and one the operator made is deleted).",
+    )
     # A plain dict to the operator (it copies the template into each pod); the schema declares only
     # the fields the admission rules read, see egpu_api.podtemplate.
     template: dict[str, Any] = Field(

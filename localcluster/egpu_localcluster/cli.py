@@ -16,7 +16,7 @@ from pathlib import Path
 
 from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
 from egpu_localcluster.cluster import ClusterError, LocalCluster
-from egpu_localcluster.demo import run_demo
+from egpu_localcluster.demo import run_demo, start_product
 from egpu_localcluster.fleet_view import fleet_table
 from egpu_localcluster.kubectl import Kubectl, KubectlError
 from egpu_localcluster.stages import pod_ready_delay
@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     show = commands.add_parser("fleet", help="validate a fleet profile and print it")
     show.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
 
-    up = commands.add_parser("up", help="start a cluster with the fleet's nodes and leave it running")
+    up = commands.add_parser("up", help="start a working cluster (fleet nodes, node agents, CRDs, operator) and leave it running")
     up.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help=fleet_help)
     up.add_argument("--name", default="egpu", help="cluster name (default: egpu)")
 
@@ -80,9 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             fleet = load_fleet(args.fleet)
             cluster = persistent_cluster(args.name)
             cluster.start()
-            cluster.kubectl.apply_fleet(fleet)
-            cluster.kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
+            try:
+                product = start_product(cluster, fleet)
+            except (ClusterError, KubectlError):
+                cluster.stop(check=False)  # half a cluster helps nobody: nothing is left running
+                raise
             print(f"export KUBECONFIG={cluster.kubeconfig}")
+            print(f"# {len(fleet.nodes)} fake GPU nodes with their node agents, the CRDs and the operator are running:")
+            print(f"# kubectl apply -f {REPO_ROOT / 'examples'}; kubectl get idep")
+            print(f"# metrics: node agents {product.agent_metrics_url}, operator {product.operator_metrics_url}")
+            print(f"# stop it: egpu-localcluster down --name {args.name}")
         elif args.command == "down":
             if args.name not in running_clusters():
                 running = ", ".join(running_clusters()) or "none"

@@ -3,12 +3,14 @@
 import json
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from egpu_api import keys
 from egpu_api.fleet import FleetProfile
+from egpu_localcluster import adoption
 from egpu_localcluster.cluster import LocalCluster, progress
 from egpu_localcluster.demo_maintenance import show_maintenance
 from egpu_localcluster.kubectl import Kubectl, KubectlError
@@ -35,7 +37,20 @@ def run_demo(fleet: FleetProfile, cluster: LocalCluster, keep: bool) -> None:
             cluster.stop()
 
 
-def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
+@dataclass(frozen=True)
+class Product:
+    """What ``start_product`` left running: the fleet's nodes as their agents labelled them, and where
+    the agents' and the operator's /metrics answer."""
+
+    nodes: list[dict[str, Any]]
+    agent_metrics_url: str
+    operator_metrics_url: str
+
+
+def start_product(cluster: LocalCluster, fleet: FleetProfile) -> Product:
+    """A working cluster without the story: the fleet's fake GPU nodes, one simulated node agent per
+    node, the CRDs (marked for adoption by ``helm install``) and the operator, each with /metrics on
+    a free local port. ``egpu-localcluster up`` stops here; the demo goes on to its examples."""
     kubectl = cluster.kubectl
     progress(f"creating {len(fleet.nodes)} fake GPU nodes from fleet profile {fleet.metadata.name!r}")
     kubectl.apply_fleet(fleet)
@@ -43,12 +58,26 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
     kubectl.run("create", "namespace", AGENT_NAMESPACE)
 
     progress("starting one node agent per node on simulated NVML and sysfs (egpu-node-agent simulate)")
+    agent_port, operator_port = free_port(), free_port()
     cluster.spawn(
         [sys.executable, "-m", "egpu_node_agent", "simulate", "--kubeconfig", str(cluster.kubeconfig),
-         "--poll-interval", "2", "--namespace", AGENT_NAMESPACE],
+         "--poll-interval", "2", "--namespace", AGENT_NAMESPACE, "--metrics-port", str(agent_port)],
         "fleet-simulator",
     )  # fmt: skip
     nodes = wait_for_labels(kubectl, [node.name for node in fleet.nodes])
+
+    progress("installing the CRDs and starting the operator (egpu-operator run)")
+    install_crds(kubectl)
+    adoption.mark_crds_for_helm(kubectl)  # so `helm install egpu-operator -n egpu-system` takes them over
+    pid = cluster.spawn(operator_command(cluster.kubeconfig, operator_port), "operator")
+    wait_ready(operator_port, lambda: not cluster.running(pid), cluster.workdir / "operator.log")
+    return Product(nodes, f"http://127.0.0.1:{agent_port}/metrics", f"http://127.0.0.1:{operator_port}/metrics")
+
+
+def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
+    kubectl = cluster.kubectl
+    product = start_product(cluster, fleet)
+    nodes = product.nodes
 
     print(f"\n== The edge fleet as its node agents published it (labels {P}*; worst GPU per node) ==")
     print(label_table(nodes))
@@ -57,12 +86,8 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
         gpus = json.loads(switch["metadata"]["annotations"][keys.GPUS_ANNOTATION])
         hops = " -> ".join(f"{hop['device']} {hop['current']}" for hop in gpus[0]["path"])
         print(f"\nswitch-4x-a5000, GPU 0's path to the root port: {hops}: the x1 uplink is what a load sees.")
+    print(f"\nMetrics: node agents {product.agent_metrics_url}, operator {product.operator_metrics_url}")
 
-    progress("installing the CRDs and starting the operator (egpu-operator run)")
-    install_crds(kubectl)
-    port = free_port()
-    pid = cluster.spawn(operator_command(cluster.kubeconfig, port), "operator")
-    wait_ready(port, lambda: not cluster.running(pid), cluster.workdir / "operator.log")
     progress("applying examples/: an 18 GB model (30 s budget), a 6 GB model (20 s), a 140 GiB model (fits nowhere)")
     kubectl.run("apply", "-f", str(REPO / "examples"))
     deployments = wait_for_placement(kubectl, ["llm-18gb", "llm-6gb", "llm-140gb"])

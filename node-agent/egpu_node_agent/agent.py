@@ -90,7 +90,8 @@ class NodeAgent:
                 self.metrics.publishes.labels(node).inc()
             self._keep_condition(gpus)
             self._renew_lease()
-        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry)
+        links = {gpu.uuid: gpu.link for gpu in gpus if gpu.link is not None}
+        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry, power_status, links)
 
     # -- power ---------------------------------------------------------------------------------
 

@@ -268,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with contextlib.ExitStack() as cleanup:
         backend = _backend(args, args.node_name, cleanup)
-        metrics = AgentMetrics()
+        metrics = AgentMetrics(version=version())
         if args.metrics_port:
             start_http_server(args.metrics_port, registry=metrics.registry)
         publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
@@ -299,7 +299,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from egpu_runtime.kube import api_client
 
     fleet = load_fleet(args.fleet)
-    metrics = AgentMetrics()
+    metrics = AgentMetrics(version=version())
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=metrics.registry)
     with tempfile.TemporaryDirectory(prefix="egpu-fleet-sysfs-") as sysfs:

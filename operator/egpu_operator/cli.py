@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     import kopf  # heavy: imported only for `run`
     from kubernetes import client
 
-    from egpu_operator import handlers
+    from egpu_operator import handlers, metrics
     from egpu_operator.kube import ApiKube
     from egpu_operator.runtime import Operator
     from egpu_runtime import kube, logs
@@ -177,6 +177,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     operator = Operator(config, ApiKube(client.ApiClient(configuration)), client.ApiClient(configuration))
     registry = kopf.OperatorRegistry()
     handlers.register(registry, operator)
+    metrics.serve_defaults(_version())
     operator.serve_http()
 
     logging.getLogger("kopf").setLevel(logging.WARNING)

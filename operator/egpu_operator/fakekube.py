@@ -1,6 +1,6 @@
 """``FakeKube``: the ``kube.Kube`` seam kept in memory, for tests (httpx's ``MockTransport`` pattern).
 
-It holds pods, nodes, PodDisruptionBudgets, InferenceDeployments, GPUMaintenances and Events
+It holds pods, nodes, PodDisruptionBudgets, Services, InferenceDeployments, GPUMaintenances and Events
 as plain dicts and answers as an API server would where the controllers care:
 
 - a repeated create is a conflict (``create_pod`` returns False), a delete of a gone object is fine;
@@ -32,6 +32,7 @@ class FakeKube:
         self.nodes: dict[str, dict[str, Any]] = {name: copy.deepcopy(dict(node)) for name, node in (nodes or {}).items()}
         self.pods: dict[Key, dict[str, Any]] = {}
         self.pdbs: dict[Key, dict[str, Any]] = {}
+        self.services: dict[Key, dict[str, Any]] = {}
         self.deployments: dict[Key, dict[str, Any]] = {}
         self.maintenances: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
@@ -182,6 +183,36 @@ class FakeKube:
     def delete_pdb(self, namespace: str, name: str) -> None:
         if self.pdbs.pop((namespace, name), None) is not None:
             self.writes.append(("delete", f"pdb/{namespace}/{name}"))
+
+    # -- Services ------------------------------------------------------------------------------
+
+    def apply_service(self, manifest: Mapping[str, Any], exists: bool) -> str | None:
+        key = (manifest["metadata"]["namespace"], manifest["metadata"]["name"])
+        current = self.services.get(key)
+        if current is None:
+            self.writes.append(("create", f"service/{key[0]}/{key[1]}"))
+            self.services[key] = {
+                **copy.deepcopy(dict(manifest)),
+                "spec": {**copy.deepcopy(manifest["spec"]), "clusterIP": "10.0.0.1"},
+            }
+            self._touch(self.services[key])
+            return None
+        uid = manifest["metadata"]["ownerReferences"][0]["uid"]
+        owners = [o for o in current["metadata"].get("ownerReferences") or [] if o.get("controller")]
+        if not owners or owners[0]["uid"] != uid:
+            return f"a Service named {key[1]} exists and is not this deployment's; delete or rename it"
+        updated = copy.deepcopy(current)
+        updated["metadata"]["labels"] = {**(current["metadata"].get("labels") or {}), **manifest["metadata"]["labels"]}
+        updated["spec"].update({k: copy.deepcopy(manifest["spec"][k]) for k in ("type", "selector", "ports")})
+        if updated != current:
+            self.writes.append(("update", f"service/{key[0]}/{key[1]}"))
+            self.services[key] = updated
+            self._touch(updated)
+        return None
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        if self.services.pop((namespace, name), None) is not None:
+            self.writes.append(("delete", f"service/{namespace}/{name}"))
 
     # -- InferenceDeployments ------------------------------------------------------------------
 

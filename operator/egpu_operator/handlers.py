@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from egpu_api import keys
-from egpu_operator import facts
+from egpu_operator import facts, metrics, service
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION
 from egpu_operator.runtime import Operator
 
@@ -105,12 +105,22 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     async def budgets_index(namespace: str, labels: Mapping[str, str], spec: Any, **_: Any) -> Any:
         return {(namespace, labels[keys.DEPLOYMENT_LABEL]): spec.get("minAvailable")}
 
+    @kopf.index("services", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="services_index")
+    async def services_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+        return {(namespace, labels[keys.DEPLOYMENT_LABEL]): service.view(_plain(body))}
+
 
 def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.event("pods", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pod_changed")
     async def replica_pod_changed(namespace: str, labels: Any, **kwargs: Any) -> None:
         operator.capture(kwargs)
         operator.enqueue((namespace, labels[keys.DEPLOYMENT_LABEL]), "pod")
+
+    # A Service edited or deleted by someone else is put back.
+    @kopf.on.event("services", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="service_changed")
+    async def service_changed(namespace: str, labels: Any, **kwargs: Any) -> None:
+        operator.capture(kwargs)
+        operator.enqueue((namespace, labels[keys.DEPLOYMENT_LABEL]), "service")
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="deployment_changed")
     async def deployment_changed(namespace: str, name: str, type: str, meta: Any, status: Any, **kwargs: Any) -> None:
@@ -120,6 +130,7 @@ def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
             operator.enqueue((namespace, name), "deployment")
         if type == "DELETED":
             operator.cache.infeasible(f"{namespace}/{name}", False)
+            metrics.forget_deployment(namespace, name)
 
     # kopf calls no resource handler before every index holds its first listing, and the namespace
     # "default" always exists: this call proves the listings are in on an otherwise empty cluster

@@ -5,6 +5,7 @@
 in memory for unit tests. Each method's docstring is its contract; both keep it.
 """
 
+import copy
 import json
 import logging
 import threading
@@ -79,6 +80,17 @@ class Kube(Protocol):
         ...
 
     def delete_pdb(self, namespace: str, name: str) -> None:
+        """Delete it; gone already is fine."""
+        ...
+
+    def apply_service(self, manifest: Mapping[str, Any], exists: bool) -> str | None:
+        """Create the Service (``exists``: the index holds one of that name already), or bring one this
+        deployment controls to ``manifest``'s labels, owner, type, selector and ports, keeping what
+        else it holds (clusterIP, other labels). None when done; else why not: a Service of that name
+        that the deployment does not control is left alone."""
+        ...
+
+    def delete_service(self, namespace: str, name: str) -> None:
         """Delete it; gone already is fine."""
         ...
 
@@ -254,6 +266,51 @@ class ApiKube:
         API_REQUESTS.labels("delete").inc()
         try:
             _drained(self._policy.delete_namespaced_pod_disruption_budget(name, namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # -- Services ----------------------------------------------------------------------------------
+
+    def apply_service(self, manifest: Mapping[str, Any], exists: bool) -> str | None:
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        if not exists:
+            API_REQUESTS.labels("create").inc()
+            try:
+                _drained(self._core.create_namespaced_service(namespace, manifest, _preload_content=False))
+                return None
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+        API_REQUESTS.labels("get").inc()
+        try:
+            current = json.loads(self._core.read_namespaced_service(name, namespace, _preload_content=False).data)
+        except ApiException as error:
+            if error.status == 404:  # deleted since the index saw it: the next reconcile creates it
+                raise RuntimeError(f"service {namespace}/{name} went away while it was updated; will retry") from None
+            raise
+        wanted_owner = manifest["metadata"]["ownerReferences"][0]
+        owner = next((o for o in current["metadata"].get("ownerReferences") or [] if o.get("controller")), None)
+        if owner is not None and owner.get("uid") != wanted_owner["uid"]:
+            return f"a Service named {name} exists and is controlled by {owner.get('kind')} {owner.get('name')}; rename one"
+        if owner is None and keys.DEPLOYMENT_LABEL not in (current["metadata"].get("labels") or {}):
+            return f"a Service named {name} exists and is not this deployment's; delete or rename it"
+        updated = copy.deepcopy(current)
+        updated["metadata"]["labels"] = {**(current["metadata"].get("labels") or {}), **manifest["metadata"]["labels"]}
+        others = [o for o in current["metadata"].get("ownerReferences") or [] if o.get("uid") != wanted_owner["uid"]]
+        updated["metadata"]["ownerReferences"] = [*others, wanted_owner]
+        updated["spec"].update({key: manifest["spec"][key] for key in ("type", "selector", "ports")})
+        if updated == current:
+            return None
+        API_REQUESTS.labels("update").inc()
+        # A replace carrying the resourceVersion it read: a concurrent edit makes it fail (409) and retry.
+        _drained(self._core.replace_namespaced_service(name, namespace, updated, _preload_content=False))
+        return None
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        API_REQUESTS.labels("delete").inc()
+        try:
+            _drained(self._core.delete_namespaced_service(name, namespace, _preload_content=False))
         except ApiException as error:
             if error.status != 404:
                 raise

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
 from egpu_api.power import PowerLimitStatus
-from egpu_operator import metrics, pods, power, status
+from egpu_operator import metrics, pods, power, service, status
 from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube, PodRefused
 from egpu_operator.liveness import Verdicts
@@ -74,10 +74,12 @@ def reconcile(
     fleet: Fleet,
     replica_pods: Iterable[PodView],
     pdb_min_available: int | None = None,
+    service_now: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Bring one deployment's pods, power limits and disruption budget toward its spec.
+    """Bring one deployment's pods, power limits, disruption budget and Service toward its spec.
 
-    ``pdb_min_available`` is what its PodDisruptionBudget holds now (None: none). Returns True
+    ``pdb_min_available`` is what its PodDisruptionBudget holds now (None: none), ``service_now``
+    its Service as the index shows it (``service.view``; None: none). Returns True
     when it should run again after a backoff: an eviction was refused (a PodDisruptionBudget
     said no) or the API server refused a replica pod (quota, Pod Security, an invalid template)."""
     metadata = deployment["metadata"]
@@ -101,11 +103,16 @@ def reconcile(
         cache.expect(key, outcome.created, outcome.deleted)
     power_by_pod = apply_power(kube, cache, deployment, spec, fleet.facts, outcome.after)
     apply_disruption_budget(kube, cache, deployment, spec, pdb_min_available)
+    apply_service(kube, cache, deployment, spec, service_now)
     new_status = status.build(
         deployment, demand, result, outcome.after, fleet.facts, power_by_pod, fleet.power_status, now, outcome.refusals
     )
     _report(kube, deployment, new_status, bool(outcome.refusals))
     cache.infeasible(key, bool(result.unplaced or outcome.refusals))
+    metrics.observe_deployment(
+        metadata["namespace"], metadata["name"], spec.replicas, int(new_status.get("readyReplicas") or 0),
+        bool(result.unplaced or outcome.refusals),
+    )  # fmt: skip
     return outcome.retry or bool(outcome.refusals)  # a refusal is asked again with backoff, not at once
 
 
@@ -223,6 +230,16 @@ def apply_disruption_budget(
     cache.budget_written(key, wanted)
 
 
+def apply_service(
+    kube: Kube, cache: Cache, deployment: Mapping[str, Any], spec: InferenceDeploymentSpec, current: Mapping[str, Any] | None
+) -> None:
+    """The deployment's Service in step with spec.service; a name clash is reported once as a warning Event."""
+    refusal = service.apply(kube, deployment, spec.service, current)
+    if refusal is not None and cache.first_report(f"service {key_of(deployment)}", refusal):
+        kube.event(deployment, "ServiceConflict", refusal, warning=True)
+        log.warning("service not applied", extra={"deployment": key_of(deployment), "why": refusal})
+
+
 def apply_power(
     kube: Kube,
     cache: Cache,
@@ -299,6 +316,10 @@ def release_power(kube: Kube, deployment: Mapping[str, Any], nodes: Iterable[str
         except Exception as error:
             log.warning("could not release power limits", extra={"node": node_name, "error": str(error)})
     kube.remove_finalizer(metadata["namespace"], metadata["name"], POWER_FINALIZER, list(metadata.get("finalizers") or []))
+
+
+def key_of(deployment: Mapping[str, Any]) -> str:
+    return f"{deployment['metadata']['namespace']}/{deployment['metadata']['name']}"
 
 
 def _differs(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -57,7 +57,7 @@ LOOP_BEAT_S = 1.0
 LOOP_STALL_S = 30.0
 DeploymentKey = tuple[str, str]
 #: The kopf indexes the operator reads (``handlers`` registers them under these ids).
-INDEXES = ("heartbeats_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index")
+INDEXES = ("heartbeats_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index", "services_index")
 
 
 class Operator:
@@ -276,7 +276,8 @@ class Operator:
         fleet = self._fleet()
         pods = facts.controlled_replicas(deployment, self.indexes["replica_pods_index"].get(key, []))
         budget = next(iter(self.indexes["budgets_index"].get(key, [])), None)
-        return await loop.run_in_executor(self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget)
+        service = next(iter(self.indexes["services_index"].get(key, [])), None)
+        return await loop.run_in_executor(self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget, service)
 
     def _fleet(self) -> Fleet:
         nodes_now = self.nodes()

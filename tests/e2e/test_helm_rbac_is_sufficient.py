@@ -104,6 +104,12 @@ def test_operator_and_agents_with_chart_credentials_place_a_model(
                 timeout_s=40,
                 what="both replicas of the example to be placed and Ready",
             )
+            # The example's spec.service: the operator made its Service with the chart's credentials.
+            wait_for(
+                lambda: True if kube.run("get", "service", "llm-18gb", "-n", "models", check=False).returncode == 0 else None,
+                timeout_s=30,
+                what="the Service of the example",
+            )
             # A GPU maintenance moves a replica (cordon, surge, eviction, status) with the same credentials.
             node = kube.get_json("idep", "llm-18gb", "-n", "models")["status"]["placements"][0]["node"]
             maintenance = {"apiVersion": "egpu-operator.io/v1alpha1", "kind": "GPUMaintenance",

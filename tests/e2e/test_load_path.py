@@ -13,8 +13,8 @@ from typing import Any
 
 from egpu_api.fleet import FleetProfile
 from egpu_localcluster.kubectl import Kubectl
-from egpu_runtime.kube import api_client
 from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 from tests.e2e.deployments import apply, deployment, placed_condition, ready_on, replica_pods, status
 from tests.e2e.helpers import NAMESPACE, extra_node, wait_for
 

@@ -44,8 +44,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* repository@digest when a digest pins the image, else repository:tag (default: appVersion). */}}
 {{- define "egpu-operator.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
 {{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/* The user name the API server gives the node agent's ServiceAccount tokens. */}}

@@ -7,6 +7,8 @@ holding their tokens.
 
 import contextlib
 import functools
+import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,12 +29,33 @@ OPERATOR_SA, AGENT_SA = "egpu-operator", "egpu-operator-node-agent"
 
 @functools.cache
 def helm_binary() -> Path:
+    """The cached Helm 4; with ``EGPU_HELM=3`` the cached Helm 3 (``hack/build-tools.sh helm3``), so the
+    chart tests run against both: ``EGPU_HELM=3 pytest tests/e2e/test_helm_install.py ...``."""
+    if helm_major() == 3:
+        built = subprocess.run([str(REPO / "hack" / "build-tools.sh"), "helm3"], capture_output=True, text=True, check=True)
+        return Path(built.stdout.strip()) / "helm3"
     return ensure_tools().helm
+
+
+def helm_major() -> int:
+    return 3 if os.environ.get("EGPU_HELM", "4") == "3" else 4
+
+
+@functools.cache
+def kube_version() -> str:
+    """The pinned Kubernetes version (hack/tools/kube/go.mod), for commands that render offline: Helm 3
+    would otherwise assume Kubernetes 1.20 and refuse the chart's kubeVersion."""
+    text = (REPO / "hack" / "tools" / "kube" / "go.mod").read_text()
+    match = re.search(r"^\s*k8s\.io/kubernetes (v[0-9.]+)", text, re.MULTILINE)
+    assert match, "hack/tools/kube/go.mod pins no k8s.io/kubernetes"
+    return match.group(1)
 
 
 def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the cached helm (built by hack/build-tools.sh); its own config and cache stay out of $HOME."""
     command = [str(helm_binary()), *args]
+    if args and args[0] in ("template", "lint"):
+        command += ["--kube-version", kube_version()]
     if kubeconfig is not None:
         command += ["--kubeconfig", str(kubeconfig)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)

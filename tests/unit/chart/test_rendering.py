@@ -134,7 +134,8 @@ def test_agent_disabled_leaves_only_the_operator() -> None:
     assert "DaemonSet" not in kinds
     assert "Deployment" in kinds
     components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects}
-    assert components == {"operator", "crds"}  # no RBAC, Service or admission policy of the agent either
+    # No RBAC, Service or admission policy of the agent either; "test" is the `helm test` pod.
+    assert components == {"operator", "crds", "test"}
 
 
 def test_operator_gets_the_failure_safety_settings_and_the_agents_namespace() -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from egpu_api import keys
-from egpu_operator import facts, maintenance, power
+from egpu_operator import facts, maintenance, power, service
 from egpu_operator.cache import Cache
 from egpu_operator.fakekube import FakeKube
 from egpu_operator.liveness import Liveness, Verdicts
@@ -69,7 +69,8 @@ class Cluster:
         pods = facts.controlled_replicas(body, labelled)
         budget = self.kube.pdbs.get((NAMESPACE, name))
         minimum = budget["spec"]["minAvailable"] if budget else None
-        return reconcile(self.kube, self.cache, body, self.fleet(unseen), pods, minimum)
+        current = self.kube.services.get((NAMESPACE, name))
+        return reconcile(self.kube, self.cache, body, self.fleet(unseen), pods, minimum, current and service.view(current))
 
     def _indexed(self, unseen: frozenset[str]) -> list[dict[str, Any]]:
         return [pod for pod in self.kube.pods.values() if pod["metadata"]["name"] not in unseen]

@@ -14,7 +14,7 @@ def test_every_index_the_operator_reads_is_registered_under_that_name() -> None:
     indexes = {handler.id for handler in registry._indexing.get_all_handlers()}
     assert indexes == set(INDEXES)
     events = {handler.id for handler in registry._watching.get_all_handlers()}
-    assert events == {"replica_pod_changed", "deployment_changed", "maintenance_changed", "first_listing"}
+    assert events == {"replica_pod_changed", "deployment_changed", "maintenance_changed", "first_listing", "service_changed"}
 
 
 def test_registering_twice_leaves_the_registries_apart() -> None:

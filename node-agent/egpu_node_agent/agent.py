@@ -91,7 +91,8 @@ class NodeAgent:
             self._keep_condition(gpus)
             self._renew_lease()
         links = {gpu.uuid: gpu.link for gpu in gpus if gpu.link is not None}
-        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry, power_status, links)
+        shared = {gpu.uuid: gpu.path for gpu in gpus}
+        self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry, power_status, links, shared)
 
     # -- power ---------------------------------------------------------------------------------
 

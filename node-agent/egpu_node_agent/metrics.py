@@ -7,7 +7,7 @@ GPU series carry dcgm-exporter's own label names and spellings (``gpu``, ``UUID`
 """
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,7 +20,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from egpu_api.gpus import LinkStatus
+from egpu_api.gpus import HopStatus, LinkStatus
 from egpu_api.power import PowerLimitStatus
 from egpu_node_agent.readings import CLOCK_EVENT_REASONS, GpuReading
 
@@ -98,6 +98,19 @@ class AgentMetrics:
             gpu,
             registry=self.registry,
         )
+        self.shared_link_gpus = Gauge(
+            "egpu_gpu_pcie_shared_link_gpus",
+            "GPUs of the node below the slowest shared link on this GPU's path (a switch uplink), labelled by the "
+            "link's downstream device; GPUs with the same link are one group. Absent when no link is shared",
+            (*gpu, "link"),
+            registry=self.registry,
+        )
+        self.shared_link_bandwidth = Gauge(
+            "egpu_gpu_pcie_shared_link_bandwidth_mbps",
+            "Effective MB/s of that shared link with it to one load; concurrent loads of its group divide it",
+            (*gpu, "link"),
+            registry=self.registry,
+        )
         self.replays = Gauge(
             "egpu_gpu_pcie_replay_count",
             "PCIe replays since the driver loaded (NVML's replay counter; take increase() of it)",
@@ -140,10 +153,11 @@ class AgentMetrics:
         telemetry: bool = True,
         power: Mapping[str, PowerLimitStatus] | None = None,
         links: Mapping[str, LinkStatus] | None = None,
+        paths: Mapping[str, Sequence[HopStatus]] | None = None,
     ) -> None:
         """Set every series of ``node`` from one poll; ``power`` is the power-limit status the agent
         reports (GPUs without a request have none, and lose their power-request series), ``links``
-        the bottleneck hop per GPU as the agent publishes it."""
+        the bottleneck hop per GPU as the agent publishes it, ``paths`` each GPU's links (for sharing)."""
         requested: set[tuple[str, ...]] = set()
         for reading in readings:
             labels = (node, str(reading.index), reading.uuid, nvml_bus_id(reading.pci_bus_id), reading.product, node)
@@ -171,6 +185,11 @@ class AgentMetrics:
                 self.bottleneck_generation.labels(*labels).set(link.generation)
                 self.bottleneck_width.labels(*labels).set(link.width)
                 self.effective_bandwidth.labels(*labels).set(link.effective_mbps)
+            shared = [hop for hop in (paths or {}).get(reading.uuid, ()) if hop.shared_by > 1 and hop.effective_mbps]
+            if shared:
+                slowest = min(shared, key=lambda hop: hop.effective_mbps or 0)
+                self.shared_link_gpus.labels(*labels, slowest.device).set(slowest.shared_by)
+                self.shared_link_bandwidth.labels(*labels, slowest.device).set(slowest.effective_mbps or 0)
             if reading.pcie_replay_count is not None:
                 self.replays.labels(*labels).set(reading.pcie_replay_count)
             if reading.clock_event_reasons is not None:

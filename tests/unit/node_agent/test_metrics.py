@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from egpu_api.pcie import LinkSpeed
 from egpu_api.power import PowerLimitStatus
 from egpu_node_agent.fake_nvml import FakeGpuHost
-from egpu_node_agent.labels import gpu_status
+from egpu_node_agent.labels import gpu_status, gpu_statuses
 from egpu_node_agent.metrics import AgentMetrics, nvml_bus_id
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.readings import GpuReading
@@ -118,3 +118,23 @@ def test_the_bottleneck_hop_and_its_effective_bandwidth_as_published(fake_host: 
     assert bandwidth.endswith(f" {float(first.effective_mbps)}")
     [width] = [line for line in text.splitlines() if line.startswith("egpu_gpu_pcie_bottleneck_width{") and 'gpu="0"' in line]
     assert width.endswith(" 1.0"), "the switch's x1 uplink, not the GPU's own x16 link"
+
+
+def test_gpus_sharing_a_switch_uplink_form_one_group(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    host = fake_host("switch-4x-a5000")
+    metrics = AgentMetrics()
+    readings = NvmlBackend(host.nvml, host.sysfs_root).read()
+    gpus = gpu_statuses(readings)
+    metrics.observe("switch-4x-a5000", readings, {gpu.uuid: gpu.health for gpu in gpus}, paths={g.uuid: g.path for g in gpus})
+    text = generate_latest(metrics.registry).decode().splitlines()
+
+    groups = [line for line in text if line.startswith("egpu_gpu_pcie_shared_link_gpus{")]
+    assert len(groups) == 4
+    assert all('link="0000:80:00.0"' in line and line.endswith(" 4.0") for line in groups)
+    rates = [line for line in text if line.startswith("egpu_gpu_pcie_shared_link_bandwidth_mbps{")]
+    assert all(line.endswith(" 856.0") for line in rates)
+
+    alone = AgentMetrics()
+    pi = NvmlBackend(fake_host("pi5-rtx4090").nvml, fake_host("pi5-rtx4090").sysfs_root).read()
+    alone.observe("pi5", pi, {pi[0].uuid: "ok"}, paths={g.uuid: g.path for g in gpu_statuses(pi)})
+    assert "egpu_gpu_pcie_shared_link_gpus{" not in generate_latest(alone.registry).decode()

@@ -1,6 +1,6 @@
 """The InferenceDeployment status: replicas, placements and conditions per API conventions. Pure."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ def build(
     power_status: Mapping[str, Mapping[str, PowerLimitStatus]],  # node -> gpu uuid -> what the agent reports
     now: datetime,
     refusals: Sequence[str] = (),  # the API server's reasons for replica pods it refused just now
+    power_waiting: Collection[str] = (),  # pods whose GPU the node agent has not reported yet
 ) -> dict[str, Any]:
     metadata, spec = deployment["metadata"], deployment["spec"]
     previous = (deployment.get("status") or {}).get("conditions") or []
@@ -45,7 +46,9 @@ def build(
     live = sorted((pod for pod in pods if not pod.terminating), key=lambda pod: (pod.replica, pod.name))
 
     wants_power = (spec.get("power") or None) is not None
-    placements = [_placement(pod, nodes.get(pod.node), demand, wants_power, power, power_status) for pod in live]
+    placements = [
+        _placement(pod, nodes.get(pod.node), demand, wants_power, power, power_status, pod.name in power_waiting) for pod in live
+    ]
     ready = sum(1 for pod in live if pod.ready and pod.replica < desired)
     loads = [p["estimatedLoadSeconds"] for p in placements if "estimatedLoadSeconds" in p]
     placed = _placed(previous, result, refusals, desired, generation, now)
@@ -76,6 +79,7 @@ def _placement(
     wants_power: bool,
     power: Mapping[str, tuple[str, int]],
     power_status: Mapping[str, Mapping[str, PowerLimitStatus]],
+    waiting: bool = False,
 ) -> dict[str, Any]:
     """One replica's entry in status.placements: where it runs, its link and load time, its power limit."""
     entry: dict[str, Any] = {"replica": pod.replica, "pod": pod.name, "node": pod.node, "ready": pod.ready}
@@ -86,11 +90,13 @@ def _placement(
             entry |= {"estimatedLoadSeconds": round(load.seconds, 1), "loadBottleneck": str(load.bottleneck)}
     if pod.name not in power and wants_power:
         shared = node is not None and not whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
-        entry["power"] = {
-            "message": "not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every tenant on it"
-            if shared
-            else "every GPU power limit on this node is owned by another deployment"
-        }
+        if shared:
+            message = "not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every tenant on it"
+        elif waiting:
+            message = "waiting for the node agent to report which GPU the pod got"
+        else:
+            message = "every GPU power limit on this node is owned by another deployment"
+        entry["power"] = {"message": message}
     if pod.name in power:
         uuid, watts = power[pod.name]
         reported = power_status.get(pod.node, {}).get(uuid)

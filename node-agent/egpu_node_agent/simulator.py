@@ -66,7 +66,7 @@ class FleetSimulator:
         self.agents: dict[str, NodeAgent] = {}
         self._stops: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self.pods = ClusterPods(api_client, max_age_s=poll_interval_s / 2)
+        self.pods = ClusterPods(api_client, max_age_s=poll_interval_s)
         for node in fleet.nodes:
             host = FakeGpuHost(node, sysfs_dir / node.name)
             publisher = NodePublisher(api_client, node.name, namespace)

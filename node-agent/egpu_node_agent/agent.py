@@ -1,4 +1,5 @@
-"""The node agent's loop: read GPUs, act on power requests, publish what changed, renew the Lease.
+"""The node agent's loop: read GPUs, act on power requests, learn which GPU each pod got, publish
+what changed, renew the Lease.
 
 Each poll is idempotent: it recomputes everything from NVML, sysfs and the node's
 annotations, so a restarted agent converges without churn and a limit lost to a driver

@@ -133,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         help="measure the model cache's sequential read rate once at start (O_DIRECT, at most 4 GiB or 10 s, "
         "read-only) and publish it; overrides --storage-read-mbps when it succeeds",
     )
+    run.add_argument(
+        "--pod-resources-socket",
+        default=None,
+        metavar="PATH",
+        help="the kubelet's PodResources socket, asked which GPU each pod got (published as "
+        "egpu-operator.io/gpu-assignments); default: /var/lib/kubelet/pod-resources/kubelet.sock with the nvml "
+        "backend, none with fake GPUs (no kubelet knows them); '' turns it off",
+    )
 
     labels = commands.add_parser("labels", help="print the labels and per-GPU status this node would get")
     backend_options(labels)

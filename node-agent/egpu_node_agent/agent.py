@@ -92,7 +92,10 @@ class NodeAgent:
                 keys.GPUS_ANNOTATION: dump_gpus(gpus),
                 keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
             }
-            if (assigned := self._assignments()) is not None:
+            if self.assignments is None:
+                # Not asked (turned off, fake GPUs): what an earlier run published would go stale.
+                annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = None
+            elif (assigned := self._assignments(self.assignments)) is not None:
                 annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = dump_assignments(assigned)
             if self.publisher.publish(node_labels(gpus, self.config.storage_read_mbps), annotations):
                 self.metrics.publishes.labels(node).inc()
@@ -137,12 +140,10 @@ class NodeAgent:
                 del status[action.uuid]  # back at default: no longer ours to report
         return changed
 
-    def _assignments(self) -> dict[str, list[str]] | None:
+    def _assignments(self, source: AssignmentSource) -> dict[str, list[str]] | None:
         """Which GPU each pod got; None (unknown) leaves the published annotation as it is."""
-        if self.assignments is None:
-            return None
         try:
-            return self.assignments.assignments()
+            return source.assignments()
         except Exception as error:  # a source is not to raise; if one does, the rest of the poll still runs
             self.metrics.errors.labels(self.config.node_name, type(error).__name__).inc()
             log.warning("GPU assignments failed", extra={"node": self.config.node_name, "error": str(error)})

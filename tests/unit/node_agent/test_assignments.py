@@ -204,8 +204,8 @@ class Answers:
 
 
 @pytest.fixture
-def agent(fake_host: Callable[[str], FakeGpuHost]) -> Callable[[Answers], tuple[NodeAgent, RecordingPublisher]]:
-    def build(source: Answers) -> tuple[NodeAgent, RecordingPublisher]:
+def agent(fake_host: Callable[[str], FakeGpuHost]) -> Callable[[Answers | None], tuple[NodeAgent, RecordingPublisher]]:
+    def build(source: Answers | None) -> tuple[NodeAgent, RecordingPublisher]:
         host = fake_host("switch-4x-a5000")
         publisher = RecordingPublisher()
         node_agent = NodeAgent(
@@ -237,4 +237,11 @@ def test_an_agent_that_cannot_tell_publishes_no_assignments(agent: Callable[...,
     node_agent, publisher = agent(Answers(None))
     node_agent.poll()
     assert "egpu-operator.io/gpus" in publisher.node_annotations
+    assert ASSIGNMENTS not in publisher.node_annotations
+
+
+def test_an_agent_told_not_to_ask_removes_what_an_earlier_run_published(agent: Callable[..., Any]) -> None:
+    node_agent, publisher = agent(None)
+    publisher.node_annotations[ASSIGNMENTS] = '{"ai/a":["GPU-1"]}'
+    node_agent.poll()
     assert ASSIGNMENTS not in publisher.node_annotations

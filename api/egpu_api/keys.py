@@ -99,6 +99,10 @@ POWER_REQUEST_ANNOTATION: Final = f"{PREFIX}power-limit-request"
 POWER_OWNERS_ANNOTATION: Final = f"{PREFIX}power-limit-owners"
 #: What the node agent did with each request, JSON (see egpu_api.power).
 POWER_STATUS_ANNOTATION: Final = f"{PREFIX}power-limit-status"
+#: Which GPU(s) each pod on the node got from the device plugin, JSON
+#: ``{"<namespace>/<pod>": ["GPU-<uuid>", ...]}`` (see egpu_api.assignments). Written by the node
+#: agent from the kubelet's PodResources API (simulated on KWOK nodes); absent when it cannot tell.
+GPU_ASSIGNMENTS_ANNOTATION: Final = f"{PREFIX}gpu-assignments"
 
 #: Namespace-scoped Lease each node agent renews; its name is this prefix plus the node name.
 AGENT_LEASE_PREFIX: Final = "egpu-node-agent-"

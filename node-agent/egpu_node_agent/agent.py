@@ -1,4 +1,5 @@
-"""The node agent's loop: read GPUs, act on power requests, publish what changed, renew the Lease.
+"""The node agent's loop: read GPUs, act on power requests, learn which GPU each pod got, publish
+what changed, renew the Lease.
 
 Each poll is idempotent: it recomputes everything from NVML, sysfs and the node's
 annotations, so a restarted agent converges without churn and a limit lost to a driver
@@ -12,8 +13,10 @@ import time
 from dataclasses import dataclass
 
 from egpu_api import keys
+from egpu_api.assignments import dump_assignments
 from egpu_api.gpus import GpuStatus, dump_gpus
 from egpu_api.power import PowerContractError, PowerLimitStatus, dump_status, parse_request, parse_status
+from egpu_node_agent.assignments import AssignmentSource
 from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import GpuBackend, PowerLimitError
@@ -45,8 +48,11 @@ class NodeAgent:
         publisher: NodePublisher,
         metrics: AgentMetrics,
         measured: dict[str, tuple[int, int]] | None = None,
+        assignments: AssignmentSource | None = None,
     ) -> None:
         self.config = config
+        # Which GPU each pod got (the kubelet's PodResources, or the simulation's); None: not asked.
+        self.assignments = assignments
         # Probe results by PCI bus id: (pinned, pageable) MB/s, measured once at start.
         self.measured = measured or {}
         self.backend = backend
@@ -86,6 +92,11 @@ class NodeAgent:
                 keys.GPUS_ANNOTATION: dump_gpus(gpus),
                 keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
             }
+            if self.assignments is None:
+                # Not asked (turned off, fake GPUs): what an earlier run published would go stale.
+                annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = None
+            elif (assigned := self._assignments(self.assignments)) is not None:
+                annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = dump_assignments(assigned)
             if self.publisher.publish(node_labels(gpus, self.config.storage_read_mbps), annotations):
                 self.metrics.publishes.labels(node).inc()
             self._keep_condition(gpus)
@@ -130,6 +141,15 @@ class NodeAgent:
             else:
                 del status[action.uuid]  # back at default: no longer ours to report
         return changed
+
+    def _assignments(self, source: AssignmentSource) -> dict[str, list[str]] | None:
+        """Which GPU each pod got; None (unknown) leaves the published annotation as it is."""
+        try:
+            return source.assignments()
+        except Exception as error:  # a source is not to raise; if one does, the rest of the poll still runs
+            self.metrics.errors.labels(self.config.node_name, type(error).__name__).inc()
+            log.warning("GPU assignments failed", extra={"node": self.config.node_name, "error": str(error)})
+            return None
 
     # -- health --------------------------------------------------------------------------------
 

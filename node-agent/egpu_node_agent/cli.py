@@ -21,7 +21,7 @@ import tempfile
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
 from egpu_api.gpus import dump_gpus
@@ -30,6 +30,9 @@ from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nogpu import NoGpuBackend
 from egpu_node_agent.nvml import BackendUnavailable, GpuBackend, NvmlBackend, load_pynvml
 from egpu_runtime import logs
+
+if TYPE_CHECKING:
+    from egpu_node_agent.podresources import PodResourcesSource
 
 EXIT_USAGE, EXIT_NO_NVML, EXIT_API = 2, 3, 4
 # What a shell reports for a process killed by SIGPIPE (128 + 13): the reader of our output left.
@@ -130,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         help="measure the model cache's sequential read rate once at start (O_DIRECT, at most 4 GiB or 10 s, "
         "read-only) and publish it; overrides --storage-read-mbps when it succeeds",
     )
+    run.add_argument(
+        "--pod-resources-socket",
+        default=None,
+        metavar="PATH",
+        help="the kubelet's PodResources socket, asked which GPU each pod got (published as "
+        "egpu-operator.io/gpu-assignments); default: /var/lib/kubelet/pod-resources/kubelet.sock with the nvml "
+        "backend, none with fake GPUs (no kubelet knows them); '' turns it off",
+    )
 
     labels = commands.add_parser("labels", help="print the labels and per-GPU status this node would get")
     backend_options(labels)
@@ -198,6 +209,16 @@ def _storage_rate(args: argparse.Namespace) -> int | None:
     if args.storage_read_mbps is not None or args.backend != "fake":
         return int(args.storage_read_mbps) if args.storage_read_mbps is not None else None
     return load_fleet(args.fleet).node(args.node_name).host.storage_read_mbps
+
+
+def _assignment_source(args: argparse.Namespace) -> "PodResourcesSource | None":
+    """The kubelet's PodResources on a real node; nothing where it is turned off or the GPUs are fake."""
+    from egpu_node_agent.podresources import DEFAULT_SOCKET, PodResourcesClient, PodResourcesSource
+
+    path = args.pod_resources_socket
+    if path is None:
+        path = DEFAULT_SOCKET if args.backend == "nvml" else ""
+    return PodResourcesSource(PodResourcesClient(path)) if path else None
 
 
 def _print_labels(args: argparse.Namespace) -> int:
@@ -278,7 +299,10 @@ def _run(args: argparse.Namespace) -> int:
             read_only=args.read_only,
             storage_read_mbps=_storage_rate(args),
         )
-        agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None)
+        assignments = _assignment_source(args)
+        if assignments is not None:
+            cleanup.callback(assignments.close)
+        agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None, assignments)
         stop = _stop_on_signals()
         logging.getLogger("egpu_node_agent").info(
             "node agent started", extra={"node": args.node_name, "backend": args.backend, "read_only": args.read_only}

@@ -2,22 +2,52 @@
 
 This is how KWOK clusters and ``make demo`` get real labels: the agents are the real agent
 code; only the hardware underneath is simulated. Faults are injected through ``hosts``.
+A KWOK node has no kubelet to say which GPU a pod got, so each agent's assignments come from a
+``SimulatedAssigner`` over the pods bound to its node, listed once for the whole fleet.
 """
 
+import functools
+import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
 from egpu_api.fleet import FleetProfile
 from egpu_node_agent.agent import AgentConfig, NodeAgent
+from egpu_node_agent.assignments import SimulatedAssigner, simulated_devices
 from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.publisher import NodePublisher
 
 log = logging.getLogger("egpu_node_agent.simulator")
+
+
+class ClusterPods:
+    """The pods bound to nodes, listed at most once per ``max_age_s`` however many agents ask."""
+
+    def __init__(self, api_client: Any, max_age_s: float) -> None:
+        self._core: Any = client.CoreV1Api(api_client)
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._listed_at = -float("inf")
+        self._by_node: dict[str, list[dict[str, Any]]] = {}
+
+    def on(self, node: str) -> list[dict[str, Any]]:
+        """The pods bound to ``node``; raises when the API server cannot be asked."""
+        with self._lock:
+            if time.monotonic() - self._listed_at >= self.max_age_s:
+                response = self._core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=", _preload_content=False)
+                by_node: dict[str, list[dict[str, Any]]] = {}
+                for pod in json.loads(response.data)["items"]:
+                    by_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+                self._by_node, self._listed_at = by_node, time.monotonic()
+            return self._by_node.get(node, [])
 
 
 class FleetSimulator:
@@ -36,6 +66,7 @@ class FleetSimulator:
         self.agents: dict[str, NodeAgent] = {}
         self._stops: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self.pods = ClusterPods(api_client, max_age_s=poll_interval_s)
         for node in fleet.nodes:
             host = FakeGpuHost(node, sysfs_dir / node.name)
             publisher = NodePublisher(api_client, node.name, namespace)
@@ -43,7 +74,10 @@ class FleetSimulator:
                 node.name, poll_interval_s=poll_interval_s, read_only=read_only, storage_read_mbps=node.host.storage_read_mbps
             )
             self.hosts[node.name] = host
-            self.agents[node.name] = NodeAgent(config, NvmlBackend(host.nvml, host.sysfs_root), publisher, self.metrics)
+            assigner = SimulatedAssigner(simulated_devices(node), functools.partial(self.pods.on, node.name))
+            self.agents[node.name] = NodeAgent(
+                config, NvmlBackend(host.nvml, host.sysfs_root), publisher, self.metrics, assignments=assigner
+            )
 
     def start(self) -> None:
         self.start_agents(self.agents)

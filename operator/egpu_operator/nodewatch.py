@@ -24,7 +24,13 @@ from kubernetes.client.exceptions import ApiException
 from egpu_api import keys
 
 log = logging.getLogger("egpu_operator.nodewatch")
-KEPT_ANNOTATIONS = (keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION, keys.POWER_OWNERS_ANNOTATION)
+# The GPU assignments are kept so that a pod's GPU, once reported, brings its power limit at once.
+KEPT_ANNOTATIONS = (
+    keys.GPUS_ANNOTATION,
+    keys.POWER_STATUS_ANNOTATION,
+    keys.POWER_OWNERS_ANNOTATION,
+    keys.GPU_ASSIGNMENTS_ANNOTATION,
+)
 WATCH_TIMEOUT_S = 300
 
 

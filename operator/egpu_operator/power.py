@@ -1,9 +1,13 @@
 """Which GPU's power limit each replica asks for, and the node annotations that say so. Pure.
 
-The device plugin, not the operator, decides which GPU a pod gets, and the kubelet does not
-publish it. So the operator attributes power limits by count: a deployment with k replicas
-on a node owns the limits of k GPUs there, lowest index first among GPUs no other
-deployment owns. On single-GPU nodes (most edge hosts) that is exact.
+The device plugin, not the operator, decides which GPU a pod gets. The node agent asks the
+kubelet (its PodResources API; simulated on KWOK nodes) and publishes the answer in
+``egpu-operator.io/gpu-assignments``; where a node has it, each replica's limit goes to exactly
+the GPU(s) its pod got, and a replica the agent has not reported yet gets none until it is.
+Where a node does not have it (an agent that may not read the kubelet's socket, an older agent),
+the operator attributes limits by count: a deployment with k replicas on a node owns the limits
+of k GPUs there, lowest index first among GPUs no other deployment owns. On single-GPU nodes
+(most edge hosts) both are exact.
 Ownership is kept on the node in ``egpu-operator.io/power-limit-owners`` so two deployments
 sharing a node never overwrite each other's limits. An owners value that does not parse is
 ignored (and rewritten), never trusted and never a reason to fail.
@@ -14,10 +18,11 @@ on a MIG slice, a vGPU or a time-sliced share it would cap every other tenant on
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from egpu_api import keys
+from egpu_api.assignments import parse_assignments, pod_key
 from egpu_api.gpus import WHOLE_GPU_MODES
 from egpu_api.power import parse_request
 
@@ -53,6 +58,30 @@ def owned_by(nodes: Mapping[str, Mapping[str, Any]], owner: str) -> list[str]:
     ]
 
 
+def assigned_gpus(
+    annotations: Mapping[str, str], namespace: str, pods: Sequence[str], gpu_uuids: Sequence[str]
+) -> dict[str, tuple[str, ...]] | None:
+    """Each of ``pods`` (names in ``namespace``) with the node's GPUs its agent says it got, lowest
+    index first; () for a pod not reported yet. None when the node does not say: count instead."""
+    assignments = parse_assignments(annotations.get(keys.GPU_ASSIGNMENTS_ANNOTATION))
+    if assignments is None:
+        return None
+    return {pod: tuple(uuid for uuid in gpu_uuids if uuid in assignments.get(pod_key(namespace, pod), ())) for pod in pods}
+
+
+def pod_limits(
+    pods: Sequence[str], shares: Mapping[str, int], gpu_uuids: Sequence[str], assigned: Mapping[str, Sequence[str]] | None
+) -> dict[str, tuple[str, int]]:
+    """The GPU whose limit each pod's status reports, and its watts: the pod's own GPU where the
+    node says which it got; by count otherwise (lowest replica to lowest GPU index)."""
+    if assigned is not None:
+        return {
+            pod: (uuid, shares[uuid]) for pod in pods if (uuid := next((u for u in assigned.get(pod, ()) if u in shares), None))
+        }
+    ordered = sorted(shares.items(), key=lambda item: gpu_uuids.index(item[0]))
+    return {pod: share for pod, share in zip(pods, ordered, strict=False)}
+
+
 def target_watts(limit_watts: int | None, fraction: float | None, default_watts: int) -> int | None:
     if limit_watts is not None:
         return limit_watts
@@ -69,16 +98,26 @@ def desired_annotations(
     power_defaults: tuple[int, ...],
     limit_watts: int | None,
     fraction: float | None,
+    assigned: Collection[str] | None = None,
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """New (request, owners) annotation values for ``owner`` on one node, and its GPU -> watts share."""
+    """New (request, owners) annotation values for ``owner`` on one node, and its GPU -> watts share.
+
+    ``assigned``: the GPUs its pods got, where the node says (see ``assigned_gpus``); those are
+    the owner's, whoever the owners annotation named before (a count made before the agent said).
+    None: the first ``replicas_here`` GPUs it owns or no one does."""
     try:
         request = parse_request(annotations.get(keys.POWER_REQUEST_ANNOTATION))
     except ValueError:
         request = {}
     owners, _ = parse_owners(annotations.get(OWNERS_ANNOTATION))
-    mine = [uuid for uuid in gpu_uuids if owners.get(uuid) == owner]
-    free = [uuid for uuid in gpu_uuids if uuid not in owners]
-    wanted = (mine + free)[: max(0, replicas_here)] if (limit_watts or fraction) else []
+    if assigned is not None:
+        wanted = [uuid for uuid in gpu_uuids if uuid in assigned]
+    else:
+        mine = [uuid for uuid in gpu_uuids if owners.get(uuid) == owner]
+        free = [uuid for uuid in gpu_uuids if uuid not in owners]
+        wanted = (mine + free)[: max(0, replicas_here)]
+    if not (limit_watts or fraction):
+        wanted = []
     shares: dict[str, int] = {}
     for uuid in list(owners):
         if owners[uuid] == owner and uuid not in wanted:

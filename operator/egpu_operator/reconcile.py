@@ -101,12 +101,13 @@ def reconcile(
     outcome = apply_pod_writes(kube, cache, deployment, pod_writes(deployment, result), pods_now)
     if outcome.created or outcome.deleted:
         cache.expect(key, outcome.created, outcome.deleted)
-    power_by_pod = apply_power(kube, cache, deployment, spec, fleet.facts, outcome.after)
+    power_by_pod, power_waiting = apply_power(kube, cache, deployment, spec, fleet.facts, outcome.after)
     apply_disruption_budget(kube, cache, deployment, spec, pdb_min_available)
     apply_service(kube, cache, deployment, spec, service_now)
     new_status = status.build(
-        deployment, demand, result, outcome.after, fleet.facts, power_by_pod, fleet.power_status, now, outcome.refusals
-    )
+        deployment, demand, result, outcome.after, fleet.facts, power_by_pod, fleet.power_status, now, outcome.refusals,
+        power_waiting,
+    )  # fmt: skip
     _report(kube, deployment, new_status, bool(outcome.refusals))
     cache.infeasible(key, bool(result.unplaced or outcome.refusals))
     metrics.observe_deployment(
@@ -247,8 +248,11 @@ def apply_power(
     spec: InferenceDeploymentSpec,
     nodes: Mapping[str, NodeFacts],
     pods_after: list[PodView],
-) -> dict[str, tuple[str, int]]:
-    """Request this deployment's power limits on the nodes its replicas use; release the rest."""
+) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    """Request this deployment's power limits on the nodes its replicas use; release the rest.
+
+    Returns each pod's (GPU, watts), and the pods whose GPU their node's agent has not reported
+    yet (the node reports assignments, so they get no limit by count in the meantime)."""
     metadata = deployment["metadata"]
     owner = f"{metadata['namespace']}/{metadata['name']}"
     limit = spec.power.limit_watts if spec.power else None
@@ -261,23 +265,29 @@ def apply_power(
         by_node.setdefault(pod.node, []).append(pod)
     previously = {p.get("node") for p in (deployment.get("status") or {}).get("placements") or [] if p.get("power")}
     result: dict[str, tuple[str, int]] = {}
+    waiting: set[str] = set()
     for node_name in sorted(set(by_node) | {n for n in previously if n}):
         node = nodes.get(node_name)
         if node is None or not node.gpu_uuids:
             continue
-        here = sorted(by_node.get(node_name, []), key=lambda pod: pod.replica)
+        here = [pod.name for pod in sorted(by_node.get(node_name, []), key=lambda pod: pod.replica)]
         # A shared GPU (MIG slice, vGPU, time-slicing) is never capped: the cap would hit every tenant on it.
-        count = len(here) if power.whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids)) else 0
+        whole = power.whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
         shares: dict[str, int] = {}
         garbage: list[str] = []
+        assigned: dict[str, tuple[str, ...]] | None = None
 
         def change(
-            annotations: Mapping[str, str], count: int = count, facts: NodeFacts = node, shares: dict[str, int] = shares,
-            garbage: list[str] = garbage,
+            annotations: Mapping[str, str], facts: NodeFacts = node, here: list[str] = here, whole: bool = whole,
+            shares: dict[str, int] = shares, garbage: list[str] = garbage,
         ) -> Mapping[str, str]:  # fmt: skip
+            nonlocal assigned
             garbage[:] = [problem] if (problem := power.parse_owners(annotations.get(power.OWNERS_ANNOTATION))[1]) else []
+            # Read with the owners, in one read-modify-write: which GPU each pod got, if the node says.
+            assigned = power.assigned_gpus(annotations, metadata["namespace"], here, facts.gpu_uuids)
+            exact = None if assigned is None else {uuid for gpus in assigned.values() for uuid in gpus} if whole else set()
             values, mine = power.desired_annotations(
-                annotations, owner, count, facts.gpu_uuids, facts.power_defaults, limit, fraction
+                annotations, owner, len(here) if whole else 0, facts.gpu_uuids, facts.power_defaults, limit, fraction, exact
             )
             shares.clear()
             shares.update(mine)
@@ -288,9 +298,10 @@ def apply_power(
         kube.update_node_annotations(node_name, change)
         for problem in garbage:
             _report_garbage(kube, cache, deployment, node_name, problem)
-        for pod, (uuid, watts) in zip(here, sorted(shares.items(), key=lambda item: node.gpu_uuids.index(item[0])), strict=False):
-            result[pod.name] = (uuid, watts)
-    return result
+        result.update(power.pod_limits(here, shares, node.gpu_uuids, assigned))
+        if assigned is not None and whole and (limit or fraction):
+            waiting.update(pod for pod, gpus in assigned.items() if not gpus)
+    return result, waiting
 
 
 def _report_garbage(kube: Kube, cache: Cache, deployment: Mapping[str, Any], node: str, problem: str) -> None:

@@ -5,7 +5,7 @@ not have cannot be written, where a misspelt key in a plain dict would be pruned
 server without a word.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ def build(
     power_status: Mapping[str, Mapping[str, PowerLimitStatus]],  # node -> gpu uuid -> what the agent reports
     now: datetime,
     refusals: Sequence[str] = (),  # the API server's reasons for replica pods it refused just now
+    power_waiting: Collection[str] = (),  # pods whose GPU the node agent has not reported yet
 ) -> dict[str, Any]:
     metadata, spec = deployment["metadata"], deployment["spec"]
     previous = (deployment.get("status") or {}).get("conditions") or []
@@ -51,7 +52,9 @@ def build(
     live = sorted((pod for pod in pods if not pod.terminating), key=lambda pod: (pod.replica, pod.name))
 
     wants_power = (spec.get("power") or None) is not None
-    placements = [_placement(pod, nodes.get(pod.node), demand, wants_power, power, power_status) for pod in live]
+    placements = [
+        _placement(pod, nodes.get(pod.node), demand, wants_power, power, power_status, pod.name in power_waiting) for pod in live
+    ]
     ready = sum(1 for pod in live if pod.ready and pod.replica < desired)
     loads = [p.estimated_load_seconds for p in placements if p.estimated_load_seconds is not None]
     placed = _placed(previous, result, refusals, desired, generation, now)
@@ -84,6 +87,7 @@ def _placement(
     wants_power: bool,
     power: Mapping[str, tuple[str, int]],
     power_status: Mapping[str, Mapping[str, PowerLimitStatus]],
+    waiting: bool = False,
 ) -> ReplicaPlacement:
     """One replica's entry in status.placements: where it runs, its link and load time, its power limit."""
     entry = ReplicaPlacement(replica=pod.replica, pod=pod.name, node=pod.node, ready=pod.ready)
@@ -97,11 +101,13 @@ def _placement(
             entry.load_bottleneck = str(load.bottleneck)
     if pod.name not in power and wants_power:
         shared = node is not None and not whole_gpus(node.mode, node.gpu_allocatable, len(node.gpu_uuids))
-        entry.power = PowerStatus(
-            message="not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every tenant on it"
-            if shared
-            else "every GPU power limit on this node is owned by another deployment"
-        )
+        if shared:
+            message = "not applied: the GPU is shared (MIG, vGPU or time-slicing), and its limit would cap every tenant on it"
+        elif waiting:
+            message = "waiting for the node agent to report which GPU the pod got"
+        else:
+            message = "every GPU power limit on this node is owned by another deployment"
+        entry.power = PowerStatus(message=message)
     if pod.name in power:
         uuid, watts = power[pod.name]
         reported = power_status.get(pod.node, {}).get(uuid)

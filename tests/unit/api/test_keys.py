@@ -33,6 +33,12 @@ def test_keys_the_operator_writes_on_what_it_manages() -> None:
     assert keys.POWER_OWNERS_ANNOTATION == "egpu-operator.io/power-limit-owners"
 
 
+def test_keys_the_node_agent_writes_on_its_node() -> None:
+    assert keys.GPUS_ANNOTATION == "egpu-operator.io/gpus"
+    assert keys.POWER_STATUS_ANNOTATION == "egpu-operator.io/power-limit-status"
+    assert keys.GPU_ASSIGNMENTS_ANNOTATION == "egpu-operator.io/gpu-assignments"
+
+
 def test_gpu_modes_are_one_list() -> None:
     assert [mode.value for mode in GpuMode] == ["bare-metal", "passthrough", "vgpu", "vgpu-host", "mig", "mixed"]
     assert set(get_args(GpuModeName)) <= set(GpuMode), "a deployment may allow only modes that exist"

@@ -73,9 +73,10 @@ def test_operator_owned_keys_are_the_operators_and_none_the_agent_writes() -> No
     labels, annotations = (json.loads(found.removesuffix(".filter")) for found in lists)
     assert labels == [MAINTENANCE_LABEL]
     assert annotations == [keys.POWER_REQUEST_ANNOTATION, OWNERS_ANNOTATION]
-    # What publisher.py writes: the labels it owns, the per-GPU JSON and the power-limit status.
+    # What publisher.py writes: the labels it owns, the per-GPU JSON, the power-limit status and
+    # which GPU each pod got.
     assert not set(labels) & keys.NODE_AGENT_LABELS
-    assert not set(annotations) & {keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION}
+    assert not set(annotations) & {keys.GPUS_ANNOTATION, keys.POWER_STATUS_ANNOTATION, keys.GPU_ASSIGNMENTS_ANNOTATION}
 
 
 def test_tenant_policy_applies_to_every_user_on_inference_deployment_writes() -> None:

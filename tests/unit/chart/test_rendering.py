@@ -161,3 +161,28 @@ def test_model_cache_probe_mounts_the_folder_read_only_and_a_declared_rate_is_pa
     assert not any(v["name"] == "model-cache" for v in declared["volumes"])
     default = find(render(), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not [arg for arg in default if "storage" in arg]
+
+
+def test_pod_resources_are_mounted_read_only_where_the_agent_runs_as_root_on_real_gpus() -> None:
+    pod = agent_pod({"agent.powerActuation.enabled": "true"})
+    container = pod["containers"][0]
+    assert "--pod-resources-socket=/var/lib/kubelet/pod-resources/kubelet.sock" in container["args"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "pod-resources")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/var/lib/kubelet/pod-resources", True)
+    volume = next(v for v in pod["volumes"] if v["name"] == "pod-resources")
+    assert volume["hostPath"] == {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},  # read-only, non-root, Pod Security "restricted": no hostPath, and root's socket is out of reach
+        {"agent.powerActuation.enabled": "true", "agent.podResources.enabled": "false"},
+        {"agent.powerActuation.enabled": "true", "agent.backend": "fake"},  # the kubelet does not know fake GPUs
+    ],
+)
+def test_otherwise_the_agent_is_told_not_to_ask_and_nothing_is_mounted(values: dict[str, str]) -> None:
+    pod = agent_pod(values)
+    assert "--pod-resources-socket=" in pod["containers"][0]["args"]
+    assert not any(v["name"] == "pod-resources" for v in pod["volumes"])
+    assert not any(m["name"] == "pod-resources" for m in pod["containers"][0]["volumeMounts"])

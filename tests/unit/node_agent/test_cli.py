@@ -126,3 +126,21 @@ def test_a_bad_storage_rate_is_refused_in_one_line(rate: str, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert f"argument --storage-read-mbps: {rate!r} is not a rate; give whole MB/s above 0" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "socket"),
+    [
+        (["--backend", "nvml"], "/var/lib/kubelet/pod-resources/kubelet.sock"),
+        (["--backend", "nvml", "--pod-resources-socket="], None),  # as the chart turns it off
+        (["--backend", "nvml", "--pod-resources-socket", "/run/k.sock"], "/run/k.sock"),
+        (["--backend", "fake"], None),  # no kubelet knows fake GPUs
+        (["--backend", "none"], None),
+        (["--backend", "fake", "--pod-resources-socket", "/run/k.sock"], "/run/k.sock"),
+    ],
+)
+def test_the_kubelet_is_asked_on_real_gpus_unless_turned_off(args: list[str], socket: str | None) -> None:
+    from egpu_node_agent.cli import _assignment_source
+
+    source = _assignment_source(_parser().parse_args(["run", *args]))
+    assert (source.client.socket_path if source else None) == socket

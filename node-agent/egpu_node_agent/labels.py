@@ -214,7 +214,8 @@ def shared_link_labels(gpus: Sequence[GpuStatus]) -> Labels:
 
 
 def power_labels(gpus: Sequence[GpuStatus]) -> Labels:
-    powers = [gpu.power for gpu in gpus if gpu.power is not None]
+    # A lost GPU's last known limits are stale: NVML no longer answers for it.
+    powers = [gpu.power for gpu in gpus if gpu.power is not None and gpu.health != "lost"]
     if not powers:
         return {}
     return {

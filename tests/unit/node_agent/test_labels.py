@@ -146,6 +146,8 @@ def test_lost_gpu_sets_health_lost_and_keeps_its_identity(fake_host: Callable[[s
     assert lost.uuid == first.uuid
     assert "Xid 79" in lost.reasons[0]
     assert node_labels([lost])["egpu-operator.io/health"] == "lost"
+    # NVML no longer answers for it: its last power limits would be stale, so none are published.
+    assert not [key for key in node_labels([lost]) if key.startswith("egpu-operator.io/power-")]
 
 
 def test_vanished_gpu_is_reported_lost_not_forgotten(fake_host: Callable[[str], FakeGpuHost]) -> None:
@@ -207,3 +209,12 @@ def test_a_shared_uplink_and_the_model_cache_rate_are_published(fake_host: Calla
     assert labels["egpu-operator.io/pcie-shared-link-gpus"] == "4"
     assert labels["egpu-operator.io/storage-read-mbps"] == "420"
     assert "egpu-operator.io/pcie-shared-link-mbps" not in labels_of(fake_host("pi5-rtx4090"))
+
+
+def test_a_lost_gpu_leaves_the_power_labels_to_the_others(fake_host: Callable[[str], FakeGpuHost]) -> None:
+    host = fake_host("switch-4x-a5000")
+    host.nvml.gpus[0].power_mw = (120_000, 230_000, 100_000, 230_000)
+    backend = NvmlBackend(host.nvml, host.sysfs_root)
+    assert labels_of(host)["egpu-operator.io/power-limit-watts"] == "120"
+    host.lose_gpu(0)
+    assert node_labels(gpu_statuses(backend.read()))["egpu-operator.io/power-limit-watts"] == "230"

@@ -8,7 +8,7 @@ import pytest
 from egpu_api.fleet import FleetProfile
 from egpu_api.pcie import LinkSpeed
 from egpu_localcluster.kubectl import Kubectl
-from egpu_node_agent.agent import AgentConfig, NodeAgent
+from egpu_node_agent.agent import NodeAgent
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
 from egpu_node_agent.publisher import NodePublisher
@@ -95,7 +95,10 @@ def test_steady_state_sends_no_patches_and_a_restart_causes_no_churn(kube: Kubec
     host = simulator.hosts[name]
     fresh = NodePublisher(api_client(kube.kubeconfig), name, NAMESPACE)
     try:
-        restarted = NodeAgent(AgentConfig(name), NvmlBackend(host.nvml, host.sysfs_root), fresh, AgentMetrics())
+        # Configured as the running one: the same settings and the same source of GPU assignments.
+        restarted = NodeAgent(
+            agent.config, NvmlBackend(host.nvml, host.sysfs_root), fresh, AgentMetrics(), assignments=agent.assignments
+        )
         restarted.poll()
         assert fresh.patches == 0
     finally:

@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | sha256sum | cut -c1-12)
 
 .PHONY: demo test lint chart-lint unit e2e tools venv clean
 
@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api localcluster node-agent operator
 	$(VENV)/bin/hadolint images/operator.Dockerfile images/node-agent.Dockerfile
-	$(VENV)/bin/shellcheck hack/build-tools.sh hack/kind/up.sh .ci/run
+	$(VENV)/bin/shellcheck hack/build-tools.sh hack/lock.sh hack/images/*.sh hack/kind/*.sh .ci/run
 	$(MAKE) --no-print-directory chart-lint
 
 # The Helm chart: strict lint with the cached helm (hack/build-tools.sh builds it once), and
@@ -40,9 +40,12 @@ tools:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency at the version and hashes in requirements-dev.lock (hack/lock.sh makes it
+# from pyproject.toml's pins); then the project itself, editable.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 clean:

@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint chart-lint unit e2e tools venv clean
+.PHONY: demo test lint chart-lint unit e2e e2e-kind tools venv clean
 
 demo: $(STAMP) tools
 	$(PY) -m egpu_localcluster demo
@@ -34,6 +34,12 @@ unit: $(STAMP)
 
 e2e: $(STAMP) tools
 	$(PY) -m pytest tests/e2e
+
+# The kind tier: Docker engine, images, kind node image, all built here with nothing pulled; a
+# kind cluster with the chart installed from those images; the image tests and the e2e suite
+# against the chart's operator pod; everything torn down afterwards (hack/kind/e2e.sh).
+e2e-kind: $(STAMP) tools
+	hack/kind/e2e.sh
 
 tools:
 	hack/build-tools.sh >/dev/null

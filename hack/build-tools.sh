@@ -9,6 +9,8 @@
 # leaves a half-filled cache behind.
 #
 # Usage: hack/build-tools.sh            build what is missing, print the bin folder
+#        hack/build-tools.sh kind       also kind and the kind node's kubelet, kubeadm, kube-proxy
+#                                       (make e2e-kind; hack/kind/node-image.sh)
 #        EGPU_CACHE_DIR=/path hack/...  cache somewhere other than ~/.cache/egpu-operator
 set -euo pipefail
 
@@ -93,5 +95,10 @@ build_toolset helm "-X helm.sh/helm/v4/internal/version.version=$helm_version -X
 build_toolset kube "$kube_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+if [ "${1:-}" = kind ]; then
+  build_toolset kind "" sigs.k8s.io/kind
+  build_toolset kubenode "$kube_ldflags" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kube-proxy
+fi
 log "tools ready in $bin ($((SECONDS - total)) s)"
 echo "$bin"

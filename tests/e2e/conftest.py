@@ -2,7 +2,9 @@
 
 By default the local control plane is started (and built first if needed). With
 ``EGPU_E2E_KUBECONFIG`` set, the tests use that cluster instead, e.g. the kind cluster made by
-``hack/kind/up.sh``; the fleet's nodes are applied to it either way.
+``hack/kind/up.sh``; the fleet's nodes are applied to it either way. With
+``EGPU_E2E_OPERATOR=chart`` as well (``make e2e-kind``), the operator is the chart's pod in
+``egpu-system``, not a local process: tests that stop, kill or pause the operator skip there.
 """
 
 import os
@@ -132,9 +134,40 @@ class OperatorProcess:
         self.process = None
 
 
+class PodLog:
+    """The chart operator's log, read like the local process's log file (``read_text()``)."""
+
+    def __init__(self, kube: Kubectl) -> None:
+        self.kube = kube
+
+    def read_text(self) -> str:
+        return self.kube.run("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator", "--tail=-1").stdout
+
+
+class ChartOperator(OperatorProcess):
+    """The operator as the chart runs it on kind: already running as a pod. Stopping, killing or
+    pausing it is a local-process scenario, so a test that tries skips with that reason."""
+
+    def __init__(self, kube: Kubectl) -> None:
+        super().__init__(kube.kubeconfig, Path(os.devnull))
+        self.log = PodLog(kube)  # type: ignore[assignment]
+
+    def start(self, *extra_args: str) -> None:
+        pytest.skip("restarts the operator process; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
+
+    def signal(self, sig: int) -> None:
+        pytest.skip("signals the operator process; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
+
+    def stop(self, kill: bool = False) -> None:
+        pytest.skip("stops the operator process; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
+
+
 @pytest.fixture(scope="session")
 def operator(kube: Kubectl, simulator: FleetSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator, running against the session cluster with the simulated fleet's agents."""
+    if os.environ.get("EGPU_E2E_OPERATOR") == "chart":
+        yield ChartOperator(kube)
+        return
     process = OperatorProcess(kube.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
     process.start()
     yield process

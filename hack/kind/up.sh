@@ -60,6 +60,11 @@ kc=(kubectl --kubeconfig "$kubeconfig")
 
 # CoreDNS's image is not built here: remove it before a node can run it (no node is Ready yet).
 "${kc[@]}" -n kube-system delete deployment coredns --ignore-not-found >&2
+# KWOK's nodes run no containers: kube-proxy (which tolerates every taint) stays off them, or
+# each fake GPU node would show a kube-proxy pod that a drain would have to leave behind.
+"${kc[@]}" -n kube-system patch daemonset kube-proxy --type=merge -p '{"spec": {"template": {"spec": {"affinity":
+  {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms":
+  [{"matchExpressions": [{"key": "egpu-operator.io/fleet-node", "operator": "DoesNotExist"}]}]}}}}}}}' >&2
 
 log "networking the nodes: Debian's bridge plugin on each pod CIDR, routes between the nodes"
 mapfile -t nodes < <("${kc[@]}" get nodes -o name | cut -d/ -f2)

@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api localcluster node-agent operator
 	$(VENV)/bin/hadolint images/operator.Dockerfile images/node-agent.Dockerfile
-	$(VENV)/bin/shellcheck hack/build-tools.sh hack/lock.sh hack/images/*.sh hack/kind/*.sh .ci/run
+	$(VENV)/bin/shellcheck hack/build-tools.sh hack/lock.sh hack/images/*.sh hack/kind/*.sh hack/kind/node/egpu-entrypoint .ci/run
 	$(MAKE) --no-print-directory chart-lint
 
 # The Helm chart: strict lint with the cached helm (hack/build-tools.sh builds it once), and

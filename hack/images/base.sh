@@ -42,6 +42,7 @@ if [ ! -s "$tarball" ]; then
     bookworm "$tmp" >&2
   tar -xOf "$tmp" ./.packages >"$cache/base-$key.packages"
   mv "$tmp" "$tarball"
+  find "$cache" -maxdepth 1 -name 'base-*' ! -name "base-$key.*" -delete  # older builds
   trap - EXIT
   log "root filesystem built in $((SECONDS - started)) s ($(du -h "$tarball" | cut -f1))"
 fi

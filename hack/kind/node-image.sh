@@ -27,8 +27,13 @@ kube_version=$(cd "$root/hack/tools/kubenode" && go list -m -f '{{.Version}}' k8
 kind_files="$(module_dir kind sigs.k8s.io/kind)/images/base/files"
 kube_src=$(module_dir kubenode k8s.io/kubernetes)
 
-key=$( (cat "$here/node-image.sh" "$here"/node/*; for tool in kubelet kubeadm kubectl kube-proxy kube-apiserver \
-  kube-controller-manager kube-scheduler etcd; do readlink -f "$bin/$tool"; done) | sha256sum | cut -c1-12)
+# The root filesystem is keyed by what goes into it (bump rootfs_recipe when the mmdebstrap call
+# below changes); the image by that and this script.
+rootfs_recipe=1
+rootfs_key=$( (echo "$rootfs_recipe $kind_files"; cat "$here"/node/*; for tool in kubelet kubeadm kubectl kube-proxy; do
+  readlink -f "$bin/$tool"; done) | sha256sum | cut -c1-12)
+key=$( (echo "$rootfs_key"; cat "$here/node-image.sh"; for tool in kube-apiserver kube-controller-manager kube-scheduler etcd; do
+  readlink -f "$bin/$tool"; done) | sha256sum | cut -c1-12)
 image="egpu-kind-node:$kube_version-$key"
 if docker image inspect "$image" >/dev/null 2>&1; then
   echo "$image"
@@ -42,7 +47,7 @@ trap 'rm -rf "$work"' EXIT
 mapfile -t wanted < <("$bin/kubeadm" config images list --kubernetes-version "$kube_version" 2>/dev/null)
 tag_of() { printf '%s\n' "${wanted[@]}" | grep "/$1:"; }
 
-rootfs="$cache/rootfs-$key.tar"
+rootfs="$cache/rootfs-$rootfs_key.tar"
 if [ ! -s "$rootfs" ]; then
   log "building the node's Debian bookworm root filesystem (systemd, containerd, runc, CNI plugins; a few minutes)"
   mkdir -p "$work/overlay/usr/bin" "$work/overlay/usr/local/bin"
@@ -74,6 +79,7 @@ if [ ! -s "$rootfs" ]; then
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
     bookworm "$work/rootfs.tar" >&2
   mv "$work/rootfs.tar" "$rootfs"
+  find "$cache" -maxdepth 1 -name 'rootfs-*.tar' ! -name "rootfs-$rootfs_key.tar" -delete  # older builds
   log "root filesystem built ($(du -h "$rootfs" | cut -f1))"
 fi
 
@@ -113,5 +119,7 @@ COPY images.tar /kind/images/images.tar
 DOCKERFILE
 DOCKER_BUILDKIT=0 docker build --quiet --network none --pull=false -t "$image" "$work/context" >/dev/null 2>&1
 docker rmi "$image-base" "${images[@]}" >/dev/null
+# Older node images of this script, replaced by this one.
+docker images egpu-kind-node --format '{{.Repository}}:{{.Tag}}' | grep -vx "$image" | xargs -r docker rmi >/dev/null
 log "built $image in $((SECONDS - started)) s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}'))"
 echo "$image"

@@ -61,14 +61,17 @@ missing_capabilities() {
   done
 }
 
+# The engine, iptables, and mmdebstrap for the images' root filesystems (hack/images/base.sh,
+# hack/kind/node-image.sh), from Debian's packages.
 install_engine() {
-  command -v dockerd >/dev/null && command -v iptables >/dev/null && return
+  command -v dockerd >/dev/null && command -v iptables >/dev/null && command -v mmdebstrap >/dev/null && return
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    log "dockerd is not installed: install Docker (with iptables) and run this again"
+    log "dockerd, iptables or mmdebstrap is not installed: install them and run this again"
     exit 1
   fi
-  log "installing docker.io and iptables from Debian (first run on this machine)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io iptables >&2
+  log "installing docker.io, iptables and mmdebstrap from Debian (first run on this machine)"
+  DEBIAN_FRONTEND=noninteractive apt-get update >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io iptables mmdebstrap >&2
 }
 
 up() {

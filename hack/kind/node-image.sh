@@ -49,6 +49,7 @@ tag_of() { printf '%s\n' "${wanted[@]}" | grep "/$1:"; }
 
 rootfs="$cache/rootfs-$rootfs_key.tar"
 if [ ! -s "$rootfs" ]; then
+  command -v mmdebstrap >/dev/null || { log "mmdebstrap is not installed: apt-get install mmdebstrap"; exit 1; }
   log "building the node's Debian bookworm root filesystem (systemd, containerd, runc, CNI plugins; a few minutes)"
   mkdir -p "$work/overlay/usr/bin" "$work/overlay/usr/local/bin"
   cp "$bin/kubelet" "$bin/kubeadm" "$bin/kubectl" "$work/overlay/usr/bin/"

@@ -45,11 +45,13 @@ for image in operator node-agent; do
   cp "$root/images/$image.lock" "$context/wheels/requirements.lock"
   log "building egpu-$image:$tag"
   # The legacy builder uses the local base as it is (BuildKit may ask a registry about it).
-  if ! DOCKER_BUILDKIT=0 docker build --quiet --network none --pull=false --build-arg "BASE=$base" \
+  if ! DOCKER_BUILDKIT=0 docker build --quiet --network none --pull=false --build-arg "BASE=$base" --label egpu-operator.io/image="$image" \
     -f "$root/images/$image.Dockerfile" -t "egpu-$image:$tag" "$context" >"$context/build.log" 2>&1; then
     grep -v -e DEPRECATED -e 'BuildKit is' -e 'environment-variable' "$context/build.log" >&2
     log "egpu-$image:$tag did not build"
     exit 1
   fi
+  # The previous build of this image, untagged by this one.
+  docker image prune --force --filter "label=egpu-operator.io/image=$image" >/dev/null
   echo "egpu-$image:$tag $(docker image inspect -f '{{.Size}}' "egpu-$image:$tag" | awk '{printf "%.0f MB", $1 / 1e6}')"
 done

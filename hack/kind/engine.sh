@@ -123,6 +123,8 @@ down() {
     done
   fi
   rm -f "$pidfile"
+  # dockerd leaves its default bridge behind; it makes a new one when it starts.
+  ip link delete docker0 2>/dev/null || true
 }
 
 case "${1:-}" in

@@ -109,6 +109,7 @@ up() {
 down() {
   if [ ! -s "$pidfile" ]; then
     log "no dockerd started by this script"
+    forget_gone_bridges
     return
   fi
   local pid
@@ -125,6 +126,19 @@ down() {
   rm -f "$pidfile"
   # dockerd leaves its default bridge behind; it makes a new one when it starts.
   ip link delete docker0 2>/dev/null || true
+  forget_gone_bridges
+}
+
+# Drops the egress rules of bridges that no longer exist (a deleted kind network), so they do
+# not pile up run after run; a bridge made again gets its rule again before it is used.
+forget_gone_bridges() {
+  local tool bridge
+  for tool in iptables ip6tables; do
+    command -v "$tool" >/dev/null || continue
+    for bridge in $("$tool" -S DOCKER-USER 2>/dev/null | awk '$1 == "-A" && $3 == "-i" && $NF == "DROP" {print $4}'); do
+      ip link show "$bridge" >/dev/null 2>&1 || "$tool" -D DOCKER-USER -i "$bridge" ! -o "$bridge" -j DROP
+    done
+  done
 }
 
 case "${1:-}" in

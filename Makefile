@@ -5,9 +5,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint chart-lint unit e2e tools venv clean
+.PHONY: demo test lint chart-lint unit e2e e2e-kind tools venv clean
 
 demo: $(STAMP) tools
 	$(PY) -m egpu_localcluster demo
@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api localcluster node-agent operator runtime
 	$(VENV)/bin/hadolint images/operator.Dockerfile images/node-agent.Dockerfile
-	$(VENV)/bin/shellcheck hack/build-tools.sh hack/kind/up.sh .ci/run
+	$(VENV)/bin/shellcheck hack/build-tools.sh hack/lock.sh hack/images/*.sh hack/kind/*.sh hack/kind/node/egpu-entrypoint .ci/run
 	$(MAKE) --no-print-directory chart-lint
 
 # The Helm chart: strict lint with the cached helm (hack/build-tools.sh builds it once), and
@@ -35,14 +35,23 @@ unit: $(STAMP)
 e2e: $(STAMP) tools
 	$(PY) -m pytest tests/e2e
 
+# The kind tier: Docker engine, images, kind node image, all built here with nothing pulled; a
+# kind cluster with the chart installed from those images; the image tests and the e2e suite
+# against the chart's operator pod; everything torn down afterwards (hack/kind/e2e.sh).
+e2e-kind: $(STAMP) tools
+	hack/kind/e2e.sh
+
 tools:
 	hack/build-tools.sh >/dev/null
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency at the version and hashes in requirements-dev.lock (hack/lock.sh makes it
+# from pyproject.toml's pins); then the project itself, editable.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 clean:

@@ -11,6 +11,8 @@
 # Usage: hack/build-tools.sh            build what is missing, print the bin folder
 #        hack/build-tools.sh promtool   also promtool (the chart's alert rules and dashboard tests)
 #        hack/build-tools.sh helm3      also a Helm 3 client, linked as helm3 (the chart's Helm 3 tests)
+#        hack/build-tools.sh kind       also kind and the kind node's kubelet, kubeadm, kube-proxy
+#                                       (make e2e-kind; hack/kind/node-image.sh)
 #        EGPU_CACHE_DIR=/path hack/...  cache somewhere other than ~/.cache/egpu-operator
 #
 # promtool and helm3 are opt-in: on 2 cores the first promtool build takes minutes (Prometheus
@@ -110,7 +112,11 @@ for extra in "$@"; do
       helm3_version=$(module_version helm3 helm.sh/helm/v3)
       build_toolset helm3 "-X helm.sh/helm/v3/internal/version.version=$helm3_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
         helm3=helm.sh/helm/v3/cmd/helm ;;
-    *) log "unknown tool $extra: the opt-in tools are promtool and helm3"; exit 2 ;;
+    kind)
+      build_toolset kind "" sigs.k8s.io/kind
+      build_toolset kubenode "$kube_ldflags" \
+        k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kube-proxy ;;
+    *) log "unknown tool $extra: the opt-in tools are promtool, helm3 and kind"; exit 2 ;;
   esac
 done
 log "tools ready in $bin ($((SECONDS - total)) s)"

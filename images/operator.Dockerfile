@@ -1,22 +1,19 @@
 # Image of the operator (kopf; one replica).
-# Build from the repository root:  docker build -f images/operator.Dockerfile -t egpu-operator:dev .
+# Build with hack/images/build.sh (it makes the base and the build context this file expects):
+# nothing is pulled and the build runs without a network.
 #
-# Two stages: the first installs the project (its pyproject.toml pins every dependency) into a
-# virtualenv, the second copies only that virtualenv onto the same slim base, so no compiler,
-# pip cache or source tree ships. The base is pinned by tag and by the digest of its
-# multi-architecture index (amd64 and arm64 alike: a Raspberry Pi 5 pulls the same pin); to move
-# it, `docker buildx imagetools inspect python:3.11.14-slim-bookworm` prints the current digest.
-ARG BASE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+# The base, egpu-base:bookworm, is Debian bookworm's Python 3.11 made by hack/images/base.sh
+# from Debian packages, with a passwd entry for uid 65532. The first stage installs the locked
+# wheels (images/operator.lock, hashes required) and the project's wheel into a virtualenv; the
+# second copies only that virtualenv, so no pip, wheel files or source tree ship.
+ARG BASE=egpu-base:bookworm
 FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY api api
-COPY operator operator
-COPY node-agent node-agent
-COPY localcluster localcluster
-COPY runtime runtime
-RUN python -m venv /opt/egpu && /opt/egpu/bin/pip install .
+COPY wheels /wheels
+RUN python3 -m venv /opt/egpu \
+ && /opt/egpu/bin/pip install --no-index --find-links /wheels --require-hashes -r /wheels/requirements.lock \
+ && /opt/egpu/bin/pip install --no-index --no-deps /wheels/egpu_operator-*.whl \
+ && /opt/egpu/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE}
 ENV PATH=/opt/egpu/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

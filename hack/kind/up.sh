@@ -1,97 +1,117 @@
 #!/usr/bin/env bash
-# Creates a kind cluster with the default fleet as fake (KWOK) GPU nodes, for users with Docker.
+# Creates the kind cluster of the e2e-kind tier with nothing pulled, and installs the chart.
 #
-#   hack/kind/up.sh                      # cluster "egpu", kubeconfig in ~/.cache/egpu-operator/kind.kubeconfig
-#   EGPU_E2E_KUBECONFIG=~/.cache/egpu-operator/kind.kubeconfig make e2e
-#   hack/kind/up.sh --chart              # quickstart instead: build both images, install the Helm chart
-#                                        # (fake GPU backend on the kind worker) and apply an example
-#   kind delete cluster --name egpu
+#   hack/kind/up.sh           engine, images, node image, cluster "egpu" (control plane + worker),
+#                             KWOK with the fleet's fake GPU nodes, the chart with the images just
+#                             built; kubeconfig in ~/.cache/egpu-operator/kind/egpu.kubeconfig
+#   hack/kind/up.sh --bare    the same without the chart (the e2e suite then runs its own operator)
+#   hack/kind/down.sh         deletes the cluster and its network, stops the engine if up.sh started it
 #
-# --chart is not for the e2e suite: the suite runs its own operator, and two would compete.
-# Needs docker, kind and kubectl on PATH (and helm for --chart), and the project's virtualenv (`make venv`).
+# Every image comes from this machine: the project's (hack/images/build.sh), the node's
+# (hack/kind/node-image.sh) and KWOK's controller (built here from the pinned module). Egress from
+# the cluster's network is blocked before a node starts (hack/kind/engine.sh).
+#
+# Where the host needs it, and only there: the kubelet runs on cgroup v1 (failCgroupV1: false),
+# and engine.sh's runc wrapper drops capabilities the host lacks.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here="$root/hack/kind"
 name=${KIND_CLUSTER_NAME:-egpu}
-kubeconfig=${KIND_KUBECONFIG:-$HOME/.cache/egpu-operator/kind.kubeconfig}
-namespace=egpu-system
+cache="${EGPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/egpu-operator}/kind"
+kubeconfig=${KIND_KUBECONFIG:-$cache/$name.kubeconfig}
 tag=dev
-chart=false
+chart=true
 case "${1:-}" in
-  --chart) chart=true ;;
+  --bare) chart=false ;;
   "") ;;
-  *) echo "usage: hack/kind/up.sh [--chart]" >&2; exit 2 ;;
+  *) echo "usage: hack/kind/up.sh [--bare]" >&2; exit 2 ;;
 esac
-# Keep in step with hack/tools/kwok/go.mod.
-kwok_version=$(cd "$root/hack/tools/kwok" && go list -m -f '{{.Version}}' sigs.k8s.io/kwok 2>/dev/null || echo v0.8.0)
-kwok_release="https://github.com/kubernetes-sigs/kwok/releases/download/$kwok_version"
+log() { printf '[kind %3d s] %s\n' "$SECONDS" "$*" >&2; }
+mkdir -p "$cache"
 
-tools=(docker kind kubectl)
-if $chart; then tools+=(helm); fi
-for tool in "${tools[@]}"; do
-  command -v "$tool" >/dev/null || { echo "up.sh: $tool is not on PATH; install it first" >&2; exit 1; }
+"$here/engine.sh" up
+bin=$("$root/hack/build-tools.sh" kind)
+export PATH="$bin:$PATH"
+log "building the project's images"
+"$root/hack/images/build.sh" "$tag" >&2
+log "building the kind node image"
+node_image=$("$here/node-image.sh")
+
+# The network first, IPv4 only, and its egress blocked: then the nodes.
+if ! docker network inspect kind >/dev/null 2>&1; then
+  docker network create --driver bridge kind >/dev/null
+fi
+"$here/engine.sh" block
+
+config="$cache/$name.kind.yaml"
+cp "$here/kind-config.yaml" "$config"
+if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
+  log "cgroup v1 host: the kubelet is told not to refuse it (failCgroupV1: false)"
+  cat >>"$config" <<'YAML'
+kubeadmConfigPatches:
+  - |
+    kind: KubeletConfiguration
+    failCgroupV1: false
+YAML
+fi
+log "creating cluster $name on $node_image"
+kind create cluster --name "$name" --image "$node_image" --config "$config" --kubeconfig "$kubeconfig" >&2
+kc=(kubectl --kubeconfig "$kubeconfig")
+
+# CoreDNS's image is not built here: remove it before a node can run it (no node is Ready yet).
+"${kc[@]}" -n kube-system delete deployment coredns --ignore-not-found >&2
+# KWOK's nodes run no containers: kube-proxy (which tolerates every taint) stays off them, or
+# each fake GPU node would show a kube-proxy pod that a drain would have to leave behind.
+"${kc[@]}" -n kube-system patch daemonset kube-proxy --type=merge -p '{"spec": {"template": {"spec": {"affinity":
+  {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms":
+  [{"matchExpressions": [{"key": "egpu-operator.io/fleet-node", "operator": "DoesNotExist"}]}]}}}}}}}' >&2
+
+log "networking the nodes: Debian's bridge plugin on each pod CIDR, routes between the nodes"
+mapfile -t nodes < <("${kc[@]}" get nodes -o name | cut -d/ -f2)
+declare -A cidr ip
+for node in "${nodes[@]}"; do
+  cidr[$node]=$("${kc[@]}" get node "$node" -o jsonpath='{.spec.podCIDR}')
+  ip[$node]=$("${kc[@]}" get node "$node" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 done
-mkdir -p "$(dirname "$kubeconfig")"
-kc=(--kubeconfig "$kubeconfig")
+for node in "${nodes[@]}"; do
+  docker exec -i "$node" sh -c 'cat >/etc/cni/net.d/10-egpu-bridge.conflist' <<JSON
+{
+  "cniVersion": "0.4.0",
+  "name": "egpu",
+  "plugins": [
+    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "${cidr[$node]}"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+  for other in "${nodes[@]}"; do
+    [ "$other" = "$node" ] || docker exec "$node" ip route replace "${cidr[$other]}" via "${ip[$other]}"
+  done
+done
+"${kc[@]}" wait --for=condition=Ready nodes --all --timeout=180s >&2
 
-echo "[kind] creating cluster $name"
-kind create cluster --name "$name" --config "$root/hack/kind/kind-config.yaml" --kubeconfig "$kubeconfig" --wait 120s
+log "KWOK's controller (built from the pinned module) and its stages"
+kwok_version=$(cd "$root/hack/tools/kwok" && go list -m -f '{{.Version}}' sigs.k8s.io/kwok)
+kwok_src=$(cd "$root/hack/tools/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+kwok_image="registry.k8s.io/kwok/kwok:$kwok_version"
+kwok_dir=$(mktemp -d)
+trap 'rm -rf "$kwok_dir"' EXIT
+cp "$bin/kwok" "$kwok_dir/kwok"
+tar -C "$kwok_dir" -c kwok | docker import --change 'ENTRYPOINT ["/kwok"]' - "$kwok_image" >/dev/null
+kind load docker-image --name "$name" "$kwok_image" >&2
+"${kc[@]}" kustomize "$kwok_src/kustomize/kwok" | sed "s|image: registry.k8s.io/kwok/kwok\$|image: $kwok_image|" |
+  "${kc[@]}" apply --server-side -f - >&2
+"${kc[@]}" apply -f "$bin/kwok-stages/" >&2
+"${kc[@]}" -n kube-system rollout status deployment/kwok-controller --timeout=180s >&2
 
-echo "[kind] installing the KWOK controller $kwok_version and its fast pod/node stages"
-kubectl "${kc[@]}" apply -f "$kwok_release/kwok.yaml"
-kubectl "${kc[@]}" apply -f "$kwok_release/stage-fast.yaml"
-kubectl "${kc[@]}" -n kube-system rollout status deployment/kwok-controller --timeout=120s
-
-echo "[kind] creating the fleet's fake GPU nodes"
+log "the fleet's fake GPU nodes"
 # --model-load-scale: replica pods become Ready after a tenth of their estimated model load time,
 # as in the local e2e cluster (tests/e2e/conftest.py), so drains show their outages here too.
-"$root/.venv/bin/egpu-localcluster" nodes --kubeconfig "$kubeconfig" --model-load-scale 0.1
+"$root/.venv/bin/egpu-localcluster" nodes --kubeconfig "$kubeconfig" --kubectl "$bin/kubectl" --model-load-scale 0.1 >&2
 
-if ! $chart; then
-  echo "export EGPU_E2E_KUBECONFIG=$kubeconfig"
-  exit 0
+if $chart; then
+  "$here/install-chart.sh" "$kubeconfig" "$name" "$tag"
 fi
-
-echo "[kind] building the images"
-docker build -f "$root/images/operator.Dockerfile" -t "egpu-operator:$tag" "$root"
-docker build -f "$root/images/node-agent.Dockerfile" -t "egpu-node-agent:$tag" "$root"
-kind load docker-image --name "$name" "egpu-operator:$tag" "egpu-node-agent:$tag"
-
-# KWOK's nodes run no containers, so the operator and the agent are pinned to the kind worker, a
-# real node (unpinned, the scheduler could pick a KWOK node and they would only seem to run). The
-# agent uses the fake GPU backend: the worker plays the default fleet's Raspberry Pi 5 with an
-# RTX 4090 on PCIe Gen3 x1. It gets what NFD and the NVIDIA device plugin would give a GPU node.
-worker="$name-worker"
-echo "[kind] making $worker a (simulated) GPU node"
-kubectl "${kc[@]}" label node "$worker" --overwrite feature.node.kubernetes.io/pci-10de.present=true
-kubectl "${kc[@]}" patch node "$worker" --subresource=status --type=json \
-  -p '[{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "1"}]'
-fleet=$(mktemp)
-trap 'rm -f "$fleet"' EXIT
-"$root/.venv/bin/python" - "$worker" >"$fleet" <<'PY'
-import sys
-
-import yaml
-
-from egpu_api.fleet import DEFAULT_FLEET
-
-profile = yaml.safe_load(DEFAULT_FLEET.read_text())
-node = next(node for node in profile["nodes"] if node["name"] == "pi5-rtx4090")
-profile["nodes"] = [{**node, "name": sys.argv[1]}]
-print(yaml.safe_dump(profile, sort_keys=False))
-PY
-
-echo "[kind] installing the chart"
-helm "${kc[@]}" upgrade --install egpu-operator "$root/charts/egpu-operator" \
-  --namespace "$namespace" --create-namespace --wait --timeout 5m \
-  --set operator.image.repository=egpu-operator --set operator.image.tag="$tag" \
-  --set agent.image.repository=egpu-node-agent --set agent.image.tag="$tag" \
-  --set agent.backend=fake --set-file agent.fleetProfile="$fleet" \
-  --set agent.nvidia.runtimeClassName= \
-  --set-json "operator.nodeSelector={\"kubernetes.io/hostname\": \"$worker\"}" \
-  --set-json "agent.nodeSelector={\"feature.node.kubernetes.io/pci-10de.present\": null, \"kubernetes.io/hostname\": \"$worker\"}"
-
-echo "[kind] applying examples/02-llm-6gb-20s-budget.yaml"
-kubectl "${kc[@]}" apply -f "$root/examples/02-llm-6gb-20s-budget.yaml"
-echo "[kind] done. The replica is placed on $worker (its image is an example and will not pull):"
-echo "  kubectl --kubeconfig $kubeconfig get nodes -L egpu-operator.io/gpu-product,egpu-operator.io/pcie-bandwidth-mbps"
-echo "  kubectl --kubeconfig $kubeconfig get idep,pods -o wide"
+log "cluster $name ready: export EGPU_E2E_KUBECONFIG=$kubeconfig"
+echo "$kubeconfig"

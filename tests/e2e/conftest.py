@@ -2,7 +2,9 @@
 
 By default the local control plane is started (and built first if needed). With
 ``EGPU_E2E_KUBECONFIG`` set, the tests use that cluster instead, e.g. the kind cluster made by
-``hack/kind/up.sh``; the fleet's nodes are applied to it either way.
+``hack/kind/up.sh``; the fleet's nodes are applied to it either way. With
+``EGPU_E2E_OPERATOR=chart`` as well (``make e2e-kind``), the operator is the chart's pod in
+``egpu-system``, not a local process: tests that stop, kill or pause the operator skip there.
 """
 
 import os
@@ -25,6 +27,15 @@ from tests.e2e.helpers import NAMESPACE, wait_for
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 MODEL_LOAD_SCALE = 0.1
+
+
+def ensure_crds(kubectl: Kubectl) -> None:
+    """The CRDs, installed and Established. With the chart's operator (make e2e-kind) they are the
+    chart's: helm owns their fields, so they are only waited for."""
+    if os.environ.get("EGPU_E2E_OPERATOR") == "chart":
+        kubectl.run("wait", "--for", "condition=Established", "--timeout", "30s", "-f", str(REPO / "crds"))
+        return
+    install_crds(kubectl)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +67,7 @@ def kube(fleet: FleetProfile, local_cluster: LocalCluster | None) -> Kubectl:
         kubectl = local_cluster.kubectl
     kubectl.apply_fleet(fleet)
     kubectl.wait_nodes_ready(node.name for node in fleet.nodes)
-    install_crds(kubectl)
+    ensure_crds(kubectl)
     return kubectl
 
 
@@ -86,9 +97,40 @@ def e2e_operator(kubeconfig: Path, log: Path) -> OperatorProcess:
     return OperatorProcess(kubeconfig, log, env={"EGPU_OPERATOR_RESYNC_SECONDS": "3"})
 
 
+class PodLog:
+    """The chart operator's log, read like the local process's log file (``read_text()``)."""
+
+    def __init__(self, kube: Kubectl) -> None:
+        self.kube = kube
+
+    def read_text(self) -> str:
+        return self.kube.run("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator", "--tail=-1").stdout
+
+
+class ChartOperator(OperatorProcess):
+    """The operator as the chart runs it on kind: already running as a pod. Stopping, killing or
+    pausing it is a local-process scenario, so a test that tries skips with that reason."""
+
+    def __init__(self, kube: Kubectl) -> None:
+        super().__init__(kube.kubeconfig, Path(os.devnull))
+        self.log = PodLog(kube)  # type: ignore[assignment]
+
+    def start(self, *extra_args: str) -> None:
+        pytest.skip("restarts the operator process; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
+
+    def signal(self, sig: int) -> None:
+        pytest.skip("signals the operator process; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
+
+    def stop(self, kill: bool = False) -> None:
+        pytest.skip("stops the operator process; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
+
+
 @pytest.fixture(scope="session")
 def operator(kube: Kubectl, simulator: FleetSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator, running against the session cluster with the simulated fleet's agents."""
+    if os.environ.get("EGPU_E2E_OPERATOR") == "chart":
+        yield ChartOperator(kube)
+        return
     process = e2e_operator(kube.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
     process.start()
     yield process

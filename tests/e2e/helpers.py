@@ -50,3 +50,12 @@ def extra_node(kube: Kubectl, fleet: FleetProfile, source: str, name: str) -> Fl
     kube.apply_fleet(extra)
     kube.wait_nodes_ready([name])
     return extra
+
+
+def non_fleet_nodes(kube: Kubectl, fleet: FleetProfile) -> list[str]:
+    """Nodes of the cluster that are not the fleet's: none on the local control plane, the kind
+    control plane and worker on the kind tier (real nodes without a GPU, so without labels)."""
+    fleet_names = {fleet_node.name for fleet_node in fleet.nodes}
+    return sorted(
+        item["metadata"]["name"] for item in kube.get_json("nodes")["items"] if item["metadata"]["name"] not in fleet_names
+    )

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from egpu_api.fleet import FleetProfile
 from egpu_localcluster.kubectl import Kubectl
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.deployments import placed_condition, ready_on
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import non_fleet_nodes, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,10 @@ def plugin(kube: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=60)
 
 
-def test_the_plugin_explains_what_the_operator_decided(kube: Kubectl, workspace: str, operator: OperatorProcess) -> None:
+def test_the_plugin_explains_what_the_operator_decided(
+    kube: Kubectl, fleet: FleetProfile, workspace: str, operator: OperatorProcess
+) -> None:
+    others = non_fleet_nodes(kube, fleet)  # the kind tier's own nodes: no GPU, no labels
     kube.run("apply", "-n", workspace, "-f", str(REPO / "examples"))
     nodes = wait_for(lambda: ready_on(kube, workspace, "llm-18gb", 2), 60, "llm-18gb: 2 replicas Ready")
     wait_for(lambda: placed_condition(kube, workspace, "llm-140gb"), 30, "llm-140gb reconciled")
@@ -41,8 +45,10 @@ def test_the_plugin_explains_what_the_operator_decided(kube: Kubectl, workspace:
     assert why.returncode == 0, why.stderr
     assert f"{workspace}/llm-140gb: Placed=False NoAdequateNode" in why.stdout
     verdicts = [line for line in why.stdout.splitlines()[3:] if line.strip()]  # after: Placed, needs, header
-    assert len(verdicts) == 8
-    assert all(line.endswith("VRAM < 141 GiB") for line in verdicts)
+    fleet_verdicts = [line for line in verdicts if line.split()[0] not in others]
+    assert len(fleet_verdicts) == 8
+    assert all(line.endswith("VRAM < 141 GiB") for line in fleet_verdicts)
+    assert len(verdicts) == 8 + len(others)
 
     assert plugin(kube, "maintenance").returncode == 0
     missing = plugin(kube, "why", "no-such", "-n", workspace)

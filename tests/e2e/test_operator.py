@@ -15,13 +15,13 @@ from egpu_node_agent.simulator import FleetSimulator
 from egpu_runtime.kube import api_client
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.deployments import apply, deployment, placed_condition, ready_on, replica_pods, status
-from tests.e2e.helpers import NAMESPACE, extra_node, node, wait_for
+from tests.e2e.helpers import NAMESPACE, extra_node, node, non_fleet_nodes, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_examples_are_placed_where_they_load_in_budget(kube: Kubectl, workspace: str) -> None:
+def test_examples_are_placed_where_they_load_in_budget(kube: Kubectl, fleet: FleetProfile, workspace: str) -> None:
     kube.run("apply", "-n", workspace, "-f", str(REPO / "examples"))
 
     nodes = wait_for(lambda: ready_on(kube, workspace, "llm-18gb", 2), 60, "llm-18gb: 2 replicas Ready")
@@ -43,7 +43,12 @@ def test_examples_are_placed_where_they_load_in_budget(kube: Kubectl, workspace:
 
     condition = wait_for(lambda: c if (c := placed_condition(kube, workspace, "llm-140gb")) else None, 30, "llm-140gb")
     assert (condition["status"], condition["reason"]) == ("False", "NoAdequateNode")
-    assert condition["message"] == "1 of 1 replica(s) cannot be placed: 0/8 nodes adequate: 8 VRAM < 141 GiB"
+    others = non_fleet_nodes(kube, fleet)
+    unlabelled = f", {len(others)} no egpu-operator labels (node agent not running?)" if others else ""
+    assert (
+        condition["message"]
+        == f"1 of 1 replica(s) cannot be placed: 0/{8 + len(others)} nodes adequate: 8 VRAM < 141 GiB{unlabelled}"
+    )
     events = kube.get_json("events", "-n", workspace, "--field-selector", "involvedObject.name=llm-140gb")["items"]
     assert "FailedPlacement" in {event["reason"] for event in events}
     assert replica_pods(kube, workspace, "llm-140gb") == []

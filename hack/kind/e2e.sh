@@ -25,5 +25,7 @@ bin=$("$root/hack/build-tools.sh")
   --for=condition=Available deployment -l app.kubernetes.io/component=operator --timeout=180s >&2
 printf '[e2e-kind %4d s] cluster up; running the suite\n' "$((SECONDS - started))" >&2
 if [ "$#" = 0 ]; then set -- tests/kind tests/e2e; fi
+# The GPU worker up.sh made, whose agent is the chart's pod; replicas there run this image.
 PATH="$bin:$PATH" EGPU_E2E_KUBECONFIG="$kubeconfig" EGPU_E2E_OPERATOR=chart \
+  EGPU_E2E_GPU_WORKER="${KIND_CLUSTER_NAME:-egpu}-worker2" EGPU_E2E_REPLICA_IMAGE=egpu-operator:dev \
   "$root/.venv/bin/python" -m pytest "$@"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Creates the kind cluster of the e2e-kind tier with nothing pulled, and installs the chart.
 #
-#   hack/kind/up.sh           engine, images, node image, cluster "egpu" (control plane + worker),
-#                             KWOK with the fleet's fake GPU nodes, the chart with the images just
-#                             built; kubeconfig in ~/.cache/egpu-operator/kind/egpu.kubeconfig
+#   hack/kind/up.sh           engine, images, node image, cluster "egpu" (control plane, a worker,
+#                             a worker made a GPU node), KWOK with the fleet's fake GPU nodes, the
+#                             chart with the images just built (its node agent a pod on the GPU
+#                             worker); kubeconfig in ~/.cache/egpu-operator/kind/egpu.kubeconfig
 #   hack/kind/up.sh --bare    the same without the chart (the e2e suite then runs its own operator)
 #   hack/kind/down.sh         deletes the cluster and its network, stops the engine if up.sh started it
 #
@@ -90,6 +91,15 @@ JSON
   done
 done
 "${kc[@]}" wait --for=condition=Ready nodes --all --timeout=180s >&2
+
+gpu_node="$name-worker2"
+log "$gpu_node becomes a GPU node, as Node Feature Discovery and the NVIDIA device plugin would make it"
+# NFD's PCI label (the chart's agent DaemonSet selects it), the taint GPU nodes commonly carry (so
+# only replicas that tolerate it land here), and one nvidia.com/gpu advertised on the node status.
+"${kc[@]}" label node "$gpu_node" feature.node.kubernetes.io/pci-10de.present=true --overwrite >&2
+"${kc[@]}" taint node "$gpu_node" nvidia.com/gpu=present:NoSchedule --overwrite >&2
+"${kc[@]}" patch node "$gpu_node" --subresource=status --type=merge \
+  -p '{"status": {"capacity": {"nvidia.com/gpu": "1"}}}' >&2
 
 log "KWOK's controller (built from the pinned module) and its stages"
 kwok_version=$(cd "$root/hack/tools/kwok" && go list -m -f '{{.Version}}' sigs.k8s.io/kwok)

@@ -44,11 +44,15 @@ def test_examples_are_placed_where_they_load_in_budget(kube: Kubectl, fleet: Fle
     condition = wait_for(lambda: c if (c := placed_condition(kube, workspace, "llm-140gb")) else None, 30, "llm-140gb")
     assert (condition["status"], condition["reason"]) == ("False", "NoAdequateNode")
     others = non_fleet_nodes(kube, fleet)
-    unlabelled = f", {len(others)} no egpu-operator labels (node agent not running?)" if others else ""
-    assert (
-        condition["message"]
-        == f"1 of 1 replica(s) cannot be placed: 0/{8 + len(others)} nodes adequate: 8 VRAM < 141 GiB{unlabelled}"
-    )
+    prefix = f"1 of 1 replica(s) cannot be placed: 0/{8 + len(others)} nodes adequate: "
+    assert condition["message"].startswith(prefix + "8 VRAM < 141 GiB")
+    # On kind its own nodes are rejected too: without labels, or (the GPU worker) by its taint.
+    parts = (part.split(" ", 1) for part in condition["message"][len(prefix) :].split(", "))
+    counts = {reason: int(count) for count, reason in parts}
+    assert sum(counts.values()) == 8 + len(others), condition["message"]
+    kind_reasons = {"no egpu-operator labels (node agent not running?)", "untolerated taint nvidia.com/gpu"}
+    assert counts.pop("VRAM < 141 GiB") == 8
+    assert set(counts) <= kind_reasons, condition["message"]
     events = kube.get_json("events", "-n", workspace, "--field-selector", "involvedObject.name=llm-140gb")["items"]
     assert "FailedPlacement" in {event["reason"] for event in events}
     assert replica_pods(kube, workspace, "llm-140gb") == []

@@ -118,9 +118,14 @@ FROM $image-base
 STOPSIGNAL SIGRTMIN+3
 COPY images.tar /kind/images/images.tar
 DOCKERFILE
-DOCKER_BUILDKIT=0 docker build --quiet --network none --pull=false -t "$image" "$work/context" >/dev/null 2>&1
+if ! DOCKER_BUILDKIT=0 docker build --network none --pull=false -t "$image" "$work/context" >"$work/build.log" 2>&1; then
+  log "docker build of $image failed:"
+  cat "$work/build.log" >&2
+  exit 1
+fi
 docker rmi "$image-base" "${images[@]}" >/dev/null
 # Older node images of this script, replaced by this one.
-docker images egpu-kind-node --format '{{.Repository}}:{{.Tag}}' | grep -vx "$image" | xargs -r docker rmi >/dev/null
+# (grep finds nothing on a first build: that is not a failure.)
+docker images egpu-kind-node --format '{{.Repository}}:{{.Tag}}' | { grep -vx "$image" || true; } | xargs -r docker rmi >/dev/null
 log "built $image in $((SECONDS - started)) s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}'))"
 echo "$image"

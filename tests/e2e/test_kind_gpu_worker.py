@@ -70,12 +70,10 @@ def paired(kube: Kubectl) -> Iterator[None]:
     kube.run("label", "node", GPU_WORKER, FALLBACK, f"{PAIR}-", check=False)
 
 
-def served(replicas: int = 1) -> dict[str, Any]:
+def served() -> dict[str, Any]:
     """A small model whose replica is a real container on the worker: a TCP server the startupProbe
     waits for, from an image the nodes already hold (nothing is pulled)."""
-    manifest = deployment(
-        "served", "1G", 60, replicas, disruption={"minAvailable": 1},
-    )  # fmt: skip
+    manifest = deployment("served", "1G", 60, disruption={"minAvailable": 1})
     manifest["spec"]["placement"]["nodeSelector"] = {PAIR: "true"}
     manifest["spec"]["placement"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     manifest["spec"]["template"]["spec"] = {

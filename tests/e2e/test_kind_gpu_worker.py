@@ -98,13 +98,21 @@ def served() -> dict[str, Any]:
     return manifest
 
 
-def running_container(kube: Kubectl, namespace: str) -> dict[str, Any]:
-    """The replica on the worker, checked to be a container the kubelet really started."""
+def serve_on_worker(kube: Kubectl, namespace: str) -> str:
+    """``served`` Ready on the worker; returns its pod's name, checked to be a container the
+    kubelet really started."""
+    apply(kube, namespace, served())
+    assert wait_for(lambda: ready_on(kube, namespace, "served", 1), 120, "served: 1 replica Ready") == [GPU_WORKER]
     [pod] = [pod for pod in replica_pods(kube, namespace, "served") if pod["spec"]["nodeName"] == GPU_WORKER]
     [container] = pod["status"]["containerStatuses"]
     assert container["containerID"].startswith("containerd://"), container
     assert "running" in container["state"], container
-    return pod
+    return str(pod["metadata"]["name"])
+
+
+def wait_gone(ledger: PodLedger, pod: str) -> None:
+    """Until the pod is deleted: the kubelet stops the evicted container, then the pod goes."""
+    wait_for(lambda: True if pod in [name for _, name, _ in ledger.deleted] else None, 60, f"{pod} to be gone")
 
 
 def test_the_chart_agent_publishes_the_workers_gpu_and_stays_on_its_node(kube: Kubectl) -> None:
@@ -146,16 +154,13 @@ def test_the_chart_agent_publishes_the_workers_gpu_and_stays_on_its_node(kube: K
 def test_maintenance_moves_a_real_replica_off_the_worker_without_an_outage(
     kube: Kubectl, workspace: str, paired: None, maintenances: None
 ) -> None:
-    apply(kube, workspace, served())
-    assert wait_for(lambda: ready_on(kube, workspace, "served", 1), 120, "served: 1 replica Ready") == [GPU_WORKER]
-    old = running_container(kube, workspace)["metadata"]["name"]
+    old = serve_on_worker(kube, workspace)
 
     with PodLedger(kube.kubeconfig, workspace, ["served"]) as ledger:
         gm.create(kube, "reseat-kind-gpu", GPU_WORKER, reason="reseat the worker's GPU")
         done = gm.wait_phase(kube, "reseat-kind-gpu", "Ready", timeout_s=120)
         after = wait_for(lambda: ready_on(kube, workspace, "served", 1), 60, "served: 1 replica Ready elsewhere")
-        # The kubelet stops the evicted container and then the pod goes: gone, not only marked.
-        wait_for(lambda: True if old in [name for _, name, _ in ledger.deleted] else None, 60, f"{old} to be gone")
+        wait_gone(ledger, old)
     print(f"maintenance of {GPU_WORKER}: fewest Ready {ledger.minimum['served']}/1; pods deleted {len(ledger.deleted)}")
 
     assert after == [FALLBACK]
@@ -170,9 +175,7 @@ def test_maintenance_moves_a_real_replica_off_the_worker_without_an_outage(
 def test_a_stopped_chart_agent_gets_its_replica_surged_away_then_evicted(
     kube: Kubectl, workspace: str, paired: None, operator: OperatorProcess
 ) -> None:
-    apply(kube, workspace, served())
-    assert wait_for(lambda: ready_on(kube, workspace, "served", 1), 120, "served: 1 replica Ready") == [GPU_WORKER]
-    old = running_container(kube, workspace)["metadata"]["name"]
+    old = serve_on_worker(kube, workspace)
     try:
         with PodLedger(kube.kubeconfig, workspace, ["served"]) as ledger:
             # The agent stops for real: without NFD's label the DaemonSet controller deletes its pod.
@@ -186,7 +189,7 @@ def test_a_stopped_chart_agent_gets_its_replica_surged_away_then_evicted(
                 lambda: found if (found := ready_on(kube, workspace, "served", 1)) and GPU_WORKER not in found else None,
                 180, f"served's replica on {GPU_WORKER} to be replaced and the old pod gone",
             )  # fmt: skip
-            wait_for(lambda: True if old in [name for _, name, _ in ledger.deleted] else None, 60, f"{old} to be gone")
+            wait_gone(ledger, old)
             moved_s = time.monotonic() - stopped
         print(f"chart agent on {GPU_WORKER} stopped: fewest Ready {ledger.minimum['served']}/1; moved after {moved_s:.1f} s")
     finally:

@@ -40,7 +40,7 @@ def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
 def quantity_rules(field: str, positive: bool) -> list[dict[str, Any]]:
     """CEL rules for the quantity ``field`` of this object, each reported at the field itself.
 
-    The second rule runs only on a well-formed quantity, so a malformed one gets one message.
+    The second and third rules run only on a well-formed quantity, so a malformed one gets one message.
     """
     value = f"string(self.{field})"
     unit = f"{value}.find('[kKmMgGtTpPeE]').upperAscii()"
@@ -60,6 +60,12 @@ def quantity_rules(field: str, positive: bool) -> list[dict[str, Any]]:
             "message": f"model.{field} must be a positive quantity, e.g. 16Gi"
             if positive
             else f"model.{field} must not be negative",
+            "fieldPath": f".{field}",
+        },
+        {
+            # isInteger is false for a fraction ("100m" would be a 1-byte model) and past an int64 (8Ei).
+            "rule": f"{guard}!isQuantity({value}) || quantity({value}).isInteger()",
+            "message": f"model.{field} must be a whole number of bytes below 8Ei, e.g. 16Gi or 6000000000",
             "fieldPath": f".{field}",
         },
     ]

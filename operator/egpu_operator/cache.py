@@ -25,7 +25,7 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.power import PowerLimitStatus, parse_status
-from egpu_operator import metrics
+from egpu_operator import fit, metrics
 from egpu_operator.facts import node_facts
 from egpu_operator.kube import Evictor
 from egpu_operator.liveness import Heartbeats, Liveness, LivenessConfig, Visibility
@@ -35,6 +35,19 @@ from egpu_operator.placement import NodeFacts, PodView
 RESERVATION_S = 60.0
 #: Expectations nobody met (a lost watch event) lapse after this long.
 EXPECTATION_S = 15.0
+#: A node that refused a deployment's replica is left alone this long, doubling per refused pod.
+REFUSAL_BASE_S = 30.0
+REFUSAL_MAX_S = 600.0
+
+
+class _Refusal:
+    __slots__ = ("backoff_s", "message", "pods", "until")
+
+    def __init__(self) -> None:
+        self.backoff_s = 0.0
+        self.message = ""
+        self.pods: set[str] = set()
+        self.until = 0.0
 
 
 class _Node:
@@ -71,7 +84,8 @@ class Cache:
         self.heartbeats = Heartbeats(liveness or LivenessConfig())
         self.visibility = Visibility(liveness or LivenessConfig(), clock())
         self._nodes: dict[str, _Node] = {}
-        self._reserved: dict[str, tuple[str, float]] = {}  # pod name -> (node, since)
+        self._reserved: dict[str, tuple[str, float, Mapping[str, int]]] = {}  # pod name -> (node, since, requests)
+        self._refusals: dict[tuple[str, str], _Refusal] = {}  # (deployment, node) -> the scheduler's last refusal there
         self._expected: dict[str, tuple[set[str], set[str], float]] = {}  # deployment -> (creates, deletes, since)
         self._infeasible: set[str] = set()  # namespace/name of deployments with replicas that cannot be placed
         self._budgets: dict[str, int | None] = {}  # namespace/name -> minAvailable written, until the index shows it
@@ -105,10 +119,10 @@ class Cache:
 
     # -- reservations ------------------------------------------------------------------------------
 
-    def assume(self, pod: str, node: str) -> None:
-        """A pod about to be created takes one GPU of ``node`` until the usage index counts it."""
+    def assume(self, pod: str, node: str, requests: Mapping[str, int] | None = None) -> None:
+        """A pod about to be created takes one GPU of ``node`` (and its ``requests``) until the usage index counts it."""
         with self._lock:
-            self._reserved[pod] = (node, self._clock())
+            self._reserved[pod] = (node, self._clock(), dict(requests or {}))
 
     def forget(self, pod: str) -> None:
         """The pod was refused: its GPU is free again now."""
@@ -120,7 +134,7 @@ class Cache:
         now = self._clock()
         result = dict(free)
         with self._lock:
-            for pod, (node, since) in list(self._reserved.items()):
+            for pod, (node, since, _) in list(self._reserved.items()):
                 if pod in indexed_pods or now - since > RESERVATION_S:
                     del self._reserved[pod]
                 elif node in result:
@@ -130,7 +144,43 @@ class Cache:
     def reserved(self) -> dict[str, str]:
         """pod -> node of the reservations held now."""
         with self._lock:
-            return {pod: node for pod, (node, _) in self._reserved.items()}
+            return {pod: node for pod, (node, _, _) in self._reserved.items()}
+
+    def requested(self, bound: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+        """What each node's bound pods request (``bound``, from the usage index) plus the
+        reservations held now: the pods the operator created that the index has not counted yet."""
+        with self._lock:
+            held = [(node, requests) for node, _, requests in self._reserved.values()]
+        result = {node: dict(requests) for node, requests in bound.items()}
+        for node, requests in held:
+            result[node] = fit.take(result.get(node, {}), requests)
+        return result
+
+    # -- the scheduler's refusals ------------------------------------------------------------------
+
+    def scheduler_refusals(self, deployment: str, pods_now: Iterable[PodView]) -> dict[str, str]:
+        """Record the refusals the scheduler has written on ``deployment``'s pods; return node -> the
+        scheduler's message for the nodes still refused. A node is refused while a pod there is
+        refused, and for a backoff after (doubling with each refused pod there, 30 s to 10 min):
+        the replica is tried elsewhere meanwhile, and a refusal placement cannot model costs a few
+        pods, not a create-and-delete loop."""
+        now = self._clock()
+        with self._lock:
+            for pod in pods_now:
+                if not pod.unschedulable or pod.terminating:
+                    continue
+                entry = self._refusals.setdefault((deployment, pod.node), _Refusal())
+                if pod.name not in entry.pods:
+                    entry.pods.add(pod.name)
+                    entry.backoff_s = min(REFUSAL_MAX_S, entry.backoff_s * 2 if entry.backoff_s else REFUSAL_BASE_S)
+                entry.message, entry.until = pod.scheduler_message, now + entry.backoff_s
+            refused = {}
+            for (owner, node), entry in list(self._refusals.items()):
+                if now - entry.until > REFUSAL_MAX_S:
+                    del self._refusals[(owner, node)]  # long settled: the next refusal starts from the base again
+                elif owner == deployment and now < entry.until:
+                    refused[node] = entry.message
+            return refused
 
     # -- expectations ------------------------------------------------------------------------------
 

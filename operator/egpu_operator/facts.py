@@ -11,6 +11,7 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.gpus import GpuMode
+from egpu_operator import fit
 from egpu_operator.liveness import Liveness
 from egpu_operator.placement import NodeFacts, PodView
 from egpu_runtime import timestamps
@@ -46,6 +47,7 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         "maintenance": keys.MAINTENANCE_LABEL in labels,
         "liveness": liveness,
         "gpu_allocatable": _int(allocatable.get(keys.GPU_RESOURCE, "0")) or 0,
+        "allocatable": resources(allocatable),
         "gpu_units": _int(labels.get(keys.GPU_COUNT_LABEL)) or 0,
     }
     if labels.get(keys.LABEL_SCHEMA_LABEL) != keys.LABEL_SCHEMA:
@@ -85,6 +87,46 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
     )
 
 
+def resources(quantities: Mapping[str, Any]) -> dict[str, int]:
+    """A node's allocatable (or any resource list) as the scheduler counts it; an entry that does
+    not parse is left out, as if the node did not offer it."""
+    counted = {}
+    for name, value in quantities.items():
+        try:
+            counted[str(name)] = fit.units(str(name), value)
+        except ValueError:
+            continue
+    return counted
+
+
+#: What one pod holds on its node: (pod name, GPUs, VRAM MiB it says it needs, its requests).
+Usage = tuple[str, int, int | None, dict[str, int]]
+
+
+def usage(pod: Mapping[str, Any]) -> tuple[str, Usage] | None:
+    """The node a pod holds resources on and what it holds there; None for a pod that holds none:
+    finished, or not bound and either not pinned to a node or refused by the scheduler (the
+    scheduler counts bound pods only; a replica pod pinned by the operator is counted as it binds)."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    spec = pod.get("spec") or {}
+    node = spec.get("nodeName")
+    if not node:
+        view = pod_view(pod)
+        if view is None or view.unschedulable or view.gated:
+            return None
+        node = _affinity_node(pod)
+    if not node:
+        return None
+    try:
+        requests = fit.pod_requests(spec)
+    except ValueError:
+        requests = {fit.PODS: 1}  # the API server accepted it, so this does not happen; count the pod at least
+    name = str((pod.get("metadata") or {}).get("name", ""))
+    return str(node), (name, gpu_requests(pod), vram_annotation(pod), requests)
+
+
 def lease_time(lease: Mapping[str, Any]) -> datetime | None:
     renew = (lease.get("spec") or {}).get("renewTime")
     if not isinstance(renew, str):
@@ -106,10 +148,19 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     node = (pod.get("spec") or {}).get("nodeName") or _affinity_node(pod) or ""
     terminating = metadata.get("deletionTimestamp") is not None or status.get("phase") in ("Succeeded", "Failed")
-    unschedulable = any(
-        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable" for c in conditions
+    scheduled: Mapping[str, Any] = next(
+        (c for c in conditions if c.get("type") == "PodScheduled" and c.get("status") == "False"), {}
     )
-    return PodView(metadata.get("name", ""), replica, node, ready=ready, terminating=terminating, unschedulable=unschedulable)
+    return PodView(
+        metadata.get("name", ""),
+        replica,
+        node,
+        ready=ready,
+        terminating=terminating,
+        unschedulable=scheduled.get("reason") == "Unschedulable" and not (pod.get("spec") or {}).get("nodeName"),
+        gated=bool((pod.get("spec") or {}).get("schedulingGates")) or scheduled.get("reason") == "SchedulingGated",
+        scheduler_message=str(scheduled.get("message") or ""),
+    )
 
 
 def ready_by(pod: Mapping[str, Any]) -> datetime | None:
@@ -130,15 +181,29 @@ def vram_annotation(pod: Mapping[str, Any]) -> int | None:
     return value if value is not None and value > 0 else None
 
 
-def vram_used_per_node(
-    usage: Mapping[str, Iterable[tuple[str, int, int | None]]], nodes: Mapping[str, NodeFacts]
-) -> dict[str, int]:
+def vram_used_per_node(usage: Mapping[str, Iterable[Usage]], nodes: Mapping[str, NodeFacts]) -> dict[str, int]:
     """MiB held by each node's GPU pods: what a replica pod says, else a whole GPU per GPU it requests."""
     used: dict[str, int] = {}
     for node, store in usage.items():
         unit = nodes[node].vram_mib if node in nodes else 0
-        used[node] = sum(vram if vram is not None else gpus * unit for _, gpus, vram in store)
+        used[node] = sum(vram if vram is not None else gpus * unit for _, gpus, vram, _ in store if gpus)
     return used
+
+
+def gpus_per_node(usage: Mapping[str, Iterable[Usage]]) -> dict[str, int]:
+    """GPUs the pods on each node hold."""
+    return {node: sum(gpus for _, gpus, _, _ in store) for node, store in usage.items()}
+
+
+def requested_per_node(usage: Mapping[str, Iterable[Usage]]) -> dict[str, dict[str, int]]:
+    """What the pods on each node request, summed per resource, as kube-scheduler's NodeInfo holds it."""
+    totals: dict[str, dict[str, int]] = {}
+    for node, store in usage.items():
+        total = totals.setdefault(node, {})
+        for _, _, _, requests in store:
+            for resource, amount in requests.items():
+                total[resource] = total.get(resource, 0) + amount
+    return totals
 
 
 def loading_per_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -200,8 +265,14 @@ def _gpus(annotations: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[int, .
     return uuids, defaults
 
 
+#: Numbers in labels above this are malformed: no GPU has that much of anything, and the status
+#: schema (int32 fields) could not hold them, so every status write would be refused.
+LABEL_NUMBER_MAX = 2**31 - 1
+
+
 def _int(value: Any) -> int | None:
     try:
-        return int(str(value))
+        number = int(str(value))
     except (TypeError, ValueError):
         return None
+    return number if abs(number) <= LABEL_NUMBER_MAX else None

@@ -6,7 +6,8 @@ as plain dicts and answers as an API server would where the controllers care:
 - a repeated create is a conflict (``create_pod`` returns False), a delete of a gone object is fine;
 - an eviction that would take a PodDisruptionBudget's pods below ``minAvailable`` Ready ones is
   refused with the API server's sentence, and an evicted pod is gone;
-- ``refuse_pods`` makes ``create_pod`` raise ``PodRefused`` (quota, Pod Security, ...).
+- ``refuse_pods`` makes ``create_pod`` raise ``PodRefused`` (quota, Pod Security, ...);
+  ``refuse_status`` makes ``patch_status`` raise ``StatusRefused`` (a value the schema cannot hold).
 
 Nothing is scheduled by itself: ``schedule`` binds pods to the node their affinity names and
 marks them Ready, as kube-scheduler and a kubelet would. ``writes`` lists every write in order.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from egpu_api import keys
-from egpu_operator.kube import Kube, PodRefused
+from egpu_operator.kube import Kube, PodRefused, StatusRefused
 from egpu_runtime import events
 
 #: What the API server says when an eviction would break a budget (HTTP 429).
@@ -40,6 +41,8 @@ class FakeKube:
         self.refused_evictions: list[str] = []  # namespace/name of each eviction refused, in order
         #: Given a pod manifest, why the API server refuses it (None: it is admitted).
         self.refuse_pods: Callable[[Mapping[str, Any]], str | None] = lambda _: None
+        #: Given a status patch, why the API server refuses it (None: it is stored).
+        self.refuse_status: Callable[[Mapping[str, Any]], str | None] = lambda _: None
         self._versions = itertools.count(1)
 
     # -- test helpers --------------------------------------------------------------------------
@@ -218,6 +221,9 @@ class FakeKube:
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.writes.append(("patch", f"inferencedeployment/{namespace}/{name}/status"))
+        refusal = self.refuse_status(status)
+        if refusal is not None:
+            raise StatusRefused(refusal)
         body = self.deployments[(namespace, name)]
         body["status"] = _merge(body.get("status") or {}, status)
         self._touch(body)

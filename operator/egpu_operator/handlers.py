@@ -88,11 +88,12 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         (deployment.get("status") or {}).pop("kopf", None)
         return {(namespace, name): deployment}
 
-    @kopf.index("pods", when=_holds_gpu, registry=registry, id="gpu_usage_index")
-    async def gpu_usage_index(name: str, body: Any, **_: Any) -> Any:
-        pod = _slim_pod(body)
-        node = pod["spec"].get("nodeName") or facts._affinity_node(pod)
-        return {node: (name, facts.gpu_requests(pod), facts.vram_annotation(body))} if node else {}
+    # Every pod that holds resources on a node, not only GPU pods: whole-pod fit counts the CPU,
+    # memory and pod slots of ordinary pods too. One small tuple a pod (``facts.Usage``).
+    @kopf.index("pods", when=_on_node, registry=registry, id="gpu_usage_index")
+    async def gpu_usage_index(body: Any, **_: Any) -> Any:
+        found = facts.usage(_plain(body))
+        return dict([found]) if found else {}
 
     @kopf.index(
         "policy",
@@ -158,9 +159,11 @@ def _slim_pod(body: Any) -> dict[str, Any]:
     }
 
 
-def _holds_gpu(body: Any, **_: Any) -> bool:
+def _on_node(body: Any, **_: Any) -> bool:
+    """Whether the pod can hold resources on a node: not finished, and bound or pinned to one."""
     phase = (body.get("status") or {}).get("phase")
-    return phase not in ("Succeeded", "Failed") and facts.gpu_requests(_plain(body)) > 0
+    spec = body.get("spec") or {}
+    return phase not in ("Succeeded", "Failed") and bool(spec.get("nodeName") or spec.get("affinity"))
 
 
 def _plain(value: Any) -> Any:

@@ -32,6 +32,10 @@ class PodRefused(Exception):
     """The API server refused a pod for good (invalid, forbidden, over quota); ``str()`` is its message."""
 
 
+class StatusRefused(Exception):
+    """The API server refused a status write (400 or 422: the status schema cannot hold it); ``str()`` is its message."""
+
+
 class Kube(Protocol):
     """What the controllers ask of the API server."""
 
@@ -340,12 +344,18 @@ class ApiKube:
                 raise
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """``StatusRefused`` when the API server will not store it (the same write would fail again)."""
         API_REQUESTS.labels("patch").inc()
-        _drained(
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH, _preload_content=False
+        try:
+            _drained(
+                self._custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH, _preload_content=False
+                )
             )
-        )
+        except ApiException as error:
+            if error.status in (400, 422):
+                raise StatusRefused(_api_message(error) or f"HTTP {error.status} {error.reason}") from None
+            raise
 
     def update_node_annotations(self, node: str, change: Callable[[Mapping[str, str]], Mapping[str, str]]) -> dict[str, str]:
         """Read-modify-write of a node's annotations with optimistic concurrency; returns what was written.

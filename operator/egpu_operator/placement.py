@@ -23,10 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from egpu_api import loadpath
+from egpu_api import keys, loadpath
 from egpu_api.inference import InferenceDeploymentSpec
 from egpu_api.loadpath import LoadEstimate, Stage
 from egpu_api.quantity import parse_bytes
+from egpu_operator import fit, pods
 from egpu_operator.liveness import Liveness
 
 MIB = 1024 * 1024
@@ -61,6 +62,8 @@ class NodeFacts:
     taints: tuple[tuple[str, str, str], ...] = ()
     gpu_uuids: tuple[str, ...] = ()
     power_defaults: tuple[int, ...] = ()  # default limit in watts, per GPU, same order as gpu_uuids
+    # status.allocatable as the scheduler counts it (``fit.units``): CPU in millicores, the rest whole.
+    allocatable: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ class Demand:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     remote_mbps: int | None = None  # the weights come from a remote source at this rate; None: the node's cache
     host_copy: str = "pageable"  # or "pinned": which measured copy rate bounds the load
+    # The replica pod as kube-scheduler will weigh it: its requests (``fit.pod_requests``), its spec
+    # (template nodeSelector and node affinity), its DoNotSchedule spread constraints over replicas.
+    requests: Mapping[str, int] = field(default_factory=dict)
+    pod_spec: Mapping[str, Any] = field(default_factory=dict)
+    spread: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def of(
@@ -88,7 +96,11 @@ class Demand:
         tolerations: Iterable[Mapping[str, Any]] = (),
         remote_mbps: int | None = None,
         host_copy: str = "pageable",
+        pod_spec: Mapping[str, Any] | None = None,
+        pod_labels: Mapping[str, str] | None = None,
     ) -> "Demand":
+        """``pod_spec``: the replica pod's spec as ``pods.replica_spec`` makes it (its requests and
+        constraints are checked as the scheduler will); None checks GPUs, VRAM and links only."""
         if (max_load_seconds is None) == (min_bandwidth_mbps is None):
             raise ValueError("set exactly one of max_load_seconds or min_bandwidth_mbps")
         need = min_bandwidth_mbps if min_bandwidth_mbps is not None else math.ceil(model_bytes / 1e6 / (max_load_seconds or 1))
@@ -101,11 +113,14 @@ class Demand:
             tolerations=tuple(tolerations),
             remote_mbps=remote_mbps,
             host_copy=host_copy,
+            requests=fit.pod_requests(pod_spec) if pod_spec is not None else {},
+            pod_spec=dict(pod_spec or {}),
+            spread=tuple(fit.spread_constraints(pod_spec or {}, pod_labels or {})),
         )
 
     @classmethod
-    def of_spec(cls, spec: InferenceDeploymentSpec) -> "Demand":
-        """What one replica of an InferenceDeployment needs; ValueError names a bad quantity."""
+    def of_spec(cls, spec: InferenceDeploymentSpec, name: str = "") -> "Demand":
+        """What one replica of InferenceDeployment ``name`` needs; ValueError names a bad quantity."""
         return cls.of(
             parse_bytes(spec.model.size),
             parse_bytes(spec.model.vram_overhead),
@@ -116,6 +131,8 @@ class Demand:
             [*spec.placement.tolerations, *((spec.template.get("spec") or {}).get("tolerations") or [])],
             spec.model.source.read_m_bps if spec.model.source is not None else None,
             spec.model.host_copy.lower(),
+            pods.replica_spec(spec.template),
+            pods.replica_labels(spec.template, name),
         )
 
     def stages(self, node: NodeFacts, concurrent: int = 0) -> list[Stage]:
@@ -163,8 +180,11 @@ class PodView:
     node: str
     ready: bool = False
     terminating: bool = False
-    # The scheduler refused it (its node filled up between our decision and its binding).
+    # The scheduler refused it: a reason placement does not model, or its node filled up between
+    # our decision and its binding. ``scheduler_message`` is the scheduler's own sentence.
     unschedulable: bool = False
+    gated: bool = False  # held by schedulingGates: the scheduler does not look at it yet
+    scheduler_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,9 @@ class Plan:
     # Replicas held back because every adequate node's shared stages are busy with other loads: one
     # more load would push them all past the budget. They start when a load there finishes.
     waiting: int = 0
+    # Replicas whose pod kube-scheduler refused, with nowhere else to go: "replica 0: <its message>".
+    unschedulable: list[str] = field(default_factory=list)
+    gated: int = 0  # replicas whose pod the template's schedulingGates hold
 
     @property
     def summary(self) -> str:
@@ -217,6 +240,9 @@ def rejection(node: NodeFacts, demand: Demand) -> str | None:
             return f"untolerated taint {taint[0]}"
     if any(node.labels.get(key) != value for key, value in demand.node_selector.items()):
         return "nodeSelector mismatch"
+    affinity = fit.node_affinity_refusal(demand.pod_spec, node.name, node.labels)
+    if affinity is not None:
+        return affinity
     if node.mode not in demand.allowed_modes:
         return f"{node.mode} not allowed"
     if node.vram_mib < demand.vram_mib:
@@ -265,21 +291,32 @@ def plan(
     pods: Sequence[PodView],
     loading: Mapping[str, int] | None = None,
     vram_used: Mapping[str, int] | None = None,
+    requested: Mapping[str, Mapping[str, int]] | None = None,
+    refused: Mapping[str, str] | None = None,
 ) -> Plan:
     """Creates and deletes that move the deployment toward ``replicas`` well-placed pods.
 
     ``loading``: replica pods (of any deployment) still loading their model, per node. Loads
     divide a node's storage and shared links, so a new one is ranked and sized with them.
-    ``vram_used``: MiB the GPU pods on each node hold, for nodes whose GPUs are time-sliced."""
+    ``vram_used``: MiB the GPU pods on each node hold, for nodes whose GPUs are time-sliced.
+    ``requested``: what the pods bound to each node request (``fit``); None: whole-pod fit unchecked.
+    ``refused``: nodes where kube-scheduler refused this deployment's replicas lately, with its
+    words; they get no new replica until that lapses (``Cache.scheduler_refusals``). A replica
+    the scheduler refuses moves to another adequate node while fewer than ``MAX_REFUSED_NODES``
+    nodes refused it; after that, or with nowhere to go, its pod stays pending (the scheduler
+    binds it when the node frees up) and the plan says why: never a create-and-delete loop."""
     result = Plan(considered=len(nodes))
     loads = Counter(loading or {})
     by_name = {node.name: node for node in nodes}
-    adequate, free = _adequate(nodes, demand, free_gpus, result, vram_used or {})
+    refused = refused or {}
+    adequate, free = _adequate(nodes, demand, free_gpus, result, vram_used or {}, requested, refused)
     live = [pod for pod in pods if not pod.terminating]
     slots: dict[int, list[PodView]] = {}
     for pod in live:
         slots.setdefault(pod.replica, []).append(pod)
     per_node = Counter(pod.node for pod in live if pod.replica < replicas)
+    spread = _Spread(demand, nodes, per_node)
+    may_move = len(refused) < MAX_REFUSED_NODES
 
     # Scale down: every pod of a slot at or above the desired count goes, highest slot first.
     for replica in sorted((r for r in slots if r >= replicas), reverse=True):
@@ -288,18 +325,18 @@ def plan(
 
     for replica in range(replicas):
         current = slots.get(replica, [])
-        for pod in [pod for pod in current if pod.unschedulable]:
-            result.deletes.append(pod.name)  # place it again, elsewhere
-            result.why[pod.name] = "refused by the scheduler"
-            current = [other for other in current if other is not pod]
-            per_node[pod.node] -= 1
-            if pod.node in free:
-                free[pod.node] += 1
+        held = [pod for pod in current if pod.gated]
+        if held:
+            result.gated += 1  # the template's schedulingGates hold it; whoever set them lifts them
+            continue
+        pending = [pod for pod in current if pod.unschedulable]
+        current = [pod for pod in current if not pod.unschedulable]
         good = [pod for pod in current if pod.node in adequate or (pod.node in by_name and holds(by_name[pod.node], demand))]
         if good:
             # Settled, or a surge finished: keep one pod, drop the rest once it is Ready. An adequate
             # node beats one that merely holds its pod (a surge away from it is under way).
             keeper = max(good, key=lambda pod: (pod.node in adequate, pod.ready, -demand.load_seconds(by_name[pod.node])))
+            _drop(result, per_node, pending, f"refused by the scheduler; {keeper.name} serves")
             if keeper.ready:
                 extra = [pod.name for pod in current if pod is not keeper]
                 result.evictions += extra
@@ -308,10 +345,13 @@ def plan(
         for pod in current:
             why = removal_now(by_name.get(pod.node), pod.node)
             if why is not None:
-                result.deletes.append(pod.name)
-                result.why[pod.name] = why
-                per_node[pod.node] -= 1
-        target = _best(adequate, free, per_node, demand, loads)
+                _drop(result, per_node, [pod], why)
+        target = _best(adequate, free, per_node, demand, loads, spread) if may_move or not pending else None
+        if pending and (target is None or target is WAIT):
+            # Nowhere else to go: the pod stays pending where it is, and the scheduler's words say why.
+            result.unschedulable.append(f"replica {replica}: {pending[0].scheduler_message or 'unschedulable'}")
+            continue
+        _drop(result, per_node, pending, "refused by the scheduler")
         if target is WAIT:
             result.waiting += 1
             continue
@@ -323,29 +363,118 @@ def plan(
             continue
         free[target.name] -= 1
         per_node[target.name] += 1
+        spread.add(target)
         load = demand.estimate(target, loads[target.name])
         loads[target.name] += 1
         result.creates.append(Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib))
     return result
 
 
+#: Nodes that refused one deployment's replicas, within their backoff, past which a refused replica
+#: stays pending instead of trying yet another node: a refusal placement cannot see (a missing
+#: PersistentVolumeClaim, pod anti-affinity) would otherwise walk the whole fleet.
+MAX_REFUSED_NODES = 3
+
+
+def _drop(result: Plan, per_node: Counter[str], pods: Iterable[PodView], why: str) -> None:
+    for pod in pods:
+        result.deletes.append(pod.name)
+        result.why[pod.name] = why
+        per_node[pod.node] -= 1
+
+
+class _Spread:
+    """The template's DoNotSchedule topology spread over this deployment's replicas.
+
+    Domains are counted over the nodes the template's own constraints allow: the replica pod's
+    pin to one node is node affinity too, and kube-scheduler (nodeAffinityPolicy Honor) would
+    then see a single domain and never refuse, so placement is what keeps the spread."""
+
+    def __init__(self, demand: Demand, nodes: Sequence[NodeFacts], per_node: Mapping[str, int]) -> None:
+        self._constraints = demand.spread
+        self._domains: dict[str, dict[str, int]] = {}
+        for key, _ in self._constraints:
+            counts = self._domains.setdefault(key, {})
+            for node in nodes:
+                value = node.labels.get(key)
+                if value is not None and fit.node_affinity_refusal(demand.pod_spec, node.name, node.labels) is None:
+                    counts[value] = counts.get(value, 0) + max(0, per_node.get(node.name, 0))
+
+    def refusal(self, node: NodeFacts) -> str | None:
+        return fit.spread_refusal(self._constraints, node.labels, self._domains) if self._constraints else None
+
+    def add(self, node: NodeFacts) -> None:
+        for key, _ in self._constraints:
+            value = node.labels.get(key)
+            if value is not None:
+                self._domains[key][value] = self._domains[key].get(value, 0) + 1
+
+
 def _adequate(
-    nodes: Sequence[NodeFacts], demand: Demand, free_gpus: Mapping[str, int], result: Plan, vram_used: Mapping[str, int]
+    nodes: Sequence[NodeFacts],
+    demand: Demand,
+    free_gpus: Mapping[str, int],
+    result: Plan,
+    vram_used: Mapping[str, int],
+    requested: Mapping[str, Mapping[str, int]] | None,
+    refused: Mapping[str, str],
 ) -> tuple[dict[str, NodeFacts], dict[str, int]]:
-    """The nodes that can take a replica and their free GPUs; each rejection counted in ``result``."""
+    """The nodes that can take a replica and how many more each takes; each rejection counted in ``result``."""
     adequate: dict[str, NodeFacts] = {}
     for node in nodes:
-        reason = rejection(node, demand)
+        reason = rejection(node, demand) or ("refused by kube-scheduler" if node.name in refused else None)
         if reason is None:
             adequate[node.name] = node
         else:
             result.rejections[reason] += 1
-    free = {name: _free_slots(node, free_gpus.get(name, 0), demand, vram_used.get(name, 0)) for name, node in adequate.items()}
-    no_free = [name for name, count in free.items() if count <= 0]
-    result.adequate = len(adequate) - len(no_free)
+    free: dict[str, int] = {}
+    short: dict[str, list[tuple[int, int]]] = {}  # resource -> (needed, free) per node it is short on
+    for name, node in adequate.items():
+        free[name] = _free_slots(node, free_gpus.get(name, 0), demand, vram_used.get(name, 0))
+        if requested is None or free[name] <= 0:
+            continue
+        fits, lacking = _fitting(node, demand, requested.get(name) or {})
+        free[name] = min(free[name], fits)
+        if fits <= 0 and not lacking.keys() <= GPU_RESOURCES:  # a GPU shortage is "no free GPU" below
+            resource = min(lacking)
+            short.setdefault(resource, []).append(lacking[resource])
+            free[name] = -1  # counted under its resource, not as "no free GPU"
+    for resource, cases in short.items():
+        need, most = max(need for need, _ in cases), max(room for _, room in cases)
+        if len(cases) == 1:
+            result.rejections[f"{resource}: needs {fit.show(resource, need)}, {fit.show(resource, most)} free"] += 1
+        else:
+            result.rejections[f"{resource}: needs {fit.show(resource, need)}, at most {fit.show(resource, most)} free"] += len(
+                cases
+            )
+    no_free = [name for name, count in free.items() if count == 0]
+    result.adequate = sum(1 for count in free.values() if count > 0)
     if no_free:
         result.rejections["no free GPU"] += len(no_free)
     return adequate, free
+
+
+#: The resources placement counts as GPUs itself (free slots, time-slicing, VRAM per slot).
+GPU_RESOURCES = frozenset({keys.GPU_RESOURCE})
+
+
+def _fitting(node: NodeFacts, demand: Demand, used: Mapping[str, int]) -> tuple[int, dict[str, tuple[int, int]]]:
+    """How many replicas fit the node's allocatable beside what is bound there, and, when none,
+    what it lacks: resource -> (needed, free)."""
+    count: int | None = None
+    lacking: dict[str, tuple[int, int]] = {}
+    for resource, need in demand.requests.items():
+        if need <= 0:
+            continue
+        room = node.allocatable.get(resource, 0) - used.get(resource, 0)
+        fits = max(0, room) // need
+        count = fits if count is None else min(count, fits)
+        if room < need:
+            lacking[resource] = (need, max(0, room))
+    return (count if count is not None else _UNBOUNDED), lacking
+
+
+_UNBOUNDED: Final = 2**31
 
 
 #: What ``_best`` answers when adequate nodes have free GPUs but only busy shared stages.
@@ -358,8 +487,9 @@ def _best(
     per_node: Mapping[str, int],
     demand: Demand,
     loads: Mapping[str, int],
+    spread: _Spread,
 ) -> NodeFacts | None:
-    candidates = [node for name, node in adequate.items() if free[name] > 0]
+    candidates = [node for name, node in adequate.items() if free[name] > 0 and spread.refusal(node) is None]
     if not candidates:
         return None
     # Stagger: a node whose shared stages are busy takes another load only while each load still

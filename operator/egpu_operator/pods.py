@@ -50,32 +50,50 @@ def startup_failure_threshold(load_seconds: float, period_s: int) -> int:
     return max(3, math.ceil((STARTUP_FACTOR * load_seconds + STARTUP_MARGIN_S) / max(1, period_s)))
 
 
+def replica_spec(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's pod spec with the GPU the replica asks for (one, unless the template says),
+    before it is pinned to a node: what placement checks against each node as the scheduler will."""
+    pod_spec: dict[str, Any] = copy.deepcopy(template.get("spec") or {})
+    containers = pod_spec.get("containers") or []
+    if containers:
+        limits = containers[0].setdefault("resources", {}).setdefault("limits", {})
+        limits.setdefault(keys.GPU_RESOURCE, "1")
+    return pod_spec
+
+
+def replica_labels(template: Mapping[str, Any], deployment: str) -> dict[str, str]:
+    """The labels every replica pod of ``deployment`` carries (the replica number aside)."""
+    return {**((template.get("metadata") or {}).get("labels") or {}), keys.DEPLOYMENT_LABEL: deployment}
+
+
+def pinned(affinity: Mapping[str, Any] | None, node: str) -> dict[str, Any]:
+    """``affinity`` with its required node affinity narrowed to ``node``: the pin is added to each of
+    the template's own terms (terms are ORed), so the template's constraints still hold."""
+    pin = {"key": "metadata.name", "operator": "In", "values": [node]}
+    node_affinity = dict((affinity or {}).get("nodeAffinity") or {})
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    terms = [dict(term) for term in required.get("nodeSelectorTerms") or []] or [{}]
+    for term in terms:
+        term["matchFields"] = [*(term.get("matchFields") or []), pin]
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    return {**(affinity or {}), "nodeAffinity": node_affinity}
+
+
 def replica_pod(
     deployment: Mapping[str, Any], replica: int, node: str, load_seconds: float, vram_mib: int | None = None
 ) -> dict[str, Any]:
     metadata = deployment["metadata"]
     spec = deployment["spec"]
-    template = copy.deepcopy(spec.get("template") or {})
-    pod_spec: dict[str, Any] = template.get("spec") or {}
-    template_meta = template.get("metadata") or {}
+    template = spec.get("template") or {}
+    pod_spec = replica_spec(template)
+    template_meta = copy.deepcopy(template.get("metadata") or {})
     name = metadata["name"]
 
-    containers = pod_spec.get("containers") or []
-    if containers:
-        limits = containers[0].setdefault("resources", {}).setdefault("limits", {})
-        limits.setdefault(keys.GPU_RESOURCE, "1")
-        for container in containers:
-            probe = container.get("startupProbe")
-            if probe is not None:
-                probe["failureThreshold"] = startup_failure_threshold(load_seconds, int(probe.get("periodSeconds", 10)))
-    pod_spec["affinity"] = {
-        **(pod_spec.get("affinity") or {}),
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
-            }
-        },
-    }
+    for container in pod_spec.get("containers") or []:
+        probe = container.get("startupProbe")
+        if probe is not None:
+            probe["failureThreshold"] = startup_failure_threshold(load_seconds, int(probe.get("periodSeconds", 10)))
+    pod_spec["affinity"] = pinned(pod_spec.get("affinity"), node)
     tolerations = (spec.get("placement") or {}).get("tolerations") or []
     if tolerations:
         pod_spec["tolerations"] = [*(pod_spec.get("tolerations") or []), *tolerations]
@@ -86,7 +104,7 @@ def replica_pod(
         "metadata": {
             "name": pod_name(name, replica, node),
             "namespace": metadata["namespace"],
-            "labels": {**(template_meta.get("labels") or {}), keys.DEPLOYMENT_LABEL: name, keys.REPLICA_LABEL: str(replica)},
+            "labels": {**replica_labels(template, name), keys.REPLICA_LABEL: str(replica)},
             "annotations": {
                 **(template_meta.get("annotations") or {}),
                 LOAD_ESTIMATE_ANNOTATION: f"{load_seconds:.1f}",

@@ -19,7 +19,7 @@ from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatu
 from egpu_api.power import PowerLimitStatus
 from egpu_operator import metrics, pods, power, service, status
 from egpu_operator.cache import Cache
-from egpu_operator.kube import Kube, PodRefused
+from egpu_operator.kube import Kube, PodRefused, StatusRefused
 from egpu_operator.liveness import Verdicts
 from egpu_operator.placement import Create, Demand, NodeFacts, Plan, PodView, plan
 
@@ -43,6 +43,8 @@ class Fleet:
         self.loading: dict[str, int] = {}
         # GPU memory the node's GPU pods hold, in MiB (a pod that does not say: a whole GPU's worth).
         self.vram_used: dict[str, int] = {}
+        # What the pods bound to each node request, every pod, not only replicas (``facts.usage``).
+        self.requested: dict[str, dict[str, int]] = {}
 
 
 @dataclass
@@ -87,7 +89,7 @@ def reconcile(
     now = datetime.now(UTC)
     try:
         spec = InferenceDeploymentSpec.model_validate(deployment["spec"])
-        demand = Demand.of_spec(spec)
+        demand = Demand.of_spec(spec, metadata["name"])
     except (ValidationError, ValueError) as error:
         # The API server validates specs; this guards against objects stored before a schema change.
         _report_invalid(kube, deployment, f"spec cannot be used: {error}".splitlines()[0], now)
@@ -97,7 +99,7 @@ def reconcile(
         metrics.RECONCILES.labels("waiting").inc()
         return False  # the pod events still on their way will bring it back
 
-    result = _place(cache, metadata["name"], demand, spec.replicas, fleet, pods_now)
+    result = _place(cache, key, demand, spec.replicas, fleet, pods_now)
     outcome = apply_pod_writes(kube, cache, deployment, pod_writes(deployment, result), pods_now)
     if outcome.created or outcome.deleted:
         cache.expect(key, outcome.created, outcome.deleted)
@@ -108,18 +110,22 @@ def reconcile(
         deployment, demand, result, outcome.after, fleet.facts, power_by_pod, fleet.power_status, now, outcome.refusals,
         power_waiting,
     )  # fmt: skip
-    _report(kube, deployment, new_status, bool(outcome.refusals))
-    cache.infeasible(key, bool(result.unplaced or outcome.refusals))
+    status_refused = _report(kube, cache, deployment, new_status, bool(outcome.refusals))
+    stuck = bool(result.unplaced or result.unschedulable or outcome.refusals)
+    cache.infeasible(key, stuck)
     metrics.observe_deployment(
-        metadata["namespace"], metadata["name"], spec.replicas, int(new_status.get("readyReplicas") or 0),
-        bool(result.unplaced or outcome.refusals),
+        metadata["namespace"], metadata["name"], spec.replicas, int(new_status.get("readyReplicas") or 0), stuck
     )  # fmt: skip
-    return outcome.retry or bool(outcome.refusals)  # a refusal is asked again with backoff, not at once
+    # A refusal (pod, eviction, status) is asked again with the work queue's backoff, not at once.
+    return outcome.retry or bool(outcome.refusals) or status_refused
 
 
-def _place(cache: Cache, name: str, demand: Demand, replicas: int, fleet: Fleet, pods_now: list[PodView]) -> Plan:
-    """One placement decision at a time, against free GPUs less those assumed for pods not yet seen;
-    the GPUs it chooses for new pods are assumed taken until the usage index counts them."""
+def _place(cache: Cache, key: str, demand: Demand, replicas: int, fleet: Fleet, pods_now: list[PodView]) -> Plan:
+    """One placement decision at a time, against free GPUs and resources less those assumed for pods
+    not yet seen; what it chooses for new pods is assumed taken until the usage index counts them.
+    Nodes where the scheduler refused this deployment's pods lately are left out (``Cache.scheduler_refusals``)."""
+    name = key.split("/", 1)[1]
+    refused = cache.scheduler_refusals(key, pods_now)
     with cache.placing:
         free = cache.free_gpus(fleet.free, fleet.gpu_pods)
         # A pod created a moment ago, not yet in the indexes, is loading too: another deployment's
@@ -128,10 +134,11 @@ def _place(cache: Cache, name: str, demand: Demand, replicas: int, fleet: Fleet,
         for node in cache.reserved().values():
             loading[node] = loading.get(node, 0) + 1
         started = time.perf_counter()
-        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, loading, fleet.vram_used)
+        requested = cache.requested(fleet.requested)
+        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, loading, fleet.vram_used, requested, refused)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
-            cache.assume(pods.pod_name(name, create.replica, create.node), create.node)
+            cache.assume(pods.pod_name(name, create.replica, create.node), create.node, demand.requests)
     return result
 
 
@@ -192,18 +199,28 @@ def _create(
     outcome.after.append(PodView(pod_name, create.replica, create.node))
 
 
-def _report(kube: Kube, deployment: Mapping[str, Any], new_status: Mapping[str, Any], refused: bool) -> None:
+def _report(kube: Kube, cache: Cache, deployment: Mapping[str, Any], new_status: Mapping[str, Any], refused: bool) -> bool:
     """The status, if it changed, and a warning Event when the Placed condition turns or stays False
-    with a new message."""
+    with a new message. True when the API server refused the status: it is written again with
+    backoff, and the refusal is told once in a warning Event, not per retry."""
     metadata, current = deployment["metadata"], deployment.get("status") or {}
     placed = new_status["conditions"][0]
     before: Mapping[str, Any] = next((c for c in current.get("conditions") or [] if c.get("type") == "Placed"), {})
     if placed["status"] == "False" and placed["message"] != before.get("message"):
         kube.event(deployment, "PodRejected" if refused else "FailedPlacement", placed["message"], warning=True)
         log.warning("cannot place", extra={"deployment": f"{metadata['namespace']}/{metadata['name']}", "why": placed["message"]})
-    if _differs(current, new_status):
-        kube.patch_status(metadata["namespace"], metadata["name"], new_status)
     metrics.RECONCILES.labels("placed" if placed["status"] == "True" else "unplaced").inc()
+    if not _differs(current, new_status):
+        return False
+    try:
+        kube.patch_status(metadata["namespace"], metadata["name"], new_status)
+    except StatusRefused as refusal:
+        key = f"{metadata['namespace']}/{metadata['name']}"
+        if cache.first_report(f"status {key}", str(refusal)):
+            kube.event(deployment, "StatusRefused", f"the API server refused the status: {refusal}"[:1024], warning=True)
+            log.warning("status refused", extra={"deployment": key, "why": str(refusal)})
+        return True
+    return False
 
 
 def _report_invalid(kube: Kube, deployment: Mapping[str, Any], message: str, now: datetime) -> None:

@@ -127,6 +127,15 @@ def _placed(
     if refusals:
         message = f"{len(refusals)} replica pod(s) refused by the API server: " + "; ".join(refusals)
         return condition(previous, "Placed", False, "PodRejected", message[:2048], generation, now)
+    if result.unschedulable:
+        # The scheduler's own words: placement found the node adequate, the scheduler did not.
+        message = f"{len(result.unschedulable)} of {desired} replica(s) refused by kube-scheduler: " + "; ".join(
+            result.unschedulable
+        )
+        return condition(previous, "Placed", False, "Unschedulable", f"{message}; {result.summary}"[:2048], generation, now)
+    if result.gated:
+        message = f"{result.gated} of {desired} replica(s) held by the template's schedulingGates; {result.summary}"
+        return condition(previous, "Placed", False, "SchedulingGated", message, generation, now)
     if result.unplaced == 0 and result.stranded == 0:
         return condition(previous, "Placed", True, "Placed", f"{desired} replica(s) placed; {result.summary}", generation, now)
     if result.unplaced:

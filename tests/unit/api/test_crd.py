@@ -197,11 +197,12 @@ def test_quantities_are_checked_by_cel_at_their_field_without_a_regular_expressi
     assert "pattern" not in model_schema()["properties"][field]
     assert model_schema()["properties"][field]["maxLength"] == 64  # bounds the rules' CEL cost
     rules = [rule for rule in model_schema()["x-kubernetes-validations"] if rule["fieldPath"] == f".{field}"]
-    assert len(rules) == 2
+    assert len(rules) == 3
     assert f"isQuantity(string(self.{field}))" in rules[0]["rule"]
     assert " is not a Kubernetes quantity: use " in rules[0]["messageExpression"]
-    # The sign rule runs only on a well-formed quantity, so a malformed one gets one message, not two.
+    # The sign and whole-bytes rules run only on a well-formed quantity, so a malformed one gets one message.
     assert f"!isQuantity(string(self.{field})) || " in rules[1]["rule"]
+    assert rules[2]["rule"].endswith(f"!isQuantity(string(self.{field})) || quantity(string(self.{field})).isInteger()")
 
 
 def test_zero_replicas_are_allowed_whatever_the_disruption_budget() -> None:

@@ -76,17 +76,16 @@ class Cluster:
         return [pod for pod in self.kube.pods.values() if pod["metadata"]["name"] not in unseen]
 
     def fleet(self, unseen: frozenset[str] = frozenset()) -> Fleet:
-        usage: dict[str, int] = {}
-        counted = set()
+        index: dict[str, list[facts.Usage]] = {}
         for pod in self._indexed(unseen):
-            node = pod.get("spec", {}).get("nodeName") or facts._affinity_node(pod)
-            if node and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                usage[node] = usage.get(node, 0) + facts.gpu_requests(pod)
-                counted.add(pod["metadata"]["name"])
+            found = facts.usage(pod)
+            if found is not None:
+                index.setdefault(found[0], []).append(found[1])
         verdicts = Verdicts({node: self.liveness.get(node, Liveness.ALIVE) for node in self.kube.nodes}, False, 0)
         # Copies, as the node watch hands out: a node is replaced on a change, never changed in place.
-        fleet = Fleet(self.cache, copy.deepcopy(self.kube.nodes), verdicts, usage)
-        fleet.gpu_pods = counted
+        fleet = Fleet(self.cache, copy.deepcopy(self.kube.nodes), verdicts, facts.gpus_per_node(index))
+        fleet.gpu_pods = {name for store in index.values() for name, gpus, _, _ in store if gpus}
+        fleet.requested = facts.requested_per_node(index)
         return fleet
 
     def step(self, name: str, limit: int = 1, now: datetime | None = None) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 from egpu_api import keys
 from egpu_api.fleet import load_fleet
 from egpu_api.gpus import dump_gpus
+from egpu_localcluster.nodes import node_manifest
 from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nvml import NvmlBackend
@@ -32,7 +33,8 @@ def fleet_nodes() -> dict[str, dict[str, Any]]:
                 "annotations": {keys.GPUS_ANNOTATION: dump_gpus(gpus)},
             },
             "spec": {},
-            "status": {"allocatable": {keys.GPU_RESOURCE: str(entry.gpu_units)}},
+            # CPU, memory and pod slots as the simulated fleet advertises them (whole-pod fit reads them).
+            "status": {"allocatable": {**node_manifest(entry)["status"]["allocatable"], keys.GPU_RESOURCE: str(entry.gpu_units)}},
         }
     return nodes
 

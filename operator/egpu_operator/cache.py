@@ -158,29 +158,33 @@ class Cache:
 
     # -- the scheduler's refusals ------------------------------------------------------------------
 
-    def scheduler_refusals(self, deployment: str, pods_now: Iterable[PodView]) -> dict[str, str]:
+    def scheduler_refusals(self, deployment: str, pods_now: Iterable[PodView]) -> tuple[dict[str, str], int]:
         """Record the refusals the scheduler has written on ``deployment``'s pods; return node -> the
         scheduler's message for the nodes still refused. A node is refused while a pod there is
         refused, and for a backoff after (doubling with each refused pod there, 30 s to 10 min):
         the replica is tried elsewhere meanwhile, and a refusal placement cannot model costs a few
-        pods, not a create-and-delete loop."""
+        pods, not a create-and-delete loop. The count: nodes that refused it in the last ten minutes
+        (``placement.MAX_REFUSED_NODES`` of them and a refused replica stays pending)."""
         now = self._clock()
         with self._lock:
             for pod in pods_now:
                 if not pod.unschedulable or pod.terminating:
                     continue
+                self._reserved.pop(pod.name, None)  # refused: it holds nothing on the node, as the usage index agrees
                 entry = self._refusals.setdefault((deployment, pod.node), _Refusal())
                 if pod.name not in entry.pods:
                     entry.pods.add(pod.name)
                     entry.backoff_s = min(REFUSAL_MAX_S, entry.backoff_s * 2 if entry.backoff_s else REFUSAL_BASE_S)
                 entry.message, entry.until = pod.scheduler_message, now + entry.backoff_s
-            refused = {}
+            refused, lately = {}, 0
             for (owner, node), entry in list(self._refusals.items()):
                 if now - entry.until > REFUSAL_MAX_S:
                     del self._refusals[(owner, node)]  # long settled: the next refusal starts from the base again
-                elif owner == deployment and now < entry.until:
-                    refused[node] = entry.message
-            return refused
+                elif owner == deployment:
+                    lately += 1
+                    if now < entry.until:
+                        refused[node] = entry.message
+            return refused, lately
 
     # -- expectations ------------------------------------------------------------------------------
 

@@ -77,6 +77,16 @@ class FakeKube:
             bound.append(pod["metadata"]["name"])
         return bound
 
+    def refuse_scheduling(self, message: str) -> list[str]:
+        """kube-scheduler refuses every unbound pod: PodScheduled False, Unschedulable, ``message``."""
+        refused = []
+        for pod in self.pods.values():
+            if not pod.setdefault("spec", {}).get("nodeName"):
+                condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+                pod["status"] = {"phase": "Pending", "conditions": [condition]}
+                refused.append(pod["metadata"]["name"])
+        return refused
+
     def set_ready(self, namespace: str, name: str, ready: bool = True) -> None:
         self.pods[(namespace, name)]["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
 

@@ -293,6 +293,7 @@ def plan(
     vram_used: Mapping[str, int] | None = None,
     requested: Mapping[str, Mapping[str, int]] | None = None,
     refused: Mapping[str, str] | None = None,
+    refused_lately: int = 0,
 ) -> Plan:
     """Creates and deletes that move the deployment toward ``replicas`` well-placed pods.
 
@@ -303,7 +304,8 @@ def plan(
     ``refused``: nodes where kube-scheduler refused this deployment's replicas lately, with its
     words; they get no new replica until that lapses (``Cache.scheduler_refusals``). A replica
     the scheduler refuses moves to another adequate node while fewer than ``MAX_REFUSED_NODES``
-    nodes refused it; after that, or with nowhere to go, its pod stays pending (the scheduler
+    nodes refused it lately (``refused_lately``, ten minutes); after that, or with nowhere to go,
+    its pod stays pending (the scheduler
     binds it when the node frees up) and the plan says why: never a create-and-delete loop."""
     result = Plan(considered=len(nodes))
     loads = Counter(loading or {})
@@ -316,7 +318,7 @@ def plan(
         slots.setdefault(pod.replica, []).append(pod)
     per_node = Counter(pod.node for pod in live if pod.replica < replicas)
     spread = _Spread(demand, nodes, per_node)
-    may_move = len(refused) < MAX_REFUSED_NODES
+    may_move = max(refused_lately, len(refused)) < MAX_REFUSED_NODES
 
     # Scale down: every pod of a slot at or above the desired count goes, highest slot first.
     for replica in sorted((r for r in slots if r >= replicas), reverse=True):
@@ -435,7 +437,8 @@ def _adequate(
             continue
         fits, lacking = _fitting(node, demand, requested.get(name) or {})
         free[name] = min(free[name], fits)
-        if fits <= 0 and not lacking.keys() <= GPU_RESOURCES:  # a GPU shortage is "no free GPU" below
+        # Short of the one GPU the replica asks for is "no free GPU" below; more than one is named.
+        if fits <= 0 and any(resource not in GPU_RESOURCES or need > 1 for resource, (need, _) in lacking.items()):
             resource = min(lacking)
             short.setdefault(resource, []).append(lacking[resource])
             free[name] = -1  # counted under its resource, not as "no free GPU"

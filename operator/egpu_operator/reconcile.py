@@ -125,7 +125,7 @@ def _place(cache: Cache, key: str, demand: Demand, replicas: int, fleet: Fleet, 
     not yet seen; what it chooses for new pods is assumed taken until the usage index counts them.
     Nodes where the scheduler refused this deployment's pods lately are left out (``Cache.scheduler_refusals``)."""
     name = key.split("/", 1)[1]
-    refused = cache.scheduler_refusals(key, pods_now)
+    refused, refused_lately = cache.scheduler_refusals(key, pods_now)
     with cache.placing:
         free = cache.free_gpus(fleet.free, fleet.gpu_pods)
         # A pod created a moment ago, not yet in the indexes, is loading too: another deployment's
@@ -135,7 +135,10 @@ def _place(cache: Cache, key: str, demand: Demand, replicas: int, fleet: Fleet, 
             loading[node] = loading.get(node, 0) + 1
         started = time.perf_counter()
         requested = cache.requested(fleet.requested)
-        result = plan(demand, replicas, list(fleet.facts.values()), free, pods_now, loading, fleet.vram_used, requested, refused)
+        result = plan(
+            demand, replicas, list(fleet.facts.values()), free, pods_now, loading, fleet.vram_used, requested, refused,
+            refused_lately,
+        )  # fmt: skip
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
             cache.assume(pods.pod_name(name, create.replica, create.node), create.node, demand.requests)

@@ -35,7 +35,7 @@ WATCH_TIMEOUT_S = 300
 
 
 def slim(node: Mapping[str, Any]) -> dict[str, Any]:
-    """What placement needs of a Node: labels, the agent's annotations, cordon, taints, GPU capacity."""
+    """What placement needs of a Node: labels, the agent's annotations, cordon, taints, allocatable resources."""
     metadata, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
     annotations = metadata.get("annotations") or {}
     allocatable = status.get("allocatable") or {}
@@ -53,7 +53,8 @@ def slim(node: Mapping[str, Any]) -> dict[str, Any]:
                 if taint.get("effect") in ("NoSchedule", "NoExecute")
             ],
         },
-        "status": {"allocatable": {keys.GPU_RESOURCE: allocatable.get(keys.GPU_RESOURCE, "0")}},
+        # The whole allocatable: whole-pod fit weighs CPU, memory, pods and every extended resource.
+        "status": {"allocatable": dict(allocatable)},
     }
 
 

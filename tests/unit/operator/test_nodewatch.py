@@ -22,7 +22,7 @@ def test_slim_keeps_only_what_placement_reads() -> None:
     assert slim(node()) == {
         "metadata": {"name": "pi5", "labels": {"egpu-operator.io/health": "ok"}, "annotations": {"egpu-operator.io/gpus": "[]"}},
         "spec": {"unschedulable": False, "taints": []},
-        "status": {"allocatable": {"nvidia.com/gpu": "1"}},
+        "status": {"allocatable": {"nvidia.com/gpu": "1", "cpu": "4"}},  # all of it: whole-pod fit reads every resource
     }
 
 

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from egpu_api.keys import API_GROUP, API_VERSION
+from egpu_api.keys import API_GROUP, API_VERSION, GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 from egpu_api.pcie import MAX_GENERATION, VALID_WIDTHS, LinkSpeed, bottleneck
 
 FLEET_API_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
@@ -293,6 +293,11 @@ class FleetNode(_Model):
     gpus: Annotated[list[Gpu], Field(max_length=MAX_GPUS_PER_NODE)]
     # The NVIDIA device plugin's time-slicing: each GPU is advertised as this many nvidia.com/gpu.
     time_slicing_replicas: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+    # Time-slicing's (or MPS's) renameByDefault: the shared GPUs are advertised as nvidia.com/gpu.shared.
+    rename_by_default: bool = False
+    # The device plugin's MIG strategy: "single" advertises slices as nvidia.com/gpu, "mixed" as
+    # nvidia.com/mig-<profile>, one resource per profile (what the NVIDIA GPU Operator uses for mixed sizes).
+    mig_strategy: Literal["single", "mixed"] = "single"
 
     @field_validator("name")
     @classmethod
@@ -329,6 +334,31 @@ class FleetNode(_Model):
     @property
     def gpu_units(self) -> int:
         return sum(gpu.schedulable_units for gpu in self.gpus)
+
+    def advertised(self) -> dict[str, int]:
+        """The GPU resources the NVIDIA device plugin advertises on this node, by name: whole or
+        time-sliced GPUs (``nvidia.com/gpu``, or ``nvidia.com/gpu.shared`` when renamed), MIG slices
+        as ``nvidia.com/gpu`` ("single") or one ``nvidia.com/mig-<profile>`` per profile ("mixed")."""
+        shared = self.rename_by_default and self.time_slicing_replicas > 1
+        whole = SHARED_GPU_RESOURCE if shared else GPU_RESOURCE
+        resources: dict[str, int] = {}
+        for gpu in self.gpus:
+            if self.mig_strategy == "mixed" and gpu.mig is not None and gpu.mig.enabled:
+                for device in gpu.mig.devices:
+                    name = f"{MIG_RESOURCE_PREFIX}{device.profile}"
+                    resources[name] = resources.get(name, 0) + device.count
+            else:
+                resources[whole] = resources.get(whole, 0) + gpu.schedulable_units * self.time_slicing_replicas
+        return resources
+
+    def mig_profiles(self) -> dict[str, int]:
+        """MIG profile -> memory in MiB of its slices, on the node's MIG-enabled GPUs."""
+        return {
+            device.profile: device.memory_mib
+            for gpu in self.gpus
+            if gpu.mig is not None and gpu.mig.enabled
+            for device in gpu.mig.devices
+        }
 
 
 def _check_shared_links(gpus: list[Gpu]) -> None:

@@ -24,6 +24,20 @@ NFD_NVIDIA_PCI_LABEL: Final = "feature.node.kubernetes.io/pci-10de.present"
 
 #: Extended resource the NVIDIA device plugin advertises, one per GPU (or MIG slice, "single" strategy).
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+#: What time-slicing or MPS advertises instead with ``renameByDefault: true``: shared GPUs, one per replica.
+SHARED_GPU_RESOURCE: Final = "nvidia.com/gpu.shared"
+#: MIG "mixed" strategy: one resource per slice profile, ``nvidia.com/mig-3g.40gb``.
+MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
+#: GPU Feature Discovery's per-profile memory label (MiB) under the "mixed" strategy: ``nvidia.com/mig-3g.40gb.memory``.
+GFD_MIG_MEMORY_SUFFIX: Final = ".memory"
+#: GPU Feature Discovery's label for the device plugin's MIG strategy (``single``, ``mixed`` or ``none``).
+GFD_MIG_STRATEGY_LABEL: Final = "nvidia.com/mig.strategy"
+
+
+def is_gpu_resource(name: str) -> bool:
+    """Whether an extended resource is a GPU or a slice of one, in any form the NVIDIA device plugin advertises."""
+    return name in (GPU_RESOURCE, SHARED_GPU_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)
+
 
 # -- Node labels published by the node agent (contract version LABEL_SCHEMA) ------------------
 #

@@ -15,7 +15,7 @@ MAX_PODS = 110
 
 
 def node_manifest(node: FleetNode) -> dict[str, Any]:
-    """A KWOK-managed Node for one fleet entry, with CPU, memory and ``nvidia.com/gpu`` capacity."""
+    """A KWOK-managed Node for one fleet entry, with CPU, memory and the GPU resources of ``FleetNode.advertised``."""
     capacity = {
         "cpu": str(node.host.cpu_cores),
         "memory": f"{node.host.memory_mib}Mi",
@@ -29,8 +29,16 @@ def node_manifest(node: FleetNode) -> dict[str, Any]:
         keys.FLEET_NODE_LABEL: node.name,
     }
     if node.gpus:
-        capacity[keys.GPU_RESOURCE] = str(node.gpu_units * node.time_slicing_replicas)
+        capacity |= {name: str(count) for name, count in node.advertised().items()}
         labels[keys.NFD_NVIDIA_PCI_LABEL] = "true"
+        if node.mig_profiles():
+            # As GPU Feature Discovery labels a MIG node: the strategy and, under "mixed", each profile's memory.
+            labels[keys.GFD_MIG_STRATEGY_LABEL] = node.mig_strategy
+            if node.mig_strategy == "mixed":
+                labels |= {
+                    f"{keys.MIG_RESOURCE_PREFIX}{profile}{keys.GFD_MIG_MEMORY_SUFFIX}": str(memory_mib)
+                    for profile, memory_mib in node.mig_profiles().items()
+                }
     return {
         "apiVersion": "v1",
         "kind": "Node",

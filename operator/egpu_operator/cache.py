@@ -134,11 +134,11 @@ class Cache:
         now = self._clock()
         result = dict(free)
         with self._lock:
-            for pod, (node, since, _) in list(self._reserved.items()):
+            for pod, (node, since, requests) in list(self._reserved.items()):
                 if pod in indexed_pods or now - since > RESERVATION_S:
                     del self._reserved[pod]
-                elif node in result:
-                    result[node] -= 1
+                elif node in result and not any(name.startswith(keys.MIG_RESOURCE_PREFIX) for name in requests):
+                    result[node] -= 1  # a MIG slice is not one of the node's whole GPUs: ``requested`` counts it
         return result
 
     def reserved(self) -> dict[str, str]:

@@ -5,6 +5,7 @@ Odd cluster state never raises: a node whose labels are missing or malformed get
 """
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from egpu_api import keys
 from egpu_api.gpus import GpuMode
 from egpu_operator import fit
 from egpu_operator.liveness import Liveness
-from egpu_operator.placement import NodeFacts, PodView
+from egpu_operator.placement import NodeFacts, PodView, Slice
 from egpu_runtime import timestamps
 
 _MODES = frozenset(GpuMode)
@@ -46,8 +47,8 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         "unschedulable": bool(spec.get("unschedulable")),
         "maintenance": keys.MAINTENANCE_LABEL in labels,
         "liveness": liveness,
-        "gpu_allocatable": _int(allocatable.get(keys.GPU_RESOURCE, "0")) or 0,
         "allocatable": resources(allocatable),
+        **_gpu_resources(allocatable, labels),
         "gpu_units": _int(labels.get(keys.GPU_COUNT_LABEL)) or 0,
     }
     if labels.get(keys.LABEL_SCHEMA_LABEL) != keys.LABEL_SCHEMA:
@@ -85,6 +86,34 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         power_defaults=defaults,
         **common,
     )
+
+
+def _gpu_resources(allocatable: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """How the node's GPUs reach pods: the whole-GPU resource (``nvidia.com/gpu``, or the renamed
+    ``nvidia.com/gpu.shared`` of time-slicing and MPS) and its count, and MIG "mixed" slices with the
+    memory GPU Feature Discovery labels them with (else the profile's name says it: 3g.40gb, 40 GB)."""
+    counts = {name: number for name, value in allocatable.items() if keys.is_gpu_resource(name) and (number := _int(value))}
+    whole = (
+        keys.GPU_RESOURCE if counts.get(keys.GPU_RESOURCE) or keys.SHARED_GPU_RESOURCE not in counts else keys.SHARED_GPU_RESOURCE
+    )
+    slices = tuple(
+        Slice(name, _slice_mib(name, labels), count)
+        for name, count in sorted(counts.items())
+        if name.startswith(keys.MIG_RESOURCE_PREFIX) and count > 0
+    )
+    return {"gpu_resource": whole, "gpu_allocatable": counts.get(whole, 0), "slices": slices}
+
+
+def _slice_mib(resource: str, labels: Mapping[str, str]) -> int:
+    labelled = _int(labels.get(f"{resource}{keys.GFD_MIG_MEMORY_SUFFIX}"))
+    if labelled is not None and labelled > 0:
+        return labelled
+    match = _PROFILE_GB.search(resource)
+    # "40gb" is the marketing size; the slice holds a little less (3g.40gb: 40192 MiB of 40 GB = 38147 MiB).
+    return int(int(match.group(1)) * 1e9 / 2**20) if match else 0
+
+
+_PROFILE_GB = re.compile(r"\.([0-9]+)gb")
 
 
 def resources(quantities: Mapping[str, Any]) -> dict[str, int]:
@@ -190,11 +219,6 @@ def vram_used_per_node(usage: Mapping[str, Iterable[Usage]], nodes: Mapping[str,
     return used
 
 
-def gpus_per_node(usage: Mapping[str, Iterable[Usage]]) -> dict[str, int]:
-    """GPUs the pods on each node hold."""
-    return {node: sum(gpus for _, gpus, _, _ in store) for node, store in usage.items()}
-
-
 def requested_per_node(usage: Mapping[str, Iterable[Usage]]) -> dict[str, dict[str, int]]:
     """What the pods on each node request, summed per resource, as kube-scheduler's NodeInfo holds it."""
     totals: dict[str, dict[str, int]] = {}
@@ -233,11 +257,12 @@ def controller_uid(pod: Mapping[str, Any]) -> str | None:
 
 
 def gpu_requests(pod: Mapping[str, Any]) -> int:
-    """GPUs a pod holds on its node (limits, as the device plugin counts them)."""
+    """GPUs (or slices, or shares of one) a pod holds on its node, in every form the device plugin
+    advertises (limits, as the device plugin counts them)."""
     total = 0
     for container in (pod.get("spec") or {}).get("containers") or []:
         limits = (container.get("resources") or {}).get("limits") or {}
-        total += _int(limits.get(keys.GPU_RESOURCE)) or 0
+        total += sum(_int(value) or 0 for name, value in limits.items() if keys.is_gpu_resource(name))
     return total
 
 

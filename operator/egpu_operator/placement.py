@@ -64,6 +64,19 @@ class NodeFacts:
     power_defaults: tuple[int, ...] = ()  # default limit in watts, per GPU, same order as gpu_uuids
     # status.allocatable as the scheduler counts it (``fit.units``): CPU in millicores, the rest whole.
     allocatable: Mapping[str, int] = field(default_factory=dict)
+    # The resource this node's whole (or time-sliced) GPUs are advertised as, and its MIG "mixed"
+    # slices: one resource per profile, each with its memory. ``gpu_allocatable`` counts the former.
+    gpu_resource: str = keys.GPU_RESOURCE
+    slices: tuple["Slice", ...] = ()
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One MIG profile advertised as its own resource (``nvidia.com/mig-3g.40gb``) and how many."""
+
+    resource: str
+    vram_mib: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,7 @@ class Demand:
             [*spec.placement.tolerations, *((spec.template.get("spec") or {}).get("tolerations") or [])],
             spec.model.source.read_m_bps if spec.model.source is not None else None,
             spec.model.host_copy.lower(),
-            pods.replica_spec(spec.template),
+            pods.replica_spec(spec.template, None),  # the GPU itself is counted by free slots, per node
             pods.replica_labels(spec.template, name),
         )
 
@@ -194,6 +207,7 @@ class Create:
     load_seconds: float
     bottleneck: str = ""  # the stage that bounds the load, e.g. "storage 90 MB/s"
     vram_mib: int | None = None
+    gpu_resource: str = keys.GPU_RESOURCE  # what the replica pod asks for: a GPU, a shared GPU or a MIG slice
 
 
 @dataclass
@@ -245,7 +259,7 @@ def rejection(node: NodeFacts, demand: Demand) -> str | None:
         return affinity
     if node.mode not in demand.allowed_modes:
         return f"{node.mode} not allowed"
-    if node.vram_mib < demand.vram_mib:
+    if node.vram_mib < demand.vram_mib and not any(s.vram_mib >= demand.vram_mib for s in node.slices):
         return f"VRAM < {_gib(demand.vram_mib)}"
     return demand.too_slow(node)
 
@@ -318,6 +332,7 @@ def plan(
         slots.setdefault(pod.replica, []).append(pod)
     per_node = Counter(pod.node for pod in live if pod.replica < replicas)
     spread = _Spread(demand, nodes, per_node)
+    taken: Counter[tuple[str, str]] = Counter()  # (node, MIG slice resource) given out by this plan
     may_move = max(refused_lately, len(refused)) < MAX_REFUSED_NODES
 
     # Scale down: every pod of a slot at or above the desired count goes, highest slot first.
@@ -368,7 +383,8 @@ def plan(
         spread.add(target)
         load = demand.estimate(target, loads[target.name])
         loads[target.name] += 1
-        result.creates.append(Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib))
+        resource = _gpu_resource(target, demand, (requested or {}).get(target.name) or {}, taken)
+        result.creates.append(Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib, resource))
     return result
 
 
@@ -432,7 +448,7 @@ def _adequate(
     free: dict[str, int] = {}
     short: dict[str, list[tuple[int, int]]] = {}  # resource -> (needed, free) per node it is short on
     for name, node in adequate.items():
-        free[name] = _free_slots(node, free_gpus.get(name, 0), demand, vram_used.get(name, 0))
+        free[name] = _free_slots(node, free_gpus.get(name, 0), demand, vram_used.get(name, 0), (requested or {}).get(name) or {})
         if requested is None or free[name] <= 0:
             continue
         fits, lacking = _fitting(node, demand, requested.get(name) or {})
@@ -508,14 +524,28 @@ def _best(
     )
 
 
-def _free_slots(node: NodeFacts, free_gpus: int, demand: Demand, vram_used_mib: int) -> int:
+def _free_slots(node: NodeFacts, free_gpus: int, demand: Demand, vram_used_mib: int, used: Mapping[str, int]) -> int:
     """Replicas of ``demand`` the node can still take. Time-slicing advertises one GPU as several,
     and the device plugin may hand every slot of one physical GPU out before another's, so on a
     time-sliced node all its GPU pods are counted against one GPU's memory: 4 slots of a 24 GB GPU
-    take one 20 GB replica, not four."""
+    take one 20 GB replica, not four. MIG "mixed" slices that hold the model count one each."""
+    slices = sum(max(0, s.count - used.get(s.resource, 0)) for s in node.slices if s.vram_mib >= demand.vram_mib)
+    if node.slices and node.vram_mib < demand.vram_mib:
+        return slices  # the node's worst GPU or slice is too small for a whole-GPU replica
     if node.gpu_units <= 0 or node.gpu_allocatable <= node.gpu_units:
-        return free_gpus
-    return min(free_gpus, max(0, (node.vram_mib - vram_used_mib) // max(1, demand.vram_mib)))
+        return free_gpus + slices
+    return min(free_gpus, max(0, (node.vram_mib - vram_used_mib) // max(1, demand.vram_mib))) + slices
+
+
+def _gpu_resource(node: NodeFacts, demand: Demand, used: Mapping[str, int], taken: Counter[tuple[str, str]]) -> str:
+    """What the replica on ``node`` asks for: the smallest MIG slice that holds the model and is free
+    (``taken``: slices this plan already gave out), else the node's whole-GPU resource."""
+    fitting = sorted((s for s in node.slices if s.vram_mib >= demand.vram_mib), key=lambda s: (s.vram_mib, s.resource))
+    for candidate in fitting:
+        if candidate.count - used.get(candidate.resource, 0) - taken[(node.name, candidate.resource)] > 0:
+            taken[(node.name, candidate.resource)] += 1
+            return candidate.resource
+    return node.gpu_resource
 
 
 def _gib(mib: int) -> str:

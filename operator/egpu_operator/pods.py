@@ -50,14 +50,19 @@ def startup_failure_threshold(load_seconds: float, period_s: int) -> int:
     return max(3, math.ceil((STARTUP_FACTOR * load_seconds + STARTUP_MARGIN_S) / max(1, period_s)))
 
 
-def replica_spec(template: Mapping[str, Any]) -> dict[str, Any]:
-    """The template's pod spec with the GPU the replica asks for (one, unless the template says),
-    before it is pinned to a node: what placement checks against each node as the scheduler will."""
+def replica_spec(template: Mapping[str, Any], gpu_resource: str | None = keys.GPU_RESOURCE) -> dict[str, Any]:
+    """The template's pod spec with one ``gpu_resource`` (a GPU, a shared GPU or a MIG slice: what
+    placement chose on the node) unless the template asks for a GPU resource itself; None: without.
+    Before the pin to a node: what placement checks against each node as the scheduler will."""
     pod_spec: dict[str, Any] = copy.deepcopy(template.get("spec") or {})
     containers = pod_spec.get("containers") or []
-    if containers:
-        limits = containers[0].setdefault("resources", {}).setdefault("limits", {})
-        limits.setdefault(keys.GPU_RESOURCE, "1")
+    asked = any(
+        keys.is_gpu_resource(name)
+        for container in containers
+        for name in ((container.get("resources") or {}).get("limits") or {})
+    )
+    if containers and gpu_resource is not None and not asked:
+        containers[0].setdefault("resources", {}).setdefault("limits", {})[gpu_resource] = "1"
     return pod_spec
 
 
@@ -80,12 +85,17 @@ def pinned(affinity: Mapping[str, Any] | None, node: str) -> dict[str, Any]:
 
 
 def replica_pod(
-    deployment: Mapping[str, Any], replica: int, node: str, load_seconds: float, vram_mib: int | None = None
+    deployment: Mapping[str, Any],
+    replica: int,
+    node: str,
+    load_seconds: float,
+    vram_mib: int | None = None,
+    gpu_resource: str = keys.GPU_RESOURCE,
 ) -> dict[str, Any]:
     metadata = deployment["metadata"]
     spec = deployment["spec"]
     template = spec.get("template") or {}
-    pod_spec = replica_spec(template)
+    pod_spec = replica_spec(template, gpu_resource)
     template_meta = copy.deepcopy(template.get("metadata") or {})
     name = metadata["name"]
 

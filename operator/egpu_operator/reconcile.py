@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentSpec, InferenceDeploymentStatus
 from egpu_api.power import PowerLimitStatus
-from egpu_operator import metrics, pods, power, service, status
+from egpu_operator import fit, metrics, pods, power, service, status
 from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube, PodRefused, StatusRefused
 from egpu_operator.liveness import Verdicts
@@ -31,20 +31,28 @@ class Fleet:
     """What the indexes know, as placement wants it. Built per reconcile from live index views."""
 
     def __init__(
-        self, cache: Cache, nodes: Mapping[str, Mapping[str, Any]], verdicts: Verdicts, gpu_usage: Mapping[str, int]
+        self,
+        cache: Cache,
+        nodes: Mapping[str, Mapping[str, Any]],
+        verdicts: Verdicts,
+        requested: Mapping[str, Mapping[str, int]],
     ) -> None:
+        """``requested``: what the pods bound to each node request, every pod, not only replicas
+        (``facts.requested_per_node``); free GPUs are the node's GPU resource less its share of it."""
         self.facts: dict[str, NodeFacts]
         self.power_status: dict[str, dict[str, PowerLimitStatus]]
         self.facts, self.power_status = cache.node_facts(nodes, verdicts.__getitem__)
-        self.free = {name: facts.gpu_allocatable - gpu_usage.get(name, 0) for name, facts in self.facts.items()}
+        self.requested = {name: dict(asks) for name, asks in requested.items()}
+        self.free = {
+            name: facts.gpu_allocatable - self.requested.get(name, {}).get(facts.gpu_resource, 0)
+            for name, facts in self.facts.items()
+        }
         self.gpu_pods: set[str] = set()  # names of pods the GPU-usage index already counts
         # Replica pods (of every deployment) still loading their model, per node: loads share a
         # node's storage and shared links, so placement counts them.
         self.loading: dict[str, int] = {}
         # GPU memory the node's GPU pods hold, in MiB (a pod that does not say: a whole GPU's worth).
         self.vram_used: dict[str, int] = {}
-        # What the pods bound to each node request, every pod, not only replicas (``facts.usage``).
-        self.requested: dict[str, dict[str, int]] = {}
 
 
 @dataclass
@@ -141,14 +149,18 @@ def _place(cache: Cache, key: str, demand: Demand, replicas: int, fleet: Fleet, 
         )  # fmt: skip
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
-            cache.assume(pods.pod_name(name, create.replica, create.node), create.node, demand.requests)
+            asks = fit.take(demand.requests, {create.gpu_resource: 1})
+            cache.assume(pods.pod_name(name, create.replica, create.node), create.node, asks)
     return result
 
 
 def pod_writes(deployment: Mapping[str, Any], result: Plan) -> PodWrites:
     """The plan as intended writes, with the manifests of the pods to create. Pure."""
     creates = [
-        (create, pods.replica_pod(deployment, create.replica, create.node, create.load_seconds, create.vram_mib))
+        (
+            create,
+            pods.replica_pod(deployment, create.replica, create.node, create.load_seconds, create.vram_mib, create.gpu_resource),
+        )
         for create in result.creates
     ]
     return PodWrites(list(result.deletes), list(result.evictions), creates, result.why)

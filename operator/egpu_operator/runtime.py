@@ -282,10 +282,9 @@ class Operator:
     def _fleet(self) -> Fleet:
         nodes_now = self.nodes()
         usage_index = self.indexes["gpu_usage_index"]
-        fleet = Fleet(self.cache, nodes_now, self._verdicts(nodes_now), facts.gpus_per_node(usage_index))
+        fleet = Fleet(self.cache, nodes_now, self._verdicts(nodes_now), facts.requested_per_node(usage_index))
         fleet.gpu_pods = {pod for store in usage_index.values() for pod, gpus, _, _ in store if gpus}
         fleet.vram_used = facts.vram_used_per_node(usage_index, fleet.facts)
-        fleet.requested = facts.requested_per_node(usage_index)
         fleet.loading = facts.loading_per_node(pod for store in self.indexes["replica_pods_index"].values() for pod in store)
         return fleet
 

@@ -1,11 +1,16 @@
 """Helpers for e2e tests: wait with a deadline, read nodes through kubectl."""
 
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from egpu_api.fleet import FleetProfile, parse_fleet
 from egpu_localcluster.kubectl import Kubectl
+from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
 
 T = TypeVar("T")
 #: Namespace of the node agents' Leases in the e2e cluster.
@@ -59,3 +64,23 @@ def non_fleet_nodes(kube: Kubectl, fleet: FleetProfile) -> list[str]:
     return sorted(
         item["metadata"]["name"] for item in kube.get_json("nodes")["items"] if item["metadata"]["name"] not in fleet_names
     )
+
+
+@contextmanager
+def variant(kube: Kubectl, fleet: FleetProfile, source: str, name: str, **changes: Any) -> Iterator[None]:
+    """A new node with ``source``'s hardware, changed by ``changes`` (fleet-format keys), and its agent."""
+    document: dict[str, Any] = fleet.model_dump(by_alias=True, exclude_none=True)
+    entry = next(n for n in document["nodes"] if n["name"] == source)
+    entry["host"] |= changes.pop("host", {})
+    for gpu in entry["gpus"]:
+        gpu.pop("uuid", None)
+    changed = FleetProfile.model_validate({**document, "nodes": [entry | changes]})
+    extra = extra_node(kube, changed, source, name)
+    with tempfile.TemporaryDirectory() as sysfs:
+        agents = FleetSimulator(extra, api_client(kube.kubeconfig), NAMESPACE, Path(sysfs), poll_interval_s=1.0)
+        agents.start()
+        try:
+            yield
+        finally:
+            agents.stop()
+            kube.run("delete", "node", name, check=False)

@@ -4,19 +4,13 @@ Replica pods become Ready after a tenth of their load estimate (KWOK's pod-ready
 the estimate annotation), so a load the operator sized for a shared uplink takes that long.
 """
 
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from egpu_api.fleet import FleetProfile
 from egpu_localcluster.kubectl import Kubectl
-from egpu_node_agent.simulator import FleetSimulator
-from egpu_runtime.kube import api_client
 from tests.e2e.deployments import apply, deployment, placed_condition, ready_on, replica_pods, status
-from tests.e2e.helpers import NAMESPACE, extra_node, wait_for
+from tests.e2e.helpers import variant, wait_for
 
 ESTIMATE = "egpu-operator.io/estimated-load-seconds"
 
@@ -37,26 +31,6 @@ def ready_since(pod: dict[str, Any]) -> datetime | None:
 
 def created(pod: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(pod["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
-
-
-@contextmanager
-def variant(kube: Kubectl, fleet: FleetProfile, source: str, name: str, **changes: Any) -> Iterator[None]:
-    """A new node with ``source``'s hardware, changed by ``changes`` (fleet-format keys), and its agent."""
-    document: dict[str, Any] = fleet.model_dump(by_alias=True, exclude_none=True)
-    entry = next(n for n in document["nodes"] if n["name"] == source)
-    entry["host"] |= changes.pop("host", {})
-    for gpu in entry["gpus"]:
-        gpu.pop("uuid", None)
-    changed = FleetProfile.model_validate({**document, "nodes": [entry | changes]})
-    extra = extra_node(kube, changed, source, name)
-    with tempfile.TemporaryDirectory() as sysfs:
-        agents = FleetSimulator(extra, api_client(kube.kubeconfig), NAMESPACE, Path(sysfs), poll_interval_s=1.0)
-        agents.start()
-        try:
-            yield
-        finally:
-            agents.stop()
-            kube.run("delete", "node", name, check=False)
 
 
 def test_a_shared_uplink_loads_one_replica_at_a_time_when_two_would_miss_the_budget(kube: Kubectl, workspace: str) -> None:

@@ -83,9 +83,10 @@ class Cluster:
                 index.setdefault(found[0], []).append(found[1])
         verdicts = Verdicts({node: self.liveness.get(node, Liveness.ALIVE) for node in self.kube.nodes}, False, 0)
         # Copies, as the node watch hands out: a node is replaced on a change, never changed in place.
-        fleet = Fleet(self.cache, copy.deepcopy(self.kube.nodes), verdicts, facts.gpus_per_node(index))
+        fleet = Fleet(self.cache, copy.deepcopy(self.kube.nodes), verdicts, facts.requested_per_node(index))
         fleet.gpu_pods = {name for store in index.values() for name, gpus, _, _ in store if gpus}
-        fleet.requested = facts.requested_per_node(index)
+        fleet.vram_used = facts.vram_used_per_node(index, fleet.facts)
+        fleet.loading = facts.loading_per_node(self._indexed(unseen))
         return fleet
 
     def step(self, name: str, limit: int = 1, now: datetime | None = None) -> str | None:

@@ -176,3 +176,58 @@ def test_topology_spread_is_kept_by_placement(nodes: dict[str, Any]) -> None:
     cluster.reconcile()
     zones = sorted(nodes[node]["metadata"]["labels"]["zone"] for node in cluster.pods_of().values())
     assert zones == ["a", "b"]
+
+
+# -- every GPU form ------------------------------------------------------------------------------
+
+
+def mixed(node: dict[str, Any], slices: dict[str, int], memory_mib: dict[str, int] | None = None) -> dict[str, Any]:
+    """``node`` as the device plugin's MIG "mixed" strategy advertises it: one resource per profile."""
+    allocatable = {k: v for k, v in node["status"]["allocatable"].items() if k != "nvidia.com/gpu"}
+    node["status"]["allocatable"] = allocatable | {f"nvidia.com/mig-{p}": str(n) for p, n in slices.items()}
+    node["metadata"]["labels"] |= {f"nvidia.com/mig-{p}.memory": str(m) for p, m in (memory_mib or {}).items()}
+    return node
+
+
+def test_mig_mixed_replicas_ask_for_the_smallest_slice_that_holds_the_model(nodes: dict[str, Any]) -> None:
+    node = mixed(nodes["server-a100-mig"], {"1g.10gb": 1, "3g.40gb": 1}, {"1g.10gb": 9728, "3g.40gb": 40192})
+    node["metadata"]["labels"]["egpu-operator.io/gpu-vram-mib"] = "9728"  # the agent's worst slice
+    cluster = Cluster({"server-a100-mig": node})
+    cluster.kube.add_deployment(deployment(replicas=2, placement={"maxLoadSeconds": 60, "allowedModes": ["mig"]}))
+    cluster.reconcile()
+    asked = sorted(next(iter(pod["spec"]["containers"][0]["resources"]["limits"])) for pod in cluster.kube.pods.values())
+    # 6 GB plus 1 GiB fits the 10 GB slice (9728 MiB) and the 40 GB one; the small one goes first.
+    assert asked == ["nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"]
+    cluster.kube.schedule()
+    big = deployment("big", placement={"maxLoadSeconds": 60, "allowedModes": ["mig"]})
+    cluster.kube.add_deployment(big)
+    cluster.reconcile("big")
+    assert "no free GPU" in cluster.condition("Placed", "big")["message"], "both slices are taken"
+
+
+def test_a_model_no_slice_holds_is_refused_for_vram(nodes: dict[str, Any]) -> None:
+    node = mixed(nodes["server-a100-mig"], {"1g.10gb": 7})
+    node["metadata"]["labels"]["egpu-operator.io/gpu-vram-mib"] = "9728"  # the agent's worst slice
+    cluster = Cluster({"server-a100-mig": node})
+    big = deployment(placement={"maxLoadSeconds": 60, "allowedModes": ["mig"]})
+    big["spec"]["model"]["size"] = "20G"
+    cluster.kube.add_deployment(big)
+    cluster.reconcile()
+    assert cluster.pods_of() == {}
+    assert "VRAM <" in cluster.condition("Placed")["message"]
+
+
+def test_renamed_shared_gpus_are_asked_for_by_their_name(nodes: dict[str, Any]) -> None:
+    node = nodes[PI]
+    del node["status"]["allocatable"]["nvidia.com/gpu"]
+    node["status"]["allocatable"]["nvidia.com/gpu.shared"] = "4"
+    cluster = Cluster({PI: node})
+    cluster.kube.add_deployment(deployment(replicas=4))
+    cluster.reconcile()
+    limits = [pod["spec"]["containers"][0]["resources"]["limits"] for pod in cluster.kube.pods.values()]
+    # 24 GB time-sliced four ways holds three 7 GiB replicas: its memory, not its four shares, decides.
+    assert limits == [{"nvidia.com/gpu.shared": "1"}] * 3
+    cluster.kube.schedule()
+    cluster.reconcile()
+    assert "1/1 nodes adequate" not in cluster.condition("Placed")["message"]
+    assert "1 no free GPU" in cluster.condition("Placed")["message"]

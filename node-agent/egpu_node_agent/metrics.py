@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 from egpu_api.gpus import HopStatus, LinkStatus
-from egpu_api.power import PowerLimitStatus
+from egpu_api.power import EXTERNALLY_MANAGED, PowerLimitStatus
 from egpu_node_agent.readings import CLOCK_EVENT_REASONS, GpuReading
 
 #: Labels of every per-GPU series: ours first, then dcgm-exporter's (its spellings, its order).
@@ -57,6 +57,13 @@ class AgentMetrics:
             "egpu_gpu_power_limit_applied",
             "1 when NVML enforces the requested (clamped) limit, 0 when it does not (error, read-only agent); "
             "only GPUs with a request",
+            gpu,
+            registry=self.registry,
+        )
+        self.power_external = Gauge(
+            "egpu_gpu_power_limit_external",
+            "1 when someone else (a DCGM policy, nvidia-smi -pl) set the limit of a requested GPU and the agent "
+            "leaves it alone (power-limit-status state ExternallyManaged), else 0; only GPUs with a request",
             gpu,
             registry=self.registry,
         )
@@ -168,6 +175,7 @@ class AgentMetrics:
                     self.power_target.labels(*labels).set(wanted.target_watts)
                 applied = wanted.error is None and not wanted.dry_run and wanted.applied_watts == wanted.target_watts
                 self.power_applied.labels(*labels).set(1 if applied else 0)
+                self.power_external.labels(*labels).set(1 if wanted.state == EXTERNALLY_MANAGED else 0)
             state = health.get(reading.uuid, "lost")
             self.healthy.labels(*labels).set(1 if state == "ok" else 0)
             for each in HEALTH_STATES:
@@ -206,7 +214,7 @@ class AgentMetrics:
             if reading.pcie_rx_kbps is not None:
                 self.pcie_rx.labels(*labels).set(reading.pcie_rx_kbps * 1000)
         for gone in {labels for labels in self._power_series if labels[0] == node} - requested:
-            for gauge in (self.power_target, self.power_applied):
+            for gauge in (self.power_target, self.power_applied, self.power_external):
                 with contextlib.suppress(KeyError):
                     gauge.remove(*gone)
         self._power_series = {labels for labels in self._power_series if labels[0] != node} | requested

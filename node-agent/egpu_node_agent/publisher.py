@@ -75,9 +75,10 @@ class NodePublisher:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def publish(self, labels: Mapping[str, str], annotations: Mapping[str, str | None]) -> bool:
-        """Patch the node's project labels and annotations if they differ; return whether it patched."""
-        label_patch = diff(self.labels(), labels, keys.NODE_AGENT_LABELS)
+    def publish(self, labels: Mapping[str, str] | None, annotations: Mapping[str, str | None]) -> bool:
+        """Patch the node's project labels and annotations if they differ; return whether it patched.
+        ``labels`` None leaves the labels as they are (``{}`` would remove every label the agent owns)."""
+        label_patch = diff(self.labels(), labels, keys.NODE_AGENT_LABELS) if labels is not None else {}
         annotation_patch = diff(self.annotations(), annotations)
         if not label_patch and not annotation_patch:
             return False

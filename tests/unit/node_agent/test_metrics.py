@@ -97,9 +97,16 @@ def test_a_power_limit_not_applied_reads_0_and_a_withdrawn_request_has_no_series
     metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={uuid: dry})
     assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_applied{")] == ["0.0"]
 
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_external{")] == ["0.0"]
+    external = applied.model_copy(update={"applied_watts": 70, "state": "ExternallyManaged"})
+    metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={uuid: external})
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_external{")] == ["1.0"]
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_applied{")] == ["0.0"]
+
     metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={})
     assert lines("egpu_gpu_power_limit_applied{") == []
     assert lines("egpu_gpu_power_limit_target_watts{") == []
+    assert lines("egpu_gpu_power_limit_external{") == []
 
 
 def test_the_bottleneck_hop_and_its_effective_bandwidth_as_published(fake_host: Callable[[str], FakeGpuHost]) -> None:

@@ -23,12 +23,14 @@ from egpu_api.power import (
     parse_request,
     parse_status,
 )
+from egpu_node_agent import gfd
 from egpu_node_agent.assignments import AssignmentSource
 from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import GpuBackend, PowerLimitError
 from egpu_node_agent.power import PowerAction, PowerPlan, plan_power, plan_restore
 from egpu_node_agent.publisher import NodePublisher
+from egpu_node_agent.readings import GpuReading
 
 log = logging.getLogger("egpu_node_agent.agent")
 
@@ -97,6 +99,7 @@ class NodeAgent:
                 readings = self.backend.read(telemetry=False)  # publish the limits as NVML now reports them
             gpus = gpu_statuses(readings, self.measured)
             self._note_health_changes(gpus)
+            self._compare_gfd(readings)
             annotations: dict[str, str | None] = {
                 keys.GPUS_ANNOTATION: dump_gpus(gpus),
                 keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
@@ -254,6 +257,16 @@ class NodeAgent:
         else:
             reason, message = "AllGPUsHealthy", f"{len(gpus)} GPU(s) healthy"
         self.publisher.set_condition(not lost and not degraded, reason, message[:1024])
+
+    def _compare_gfd(self, readings: list[GpuReading]) -> None:
+        """Flag GPU Feature Discovery labels that disagree with NVML: an Event and a log line once per
+        disagreement, and a metric per label; the labels are GFD's and stay as they are."""
+        labels = self.publisher.labels()
+        disagreements = gfd.compare(labels, readings)
+        for disagreement in disagreements:
+            self._report_once("GFDLabelsDisagree", disagreement.sentence())
+        present = [label for label in gfd.COMPARED if label in labels]
+        self.metrics.observe_gfd(self.config.node_name, present, [d.label for d in disagreements])
 
     def _report_once(self, reason: str, message: str, warning: bool = True) -> None:
         if message not in self._reported:

@@ -68,6 +68,7 @@ class AgentMetrics:
             registry=self.registry,
         )
         self._power_series: set[tuple[str, ...]] = set()
+        self._gfd_series: set[tuple[str, str]] = set()
         self.temperature = Gauge("egpu_gpu_temperature_celsius", "GPU temperature", gpu, registry=self.registry)
         self.pcie_tx = Gauge("egpu_gpu_pcie_tx_bytes_per_second", "PCIe transmit throughput", gpu, registry=self.registry)
         self.pcie_rx = Gauge("egpu_gpu_pcie_rx_bytes_per_second", "PCIe receive throughput", gpu, registry=self.registry)
@@ -143,6 +144,13 @@ class AgentMetrics:
             ["node"],
             registry=self.registry,
         )
+        self.gfd_disagreement = Gauge(
+            "egpu_node_agent_gfd_label_disagreement",
+            "1 when GPU Feature Discovery's node label (nvidia.com/gpu.product, .memory, .count) disagrees with NVML, "
+            "0 when it agrees; only labels GFD has set",
+            ["node", "label"],
+            registry=self.registry,
+        )
         self.errors = Counter("egpu_node_agent_errors", "Errors by kind", ["node", "kind"], registry=self.registry)
         self.poll_seconds = Histogram(
             "egpu_node_agent_poll_seconds",
@@ -151,6 +159,16 @@ class AgentMetrics:
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+
+    def observe_gfd(self, node: str, present: Sequence[str], disagreeing: Sequence[str]) -> None:
+        """One series per GFD label present on ``node``; labels GFD removed lose theirs."""
+        for label in present:
+            self.gfd_disagreement.labels(node, label).set(1 if label in disagreeing else 0)
+        for labels in list(self._gfd_series):
+            if labels[0] == node and labels[1] not in present:
+                with contextlib.suppress(KeyError):
+                    self.gfd_disagreement.remove(*labels)
+        self._gfd_series = {labels for labels in self._gfd_series if labels[0] != node} | {(node, label) for label in present}
 
     def observe(
         self,

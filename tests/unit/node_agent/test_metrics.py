@@ -145,3 +145,20 @@ def test_gpus_sharing_a_switch_uplink_form_one_group(fake_host: Callable[[str], 
     pi = NvmlBackend(fake_host("pi5-rtx4090").nvml, fake_host("pi5-rtx4090").sysfs_root).read()
     alone.observe("pi5", pi, {pi[0].uuid: "ok"}, paths={g.uuid: g.path for g in gpu_statuses(pi)})
     assert "egpu_gpu_pcie_shared_link_gpus{" not in generate_latest(alone.registry).decode()
+
+
+def test_a_gfd_label_that_disagrees_reads_1_and_one_gfd_removed_has_no_series() -> None:
+    metrics = AgentMetrics()
+
+    def values() -> dict[str, str]:
+        lines = generate_latest(metrics.registry).decode().splitlines()
+        return {
+            line.split('label="')[1].split('"')[0]: line.rsplit(" ", 1)[1]
+            for line in lines
+            if line.startswith("egpu_node_agent_gfd_label_disagreement{")
+        }
+
+    metrics.observe_gfd("n1", ["nvidia.com/gpu.product", "nvidia.com/gpu.count"], ["nvidia.com/gpu.count"])
+    assert values() == {"nvidia.com/gpu.product": "0.0", "nvidia.com/gpu.count": "1.0"}
+    metrics.observe_gfd("n1", ["nvidia.com/gpu.product"], [])
+    assert values() == {"nvidia.com/gpu.product": "0.0"}

@@ -198,3 +198,25 @@ def test_a_restarting_agent_keeps_its_limits_for_the_next_one(
         assert "now runs it read-only (agent.powerActuation.enabled=false)" in event["message"]
     finally:
         kube.run("delete", "daemonset", "-n", NAMESPACE, "egpu-node-agent-restarting", check=False)
+
+
+def test_a_withdrawn_request_leaves_a_limit_someone_else_set_and_says_so(
+    kube: Kubectl, stopping_agent: tuple[NodeAgent, FakeGpuHost, list[str]]
+) -> None:
+    agent, host, (ours, *_) = stopping_agent
+    request(kube, "a5000-stopping", {ours: 180})
+    poll_until(agent, kube, lambda: True if (status_of(kube, "a5000-stopping", ours) or {}).get("setByAgentWatts") == 180
+               else None, "the limit applied")  # fmt: skip
+    host.set_power_limit_externally(0, 200)
+    poll_until(agent, kube, lambda: True if (status_of(kube, "a5000-stopping", ours) or {}).get("state")
+               == "ExternallyManaged" else None, "handed over")  # fmt: skip
+    sets_before = len(host.nvml.power_limit_sets)
+
+    request(kube, "a5000-stopping", None)
+    poll_until(agent, kube, lambda: events(kube, "a5000-stopping", "PowerLimitLeft") or None, "a PowerLimitLeft Event")
+    [event] = events(kube, "a5000-stopping", "PowerLimitLeft")
+    assert event["message"] == (
+        f"GPU {ours}: left at 200 W (default 230 W): someone else set that limit, so it is theirs to change"
+    )
+    assert host.nvml.power_limit_sets[sets_before:] == []
+    assert status_of(kube, "a5000-stopping", ours) is None

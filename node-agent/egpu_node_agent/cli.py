@@ -333,19 +333,22 @@ def _run(args: argparse.Namespace) -> int:
             cleanup.callback(assignments.close)
         agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None, assignments)
         stop = _stop_on_signals()
+        # SIGTERM wakes the loop at once: restoring limits on exit must fit in the pod's grace period,
+        # whatever the poll interval.
+        threading.Thread(target=_wake_on, args=(stop, publisher.changed), name="wake-on-stop", daemon=True).start()
         logging.getLogger("egpu_node_agent").info(
             "node agent started", extra={"node": args.node_name, "backend": args.backend, "read_only": args.read_only}
         )
         try:
             agent.run(stop)
-            _restore_on_exit(args, agent, publisher)
+            restore_on_exit(args, agent, publisher)
         finally:
             publisher.close()
             backend.close()
     return 0
 
 
-def _restore_on_exit(args: argparse.Namespace, agent: "NodeAgent", publisher: "NodePublisher") -> None:
+def restore_on_exit(args: argparse.Namespace, agent: "NodeAgent", publisher: "NodePublisher") -> None:
     """After SIGTERM: restore the limits the agent set if no agent will manage power after it (release.py)."""
     from egpu_node_agent.release import restore_reason
 
@@ -408,6 +411,11 @@ def _simulate(args: argparse.Namespace) -> int:
         stop.wait()
         simulator.stop()
     return 0
+
+
+def _wake_on(stop: threading.Event, wake: threading.Event) -> None:
+    stop.wait()
+    wake.set()
 
 
 def _stop_on_signals() -> threading.Event:

@@ -116,11 +116,11 @@ def test_uninstall_restores_the_default_limits_the_agent_set(cluster: LocalClust
             wait_for(lambda: True if publisher.annotations().get("egpu-operator.io/power-limit-status", "").count(
                 '"setByAgentWatts":70') else None, 15, "the agent to see its own status")  # fmt: skip
 
-            cli._restore_on_exit(args, agent, publisher)  # a restart: the DaemonSet is there and readable
+            cli.restore_on_exit(args, agent, publisher)  # a restart: the DaemonSet is there and readable
             assert host.nvml.power_limit_sets == [(uuid, 70_000)], "the cap must survive a restart"
 
             helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", kubeconfig=cluster.kubeconfig)
-            cli._restore_on_exit(args, agent, publisher)  # SIGTERM after the uninstall
+            cli.restore_on_exit(args, agent, publisher)  # SIGTERM after the uninstall
             assert host.nvml.power_limit_sets == [(uuid, 70_000), (uuid, 75_000)]
         finally:
             publisher.close()

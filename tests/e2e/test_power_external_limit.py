@@ -3,12 +3,17 @@ GPU back when the request changes; a stopping agent restores only the defaults i
 
 import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from egpu_api.fleet import FleetProfile
@@ -151,7 +156,7 @@ def test_a_stopping_agent_restores_only_the_defaults_it_changed_and_says_what_it
     # The agent is told to stop managing power: its DaemonSet is gone (no DaemonSet of that name exists).
     args = argparse.Namespace(read_only=False, restore_power_on_exit="uninstall", daemonset_name="egpu-node-agent-gone",
                               node_name="a5000-stopping")  # fmt: skip
-    cli._restore_on_exit(args, agent, agent.publisher)
+    cli.restore_on_exit(args, agent, agent.publisher)
 
     assert host.nvml.power_limit_sets[sets_before:] == [(ours, 230_000)], "only the agent's own limit went back"
     assert [gpu.power_mw[0] if gpu.power_mw else None for gpu in host.nvml.gpus] == [230_000, 200_000, 190_000, 230_000]
@@ -185,14 +190,14 @@ def test_a_restarting_agent_keeps_its_limits_for_the_next_one(
         sets_before = len(host.nvml.power_limit_sets)
         args = argparse.Namespace(read_only=False, restore_power_on_exit="uninstall",
                                   daemonset_name="egpu-node-agent-restarting", node_name="a5000-stopping")  # fmt: skip
-        cli._restore_on_exit(args, agent, agent.publisher)
+        cli.restore_on_exit(args, agent, agent.publisher)
         assert host.nvml.power_limit_sets[sets_before:] == [], "a rolling update must not lift the cap"
         assert events(kube, "a5000-stopping", "PowerLimitsRestored") == []
 
         # The upgrade turned power actuation off: the new pods run read-only, so this one gives its limits back.
         daemonset["spec"]["template"]["spec"]["containers"][0]["args"] = ["run", "--read-only"]
         kube.apply(daemonset)
-        cli._restore_on_exit(args, agent, agent.publisher)
+        cli.restore_on_exit(args, agent, agent.publisher)
         assert host.nvml.power_limit_sets[sets_before:] == [(ours, 230_000)]
         [event] = events(kube, "a5000-stopping", "PowerLimitsRestored")
         assert "now runs it read-only (agent.powerActuation.enabled=false)" in event["message"]
@@ -220,3 +225,35 @@ def test_a_withdrawn_request_leaves_a_limit_someone_else_set_and_says_so(
     )
     assert host.nvml.power_limit_sets[sets_before:] == []
     assert status_of(kube, "a5000-stopping", ours) is None
+
+
+def test_the_agent_process_restores_its_limit_on_sigterm(kube: Kubectl, fleet: FleetProfile, tmp_path: Path) -> None:
+    """As in the DaemonSet: a process, its own signal handling, SIGTERM; the log line, the Event, the annotation."""
+    extra = extra_node(kube, fleet, "x220-tesla-p4", "x220-restoring")
+    profile = tmp_path / "fleet.yaml"
+    profile.write_text(yaml.safe_dump(extra.model_dump(by_alias=True, exclude_none=True)))
+    command = [sys.executable, "-m", "egpu_node_agent", "run", "--backend", "fake", "--fleet", str(profile),
+               "--kubeconfig", str(kube.kubeconfig), "--namespace", NAMESPACE, "--poll-interval", "600",
+               "--metrics-port", "0", "--restore-power-on-exit", "always"]  # fmt: skip
+    agent = subprocess.Popen(command, env={**os.environ, "NODE_NAME": "x220-restoring"}, stderr=subprocess.PIPE, text=True)
+    try:
+        (uuid,) = gpu_uuids(kube, "x220-restoring")
+        request(kube, "x220-restoring", {uuid: 70})  # the node change wakes the agent
+        wait_for(lambda: True if (status_of(kube, "x220-restoring", uuid) or {}).get("setByAgentWatts") == 70 else None,
+                 15, "70 W applied")  # fmt: skip
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=20)
+    try:
+        assert agent.returncode == 0, stderr
+        logs = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+        [restored] = [entry for entry in logs if entry["msg"] == "power limit restored"]
+        assert (restored["gpu"], restored["watts"]) == (uuid, 75)
+        assert restored["why"] == "the agent stopped (--restore-power-on-exit=always)"
+        [event] = events(kube, "x220-restoring", "PowerLimitsRestored")
+        assert event["message"] == f"the agent stopped (--restore-power-on-exit=always): restored the default limit of " \
+                                   f"1 GPU(s); {uuid} to 75 W; left none"  # fmt: skip
+        assert status_of(kube, "x220-restoring", uuid) is None
+    finally:
+        kube.run("delete", "node", "x220-restoring", check=False)
+        kube.run("delete", "events", "-n", "default", "--field-selector", "involvedObject.name=x220-restoring", check=False)

@@ -61,6 +61,7 @@ DECLARED: dict[str, dict[str, Any]] = {
     "operator.metricsPort": PORT,
     "agent.metricsPort": PORT,
     "agent.backend": {"type": "string", "enum": ["nvml", "fake", "none"]},
+    "agent.powerActuation.restoreDefaultsOnExit": {"type": "string", "enum": ["never", "uninstall", "always"]},
     "agent.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "agent.maxUnavailable": {"type": ["integer", "string"]},
     "tenancy.allowedServiceAccounts": NAMES,

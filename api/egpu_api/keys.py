@@ -22,6 +22,16 @@ KWOK_NODE_ANNOTATION_VALUE: Final = "fake"
 #: Label Node Feature Discovery sets on hosts with an NVIDIA PCI device (vendor 10de).
 NFD_NVIDIA_PCI_LABEL: Final = "feature.node.kubernetes.io/pci-10de.present"
 
+#: Labels NVIDIA GPU Feature Discovery (GFD, part of the NVIDIA GPU Operator) publishes; the agent reads
+#: them and compares them with NVML, never writes them. Product: NVML's name with spaces as dashes
+#: (a ``-SHARED`` suffix with time-slicing, ``-MIG-<profile>`` with the MIG "single" strategy);
+#: memory in MiB; count of GPUs (or MIG devices with "single").
+GFD_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
+GFD_MEMORY_MIB_LABEL: Final = "nvidia.com/gpu.memory"
+GFD_COUNT_LABEL: Final = "nvidia.com/gpu.count"
+GFD_MIG_STRATEGY_LABEL: Final = "nvidia.com/mig.strategy"
+GFD_FAMILY_LABEL: Final = "nvidia.com/gpu.family"
+
 #: Extended resource the NVIDIA device plugin advertises, one per GPU (or MIG slice, "single" strategy).
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 #: What time-slicing or MPS advertises instead with ``renameByDefault: true``: shared GPUs, one per replica.

@@ -5,10 +5,20 @@ The node agent clamps each request to NVML's constraints, applies it (or, read-o
 reports what it would do), re-applies it when it drifts (NVML limits do not survive a driver
 reload, GPU reset or reboot), and reports in ``egpu-operator.io/power-limit-status``. A GPU
 dropped from the request goes back to its default limit.
+
+Ownership, so the agent is a good neighbour to DCGM policies and ``nvidia-smi -pl``: the agent
+owns a GPU's limit only while NVML still shows the value the agent itself set
+(``setByAgentWatts``). A limit that moves to any other value than the agent's target or the
+GPU's default was set by someone else: the agent stops re-applying on that GPU and reports
+``state: ExternallyManaged`` with a message naming both values. A limit back at the default is
+what a driver reload, GPU reset or reboot leaves, so the agent re-applies it. The agent manages
+the GPU again when the operator's request for it changes, or when the limit comes back to the
+agent's target by itself. Only limits the agent owns are restored to the default: when a request
+is dropped, and when the agent stops managing power.
 """
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
@@ -18,6 +28,13 @@ _REQUEST = TypeAdapter(dict[str, Annotated[int, Field(gt=0)]])
 
 class PowerContractError(ValueError):
     """A malformed power annotation; the message names the annotation and the fix."""
+
+
+#: ``Managed``: the agent applies the request; ``ExternallyManaged``: someone else set the limit and the
+#: agent leaves it alone until the request changes or the limit returns to the agent's target.
+PowerState = Literal["Managed", "ExternallyManaged"]
+MANAGED: PowerState = "Managed"
+EXTERNALLY_MANAGED: PowerState = "ExternallyManaged"
 
 
 class PowerLimitStatus(BaseModel):
@@ -33,6 +50,20 @@ class PowerLimitStatus(BaseModel):
     clamped: bool = False
     dry_run: bool = False
     error: str | None = None
+    state: PowerState = MANAGED
+    # For a person: why the state is what it is (e.g. the observed and the expected watts).
+    message: str | None = None
+    # The limit the agent itself set and NVML still shows: what the agent may restore. None: the
+    # GPU's current limit is not the agent's (never set, set by someone else, or lost to a reset).
+    set_by_agent_watts: int | None = None
+
+    def owned_watts(self) -> int | None:
+        """The limit the agent owns on this GPU, reading statuses written before ``setByAgentWatts``
+        existed as their writer meant them: an applied, non-dry-run target was the agent's."""
+        if "set_by_agent_watts" in self.model_fields_set:
+            return self.set_by_agent_watts
+        legacy = not self.dry_run and self.error is None and self.applied_watts == self.target_watts
+        return self.target_watts if legacy and self.state == MANAGED else None
 
 
 _STATUS = TypeAdapter(dict[str, PowerLimitStatus])

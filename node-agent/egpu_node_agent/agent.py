@@ -15,13 +15,22 @@ from dataclasses import dataclass
 from egpu_api import keys
 from egpu_api.assignments import dump_assignments
 from egpu_api.gpus import GpuStatus, dump_gpus
-from egpu_api.power import PowerContractError, PowerLimitStatus, dump_status, parse_request, parse_status
+from egpu_api.power import (
+    EXTERNALLY_MANAGED,
+    PowerContractError,
+    PowerLimitStatus,
+    dump_status,
+    parse_request,
+    parse_status,
+)
+from egpu_node_agent import gfd
 from egpu_node_agent.assignments import AssignmentSource
 from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import GpuBackend, PowerLimitError
-from egpu_node_agent.power import PowerAction, plan_power
+from egpu_node_agent.power import PowerAction, PowerPlan, plan_power, plan_restore
 from egpu_node_agent.publisher import NodePublisher
+from egpu_node_agent.readings import GpuReading
 
 log = logging.getLogger("egpu_node_agent.agent")
 
@@ -83,11 +92,14 @@ class NodeAgent:
             if telemetry:
                 self._last_telemetry = time.monotonic()
             request, previous = self._power_annotations()
-            actions, power_status = plan_power(request, previous, readings, self.config.read_only)
-            if actions and not self.config.read_only and self._apply(actions, power_status):
+            plan = plan_power(request, previous, readings, self.config.read_only)
+            power_status = plan.status
+            self._note_ownership_changes(previous, power_status, plan.left)
+            if plan.actions and not self.config.read_only and self._apply(plan.actions, power_status):
                 readings = self.backend.read(telemetry=False)  # publish the limits as NVML now reports them
             gpus = gpu_statuses(readings, self.measured)
             self._note_health_changes(gpus)
+            self._compare_gfd(readings)
             annotations: dict[str, str | None] = {
                 keys.GPUS_ANNOTATION: dump_gpus(gpus),
                 keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
@@ -137,10 +149,76 @@ class NodeAgent:
                 extra={"node": self.config.node_name, "gpu": action.uuid, "watts": action.watts, "why": action.why},
             )
             if action.why != "restore default":
-                status[action.uuid] = status[action.uuid].model_copy(update={"applied_watts": action.watts})
+                update = {"applied_watts": action.watts, "set_by_agent_watts": action.watts}
+                status[action.uuid] = status[action.uuid].model_copy(update=update)
             else:
                 del status[action.uuid]  # back at default: no longer ours to report
         return changed
+
+    def _note_ownership_changes(
+        self, previous: dict[str, PowerLimitStatus], status: dict[str, PowerLimitStatus], left: dict[str, str]
+    ) -> None:
+        """An Event and a log line when a GPU's limit is handed over or taken back, and for limits left."""
+        node = self.config.node_name
+        for uuid, entry in status.items():
+            before = previous.get(uuid)
+            was_external = before is not None and before.state == EXTERNALLY_MANAGED
+            if entry.state == EXTERNALLY_MANAGED and not was_external:
+                self.publisher.event("PowerLimitExternallyManaged", f"GPU {uuid}: {entry.message}")
+                log.warning(
+                    "power limit set by someone else; not re-applying",
+                    extra={
+                        "node": node,
+                        "gpu": uuid,
+                        "observed_watts": entry.applied_watts,
+                        "expected_watts": entry.target_watts,
+                    },
+                )
+            elif before is not None and was_external and entry.state != EXTERNALLY_MANAGED:
+                changed = before.requested_watts != entry.requested_watts
+                why = "the request changed" if changed else "the limit is back at the target"
+                self.publisher.event(
+                    "PowerLimitManaged", f"GPU {uuid}: the agent manages its power limit again: {why}", warning=False
+                )
+                log.info("power limit managed again", extra={"node": node, "gpu": uuid, "why": why})
+        for uuid, reason in left.items():
+            self._report_once("PowerLimitLeft", f"GPU {uuid}: {reason}", warning=False)
+
+    def restore_power(self, why: str) -> PowerPlan:
+        """Put back the default limit of every GPU whose limit the agent set, because it stops managing
+        power (``why``, for the Event); say what it restored and what it left. The limits come first:
+        reporting is best effort, as the API may already be going away (an uninstall)."""
+        node = self.config.node_name
+        _, previous = self._power_annotations()
+        plan = plan_restore(previous, self.backend.read(telemetry=False), previous)
+        left = dict(plan.left)
+        restored: list[PowerAction] = []
+        for action in plan.actions:
+            try:
+                self.backend.set_power_limit(action.uuid, action.watts)
+            except PowerLimitError as error:
+                left[action.uuid] = f"restoring {action.watts} W failed: {error}"
+                continue
+            restored.append(action)
+            log.info("power limit restored", extra={"node": node, "gpu": action.uuid, "watts": action.watts, "why": why})
+        for uuid, reason in left.items():
+            log.warning("power limit left", extra={"node": node, "gpu": uuid, "reason": reason, "why": why})
+        summary = f"{why}: restored the default limit of {len(restored)} GPU(s)" + "".join(
+            f"; {action.uuid} to {action.watts} W" for action in restored
+        )
+        summary += "".join(f"; {uuid} {reason}" for uuid, reason in left.items()) if left else "; left none"
+        # What is left stays in the status, no longer the agent's; what was restored is forgotten.
+        status = {
+            uuid: entry.model_copy(update={"set_by_agent_watts": None, "message": left[uuid]})
+            for uuid, entry in previous.items()
+            if uuid in left
+        }
+        try:
+            self.publisher.publish(None, {keys.POWER_STATUS_ANNOTATION: dump_status(status) if status else None})
+            self.publisher.event("PowerLimitsRestored", summary, warning=bool(left))
+        except Exception as error:  # the API may be gone (uninstall): the limits are back all the same
+            log.warning("could not report the restored power limits", extra={"node": node, "error": str(error)})
+        return PowerPlan(restored, status, left)
 
     def _assignments(self, source: AssignmentSource) -> dict[str, list[str]] | None:
         """Which GPU each pod got; None (unknown) leaves the published annotation as it is."""
@@ -180,10 +258,20 @@ class NodeAgent:
             reason, message = "AllGPUsHealthy", f"{len(gpus)} GPU(s) healthy"
         self.publisher.set_condition(not lost and not degraded, reason, message[:1024])
 
-    def _report_once(self, reason: str, message: str) -> None:
+    def _compare_gfd(self, readings: list[GpuReading]) -> None:
+        """Flag GPU Feature Discovery labels that disagree with NVML: an Event and a log line once per
+        disagreement, and a metric per label; the labels are GFD's and stay as they are."""
+        labels = self.publisher.labels()
+        disagreements = gfd.compare(labels, readings)
+        for disagreement in disagreements:
+            self._report_once("GFDLabelsDisagree", disagreement.sentence())
+        present = [label for label in gfd.COMPARED if label in labels]
+        self.metrics.observe_gfd(self.config.node_name, present, [d.label for d in disagreements])
+
+    def _report_once(self, reason: str, message: str, warning: bool = True) -> None:
         if message not in self._reported:
             self._reported.add(message)
-            self.publisher.event(reason, message)
+            self.publisher.event(reason, message, warning=warning)
             log.warning(message, extra={"node": self.config.node_name, "reason": reason})
 
     def _renew_lease(self) -> None:

@@ -169,7 +169,7 @@ def report(readings: list[GpuReading], smi: ElementTree.Element | None, probes: 
             )
         if reading.power is not None:
             request = {reading.uuid: max(reading.power.min_limit_watts, reading.power.limit_watts - 50)}
-            actions, _ = plan_power(request, {}, [reading], read_only=True)
+            actions = plan_power(request, {}, [reading], read_only=True).actions
             planned = ", ".join(f"set {a.watts} W ({a.why})" for a in actions) or "nothing"
             lines.append(f"   power dry run: request {request[reading.uuid]} W -> would {planned}; NVML not called")
     labels = node_labels(gpu_statuses(readings))

@@ -4,6 +4,7 @@
   egpu-node-agent run --backend none                    # documented no-GPU mode
   egpu-node-agent simulate --fleet fleet.yaml --kubeconfig k.yaml
   egpu-node-agent labels [--backend fake --fleet F --node-name N]   # print labels, touch nothing
+  egpu-node-agent restore-power --node-name N           # put back the default limits the agent set
 
 Any failure a user can cause (no NVML, a bad profile, an unknown node, a bad log level, no API
 access) is one line on stderr and a non-zero exit, never a traceback. Output piped into a reader
@@ -29,10 +30,13 @@ from egpu_node_agent.fake_nvml import FakeGpuHost
 from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.nogpu import NoGpuBackend
 from egpu_node_agent.nvml import BackendUnavailable, GpuBackend, NvmlBackend, load_pynvml
+from egpu_node_agent.release import RESTORE_MODES
 from egpu_runtime import logs
 
 if TYPE_CHECKING:
+    from egpu_node_agent.agent import NodeAgent
     from egpu_node_agent.podresources import PodResourcesSource
+    from egpu_node_agent.publisher import NodePublisher
 
 EXIT_USAGE, EXIT_NO_NVML, EXIT_API = 2, 3, 4
 # What a shell reports for a process killed by SIGPIPE (128 + 13): the reader of our output left.
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "restore-power":
+            return _restore_power(args)
         return _run(args)
     except BrokenPipeError:
         _silence_stdout()
@@ -111,6 +117,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster credentials")
     run.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls (default 10)")
     run.add_argument("--read-only", action="store_true", help="never change a GPU; report power requests as dry runs")
+    run.add_argument(
+        "--restore-power-on-exit",
+        choices=RESTORE_MODES,
+        default="never",
+        help="on SIGTERM, put back the default limits the agent set: never (default); uninstall: when its DaemonSet "
+        "(--daemonset-name) is gone, being deleted or now read-only; always",
+    )
+    run.add_argument(
+        "--daemonset-name",
+        default=os.environ.get("DAEMONSET_NAME"),
+        help="the agent's DaemonSet in --namespace, read at exit by --restore-power-on-exit=uninstall (default: $DAEMONSET_NAME)",
+    )
     run.add_argument("--metrics-port", type=int, default=9400, help="Prometheus /metrics port; 0 disables")
     run.add_argument(
         "--probe-bandwidth",
@@ -150,6 +168,17 @@ def _parser() -> argparse.ArgumentParser:
     backend_options(check)
     fleet_node_option(check)
     check.add_argument("--probe", action="store_true", help="also measure host-to-device copy bandwidth (needs libcudart)")
+
+    restore = commands.add_parser(
+        "restore-power",
+        help="put back the default limit of every GPU whose limit the agent set (from the node's power-limit-status), "
+        "leave the others, and say so in a log line, an Event and the annotation; stop the agent first, or it "
+        "applies its requests again",
+    )
+    backend_options(restore)
+    restore.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="default: $NODE_NAME (downward API)")
+    restore.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "egpu-system"), help=argparse.SUPPRESS)
+    restore.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster credentials")
 
     simulate = commands.add_parser("simulate", help="run one agent per node of a fleet profile on fake GPUs")
     simulate.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help="fleet profile whose nodes to simulate")
@@ -304,14 +333,61 @@ def _run(args: argparse.Namespace) -> int:
             cleanup.callback(assignments.close)
         agent = NodeAgent(config, backend, publisher, metrics, _probe() if args.probe_bandwidth else None, assignments)
         stop = _stop_on_signals()
+        # SIGTERM wakes the loop at once: restoring limits on exit must fit in the pod's grace period,
+        # whatever the poll interval.
+        threading.Thread(target=_wake_on, args=(stop, publisher.changed), name="wake-on-stop", daemon=True).start()
         logging.getLogger("egpu_node_agent").info(
             "node agent started", extra={"node": args.node_name, "backend": args.backend, "read_only": args.read_only}
         )
         try:
             agent.run(stop)
+            restore_on_exit(args, agent, publisher)
         finally:
             publisher.close()
             backend.close()
+    return 0
+
+
+def restore_on_exit(args: argparse.Namespace, agent: "NodeAgent", publisher: "NodePublisher") -> None:
+    """After SIGTERM: restore the limits the agent set if no agent will manage power after it (release.py)."""
+    from egpu_node_agent.release import restore_reason
+
+    log = logging.getLogger("egpu_node_agent")
+    if args.read_only or args.restore_power_on_exit == "never":
+        return
+    if args.restore_power_on_exit == "uninstall" and not args.daemonset_name:
+        log.warning("power limits left: --restore-power-on-exit=uninstall needs --daemonset-name or $DAEMONSET_NAME")
+        return
+    found, status = publisher.daemonset(args.daemonset_name) if args.restore_power_on_exit == "uninstall" else (None, None)
+    why = restore_reason(args.restore_power_on_exit, found, status)
+    if why is None:
+        log.info("power limits kept for the next agent", extra={"node": args.node_name, "daemonset_read_status": status})
+        return
+    agent.restore_power(why)
+
+
+def _restore_power(args: argparse.Namespace) -> int:
+    from egpu_node_agent.agent import AgentConfig, NodeAgent
+    from egpu_node_agent.metrics import AgentMetrics
+    from egpu_node_agent.publisher import NodePublisher
+    from egpu_runtime.kube import api_client
+
+    if not args.node_name:
+        print("egpu-node-agent: no node name; set NODE_NAME or pass --node-name", file=sys.stderr)
+        return EXIT_USAGE
+    with contextlib.ExitStack() as cleanup:
+        backend = _backend(args, args.node_name, cleanup)
+        publisher = NodePublisher(api_client(args.kubeconfig), args.node_name, args.namespace)
+        try:
+            agent = NodeAgent(AgentConfig(args.node_name), backend, publisher, AgentMetrics())
+            plan = agent.restore_power("egpu-node-agent restore-power was run")
+        finally:
+            publisher.close()
+            backend.close()
+    restored = ", ".join(f"{a.uuid} {a.watts} W" for a in plan.actions) or "none"
+    print(f"restored: {restored}")
+    for uuid, reason in plan.left.items():
+        print(f"left: {uuid} {reason}")
     return 0
 
 
@@ -335,6 +411,11 @@ def _simulate(args: argparse.Namespace) -> int:
         stop.wait()
         simulator.stop()
     return 0
+
+
+def _wake_on(stop: threading.Event, wake: threading.Event) -> None:
+    stop.wait()
+    wake.set()
 
 
 def _stop_on_signals() -> threading.Event:

@@ -3,8 +3,10 @@
 ``FakeNvml`` answers the NVML calls ``NvmlBackend`` makes, by pynvml's names, with pynvml's
 units (bytes, milliwatts) and error codes, so the backend's real code runs against it.
 ``FakeGpuHost`` pairs it with a fake sysfs tree and injects the faults edge hosts meet:
-a GPU falling off the bus (Xid 79), a link downtraining, a power limit NVML refuses, and
-NVML failing to load at all.
+a GPU falling off the bus (Xid 79), a link downtraining, a power limit NVML refuses, a power
+limit someone else sets (``nvidia-smi -pl``, a DCGM policy), and NVML failing to load at all.
+``FakeNvml.power_limit_sets`` records every limit set through NVML's API, so a test can tell
+what the agent set from what was set around it.
 """
 
 import threading
@@ -90,6 +92,8 @@ class FakeNvml:
         self.init_error: int | None = None
         self.initialised = False
         self.calls = 0  # NVML calls answered, for benchmarks
+        # (uuid, milliwatts) of every nvmlDeviceSetPowerManagementLimit that succeeded, in order.
+        self.power_limit_sets: list[tuple[str, int]] = []
         self._lock = threading.Lock()
 
     # -- library ---------------------------------------------------------------------------------
@@ -180,6 +184,7 @@ class FakeNvml:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         with self._lock:
             gpu.power_mw = (milliwatts, power[1], power[2], power[3])
+            self.power_limit_sets.append((gpu.uuid, milliwatts))
 
     def nvmlDeviceGetVirtualizationMode(self, handle: int) -> int:
         return self._gpu(handle).virtualization
@@ -301,6 +306,14 @@ class FakeGpuHost:
 
     def fail_set_power(self, index: int, code: int = NVML_ERROR_NO_PERMISSION) -> None:
         self.nvml.gpus[index].set_power_error = code
+
+    def set_power_limit_externally(self, index: int, watts: int) -> None:
+        """Someone else sets the limit (an administrator's ``nvidia-smi -pl``, a DCGM policy): not recorded
+        in ``power_limit_sets``, which holds only what went through this library."""
+        gpu = self.nvml.gpus[index]
+        assert gpu.power_mw is not None, "this GPU has no power limit to set"
+        with self.nvml._lock:
+            gpu.power_mw = (watts * 1000, *gpu.power_mw[1:])
 
     def driver_reload(self) -> None:
         """The driver reloads (or the GPU resets): every power limit is back at its default."""

@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 from egpu_api.gpus import HopStatus, LinkStatus
-from egpu_api.power import PowerLimitStatus
+from egpu_api.power import EXTERNALLY_MANAGED, PowerLimitStatus
 from egpu_node_agent.readings import CLOCK_EVENT_REASONS, GpuReading
 
 #: Labels of every per-GPU series: ours first, then dcgm-exporter's (its spellings, its order).
@@ -60,7 +60,15 @@ class AgentMetrics:
             gpu,
             registry=self.registry,
         )
+        self.power_external = Gauge(
+            "egpu_gpu_power_limit_external",
+            "1 when someone else (a DCGM policy, nvidia-smi -pl) set the limit of a requested GPU and the agent "
+            "leaves it alone (power-limit-status state ExternallyManaged), else 0; only GPUs with a request",
+            gpu,
+            registry=self.registry,
+        )
         self._power_series: set[tuple[str, ...]] = set()
+        self._gfd_series: set[tuple[str, str]] = set()
         self.temperature = Gauge("egpu_gpu_temperature_celsius", "GPU temperature", gpu, registry=self.registry)
         self.pcie_tx = Gauge("egpu_gpu_pcie_tx_bytes_per_second", "PCIe transmit throughput", gpu, registry=self.registry)
         self.pcie_rx = Gauge("egpu_gpu_pcie_rx_bytes_per_second", "PCIe receive throughput", gpu, registry=self.registry)
@@ -136,6 +144,13 @@ class AgentMetrics:
             ["node"],
             registry=self.registry,
         )
+        self.gfd_disagreement = Gauge(
+            "egpu_node_agent_gfd_label_disagreement",
+            "1 when GPU Feature Discovery's node label (nvidia.com/gpu.product, .memory, .count) disagrees with NVML, "
+            "0 when it agrees; only labels GFD has set",
+            ["node", "label"],
+            registry=self.registry,
+        )
         self.errors = Counter("egpu_node_agent_errors", "Errors by kind", ["node", "kind"], registry=self.registry)
         self.poll_seconds = Histogram(
             "egpu_node_agent_poll_seconds",
@@ -144,6 +159,16 @@ class AgentMetrics:
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+
+    def observe_gfd(self, node: str, present: Sequence[str], disagreeing: Sequence[str]) -> None:
+        """One series per GFD label present on ``node``; labels GFD removed lose theirs."""
+        for label in present:
+            self.gfd_disagreement.labels(node, label).set(1 if label in disagreeing else 0)
+        for labels in list(self._gfd_series):
+            if labels[0] == node and labels[1] not in present:
+                with contextlib.suppress(KeyError):
+                    self.gfd_disagreement.remove(*labels)
+        self._gfd_series = {labels for labels in self._gfd_series if labels[0] != node} | {(node, label) for label in present}
 
     def observe(
         self,
@@ -168,6 +193,7 @@ class AgentMetrics:
                     self.power_target.labels(*labels).set(wanted.target_watts)
                 applied = wanted.error is None and not wanted.dry_run and wanted.applied_watts == wanted.target_watts
                 self.power_applied.labels(*labels).set(1 if applied else 0)
+                self.power_external.labels(*labels).set(1 if wanted.state == EXTERNALLY_MANAGED else 0)
             state = health.get(reading.uuid, "lost")
             self.healthy.labels(*labels).set(1 if state == "ok" else 0)
             for each in HEALTH_STATES:
@@ -206,7 +232,7 @@ class AgentMetrics:
             if reading.pcie_rx_kbps is not None:
                 self.pcie_rx.labels(*labels).set(reading.pcie_rx_kbps * 1000)
         for gone in {labels for labels in self._power_series if labels[0] == node} - requested:
-            for gauge in (self.power_target, self.power_applied):
+            for gauge in (self.power_target, self.power_applied, self.power_external):
                 with contextlib.suppress(KeyError):
                     gauge.remove(*gone)
         self._power_series = {labels for labels in self._power_series if labels[0] != node} | requested

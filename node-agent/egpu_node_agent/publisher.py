@@ -53,6 +53,7 @@ class NodePublisher:
         # Raw dicts in, raw JSON out (_preload_content=False): the agent handles plain data, not models.
         self._core: Any = client.CoreV1Api(api_client)
         self._leases: Any = client.CoordinationV1Api(api_client)
+        self._apps: Any = client.AppsV1Api(api_client)
         self._node: dict[str, Any] = self._get_node()
         self._lock = threading.Lock()
         self.changed = threading.Event()  # set when the watch sees our node change
@@ -73,11 +74,23 @@ class NodePublisher:
     def annotations(self) -> dict[str, str]:
         return dict(self.node()["metadata"].get("annotations") or {})
 
+    def daemonset(self, name: str) -> tuple[dict[str, Any] | None, int | None]:
+        """The agent's own DaemonSet in its namespace, and None or the HTTP status of a failed read
+        (``(None, None)``: it does not exist). Read once, when the agent stops."""
+        try:
+            response = self._apps.read_namespaced_daemon_set(name, self.namespace, _preload_content=False)
+        except ApiException as error:
+            return None, None if error.status == 404 else int(error.status or 0)
+        except Exception:  # no answer at all (connection refused): unknown
+            return None, 0
+        return dict(json.loads(response.data)), None
+
     # -- writing -------------------------------------------------------------------------------
 
-    def publish(self, labels: Mapping[str, str], annotations: Mapping[str, str | None]) -> bool:
-        """Patch the node's project labels and annotations if they differ; return whether it patched."""
-        label_patch = diff(self.labels(), labels, keys.NODE_AGENT_LABELS)
+    def publish(self, labels: Mapping[str, str] | None, annotations: Mapping[str, str | None]) -> bool:
+        """Patch the node's project labels and annotations if they differ; return whether it patched.
+        ``labels`` None leaves the labels as they are (``{}`` would remove every label the agent owns)."""
+        label_patch = diff(self.labels(), labels, keys.NODE_AGENT_LABELS) if labels is not None else {}
         annotation_patch = diff(self.annotations(), annotations)
         if not label_patch and not annotation_patch:
             return False

@@ -115,7 +115,8 @@ def _placement(
         entry.power = PowerStatus(
             requested_watts=watts,
             applied_watts=reported.applied_watts if reported else None,
-            message=(reported.error if reported else "waiting for the node agent") or None,
+            # An error, or why the limit is not the agent's (someone else set it: state ExternallyManaged).
+            message=((reported.error or reported.message) if reported else "waiting for the node agent") or None,
         )
     return entry
 

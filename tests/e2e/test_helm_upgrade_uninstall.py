@@ -1,15 +1,38 @@
 """helm upgrade changes the release's objects in place; helm uninstall leaves nothing behind but
-the CRDs (kept by default, so InferenceDeployments survive), and those too with crds.keep=false."""
+the CRDs (kept by default, so InferenceDeployments survive), and those too with crds.keep=false;
+an agent that set a power limit restores its default when the release is uninstalled, not before."""
 
+import argparse
+import json
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from egpu_api.fleet import load_fleet
 from egpu_localcluster import LocalCluster
 from egpu_localcluster.kubectl import Kubectl
+from egpu_node_agent import cli
+from egpu_node_agent.agent import AgentConfig, NodeAgent
+from egpu_node_agent.fake_nvml import FakeGpuHost
+from egpu_node_agent.metrics import AgentMetrics
+from egpu_node_agent.nvml import NvmlBackend
+from egpu_node_agent.publisher import NodePublisher
+from egpu_runtime.kube import api_client
 from tests.e2e.helpers import wait_for
-from tests.unit.chart.helm import CHART, NAMESPACE, RELEASE, helm, install, release_on_local_cluster
+from tests.unit.chart.helm import (
+    AGENT_SA,
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    agent_pod_on,
+    helm,
+    install,
+    release_on_local_cluster,
+    token_kubeconfig,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -67,6 +90,42 @@ def test_power_actuation_needs_a_privileged_namespace(cluster: LocalCluster) -> 
     install(cluster, {"agent.powerActuation.enabled": "true"}, command="upgrade")
     pods = kube.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-agent")["items"]
     assert all("--read-only" not in pod["spec"]["containers"][0]["args"] for pod in pods)
+
+
+def test_uninstall_restores_the_default_limits_the_agent_set(cluster: LocalCluster) -> None:
+    """The agent's code with the chart's credentials (a token bound to its pod on the Tesla P4 node), power
+    actuation on (the test before): it keeps its limit while the release stays and restores it once uninstalled."""
+    kube, name = cluster.kubectl, "x220-tesla-p4"
+    with tempfile.TemporaryDirectory(prefix="egpu-helm-restore-") as folder:
+        config = token_kubeconfig(kube, AGENT_SA, Path(folder) / "agent.kubeconfig", bound_pod=agent_pod_on(kube, name))
+        host = FakeGpuHost(load_fleet().node(name), Path(folder) / "sys")
+        publisher = NodePublisher(api_client(config), name, NAMESPACE)
+        agent = NodeAgent(AgentConfig(name), NvmlBackend(host.nvml, host.sysfs_root), publisher, AgentMetrics())
+        args = argparse.Namespace(read_only=False, restore_power_on_exit="uninstall", daemonset_name=f"{RELEASE}-node-agent",
+                                  node_name=name)  # fmt: skip
+        try:
+            agent.poll()
+            uuid = host.nvml.gpus[0].uuid
+            kube.run("annotate", "node", name, f"egpu-operator.io/power-limit-request={json.dumps({uuid: 70})}", "--overwrite")
+
+            def applied() -> bool | None:
+                agent.poll()
+                return True if host.nvml.power_limit_sets == [(uuid, 70_000)] else None
+
+            wait_for(applied, 15, "the agent to apply 70 W")
+            wait_for(lambda: True if publisher.annotations().get("egpu-operator.io/power-limit-status", "").count(
+                '"setByAgentWatts":70') else None, 15, "the agent to see its own status")  # fmt: skip
+
+            cli.restore_on_exit(args, agent, publisher)  # a restart: the DaemonSet is there and readable
+            assert host.nvml.power_limit_sets == [(uuid, 70_000)], "the cap must survive a restart"
+
+            helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", kubeconfig=cluster.kubeconfig)
+            cli.restore_on_exit(args, agent, publisher)  # SIGTERM after the uninstall
+            assert host.nvml.power_limit_sets == [(uuid, 70_000), (uuid, 75_000)]
+        finally:
+            publisher.close()
+            kube.run("annotate", "node", name, "egpu-operator.io/power-limit-request-", check=False)
+    install(cluster, {"agent.powerActuation.enabled": "true"})  # as the next test expects
 
 
 def test_uninstall_leaves_only_the_kept_crds(cluster: LocalCluster) -> None:

@@ -46,7 +46,8 @@ def test_request_is_clamped_applied_reapplied_after_reload_and_restored(kube: Ku
         status = wait_for(lambda: s if (s := status_of(kube, name)).get(first, {}).get("appliedWatts") == 180 else None,
                           10, "status of the first GPU")  # fmt: skip
         assert status[first] == {"requestedWatts": 180, "targetWatts": 180, "appliedWatts": 180, "clamped": False,
-                                 "dryRun": False, "error": None}  # fmt: skip
+                                 "dryRun": False, "error": None, "state": "Managed", "message": None,
+                                 "setByAgentWatts": 180}  # fmt: skip
         assert status[second]["targetWatts"] == 230
         assert status[second]["clamped"] is True
 

@@ -91,6 +91,27 @@ def test_power_actuation_adds_sys_admin_as_root_and_drops_read_only() -> None:
     assert pod["securityContext"]["runAsUser"] == 0
 
 
+def test_an_agent_that_sets_limits_restores_its_own_on_uninstall_and_may_read_only_its_daemonset() -> None:
+    objects = render({"agent.powerActuation.enabled": "true"})
+    daemonset = find(objects, "DaemonSet")
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    assert "--restore-power-on-exit=uninstall" in container["args"]
+    assert env(container)["DAEMONSET_NAME"] == daemonset["metadata"]["name"]
+    role = find(objects, "Role", AGENT_SA)
+    assert {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [daemonset["metadata"]["name"]],
+            "verbs": ["get"]} in role["rules"]  # fmt: skip
+    never = agent_pod({"agent.powerActuation.enabled": "true", "agent.powerActuation.restoreDefaultsOnExit": "never"})
+    assert "--restore-power-on-exit=never" in never["containers"][0]["args"]
+
+
+def test_a_read_only_agent_has_nothing_to_restore_and_no_daemonset_access() -> None:
+    objects = render()
+    container = find(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    assert not any(arg.startswith("--restore-power-on-exit") for arg in container["args"])
+    assert "DAEMONSET_NAME" not in env(container)
+    assert all("daemonsets" not in rule["resources"] for rule in find(objects, "Role", AGENT_SA)["rules"])
+
+
 def test_agent_gets_node_and_namespace_from_the_downward_api_and_nvidia_runtime() -> None:
     pod = agent_pod()
     variables = env(pod["containers"][0])

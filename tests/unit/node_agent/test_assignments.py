@@ -171,7 +171,10 @@ class RecordingPublisher:
     def annotations(self) -> dict[str, str]:
         return dict(self.node_annotations)
 
-    def publish(self, labels: Mapping[str, str], annotations: Mapping[str, str | None]) -> bool:
+    def labels(self) -> dict[str, str]:
+        return {}  # no GPU Feature Discovery labels
+
+    def publish(self, labels: Mapping[str, str] | None, annotations: Mapping[str, str | None]) -> bool:
         patch = diff(self.node_annotations, annotations)
         for key, value in patch.items():
             if value is None:

@@ -23,6 +23,23 @@ def test_missing_node_name_says_how_to_set_it(capsys: pytest.CaptureFixture[str]
     )
 
 
+def test_restore_power_without_a_node_says_how_to_name_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    assert main(["restore-power", "--backend", "none"]) == 2
+    assert capsys.readouterr().err == "egpu-node-agent: no node name; set NODE_NAME or pass --node-name\n"
+
+
+def test_restore_on_exit_takes_only_the_documented_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(["run", "--restore-power-on-exit", "sometimes"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --restore-power-on-exit: invalid choice: 'sometimes'" in error
+    assert all(mode in error for mode in ("never", "uninstall", "always"))
+
+
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA driver")
 def test_missing_nvml_is_one_line_and_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["labels"]) == 3

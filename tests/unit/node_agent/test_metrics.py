@@ -97,9 +97,16 @@ def test_a_power_limit_not_applied_reads_0_and_a_withdrawn_request_has_no_series
     metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={uuid: dry})
     assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_applied{")] == ["0.0"]
 
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_external{")] == ["0.0"]
+    external = applied.model_copy(update={"applied_watts": 70, "state": "ExternallyManaged"})
+    metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={uuid: external})
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_external{")] == ["1.0"]
+    assert [line.rsplit(" ", 1)[1] for line in lines("egpu_gpu_power_limit_applied{")] == ["0.0"]
+
     metrics.observe("x220-tesla-p4", readings, {uuid: "ok"}, power={})
     assert lines("egpu_gpu_power_limit_applied{") == []
     assert lines("egpu_gpu_power_limit_target_watts{") == []
+    assert lines("egpu_gpu_power_limit_external{") == []
 
 
 def test_the_bottleneck_hop_and_its_effective_bandwidth_as_published(fake_host: Callable[[str], FakeGpuHost]) -> None:
@@ -138,3 +145,20 @@ def test_gpus_sharing_a_switch_uplink_form_one_group(fake_host: Callable[[str], 
     pi = NvmlBackend(fake_host("pi5-rtx4090").nvml, fake_host("pi5-rtx4090").sysfs_root).read()
     alone.observe("pi5", pi, {pi[0].uuid: "ok"}, paths={g.uuid: g.path for g in gpu_statuses(pi)})
     assert "egpu_gpu_pcie_shared_link_gpus{" not in generate_latest(alone.registry).decode()
+
+
+def test_a_gfd_label_that_disagrees_reads_1_and_one_gfd_removed_has_no_series() -> None:
+    metrics = AgentMetrics()
+
+    def values() -> dict[str, str]:
+        lines = generate_latest(metrics.registry).decode().splitlines()
+        return {
+            line.split('label="')[1].split('"')[0]: line.rsplit(" ", 1)[1]
+            for line in lines
+            if line.startswith("egpu_node_agent_gfd_label_disagreement{")
+        }
+
+    metrics.observe_gfd("n1", ["nvidia.com/gpu.product", "nvidia.com/gpu.count"], ["nvidia.com/gpu.count"])
+    assert values() == {"nvidia.com/gpu.product": "0.0", "nvidia.com/gpu.count": "1.0"}
+    metrics.observe_gfd("n1", ["nvidia.com/gpu.product"], [])
+    assert values() == {"nvidia.com/gpu.product": "0.0"}

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentStatus, ReplicaPlacement
 from egpu_api.maintenance import GPUMaintenanceStatus
+from egpu_api.power import EXTERNALLY_MANAGED, PowerLimitStatus, dump_status
 from egpu_operator import drain, status
 from tests.unit.operator.cluster import NAMESPACE, Cluster, deployment
 
@@ -35,6 +37,26 @@ def test_the_deployment_status_has_only_contract_fields(nodes: dict[str, Any]) -
     assert set(entry) >= {"replica", "pod", "node", "ready", "linkGeneration", "linkWidth", "bandwidthMBps",
                           "estimatedLoadSeconds", "gpu", "power"}  # fmt: skip
     assert entry["power"] == {"requestedWatts": 300, "message": "waiting for the node agent"}, "no nulls are written"
+
+
+def test_a_limit_someone_else_set_reaches_the_replica_s_power_status(nodes: dict[str, Any]) -> None:
+    cluster = Cluster(nodes)
+    cluster.kube.add_deployment(deployment(power={"limitWatts": 300}))
+    cluster.reconcile()
+    cluster.kube.schedule()
+    cluster.reconcile()
+    entry = cluster.status()["placements"][0]
+    reported = PowerLimitStatus(requested_watts=300, target_watts=300, applied_watts=250, state=EXTERNALLY_MANAGED,
+                                message="NVML enforces 250 W, not the 300 W the agent set: ...")  # fmt: skip
+    annotations = cluster.kube.nodes[entry["node"]]["metadata"].setdefault("annotations", {})
+    annotations[keys.POWER_STATUS_ANNOTATION] = dump_status({entry["gpu"]: reported})
+    cluster.reconcile()
+    power = cluster.status()["placements"][0]["power"]
+    assert power == {
+        "requestedWatts": 300,
+        "appliedWatts": 250,
+        "message": "NVML enforces 250 W, not the 300 W the agent set: ...",
+    }
 
 
 def test_a_load_estimate_no_replica_has_any_more_is_cleared(nodes: dict[str, Any]) -> None:

@@ -100,7 +100,7 @@ def test_a_replica_pod_its_service_and_budget_are_allowed(operator: Kubectl) -> 
     accepted(dry_run(operator, disruption_budget(DEPLOYMENT, 1)))
 
 
-@pytest.mark.parametrize("namespace", ["kube-system", NAMESPACE])
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", NAMESPACE])
 def test_a_pod_in_kube_system_or_the_release_namespace_is_refused(operator: Kubectl, namespace: str) -> None:
     message = refusal(dry_run(operator, pod_in(namespace)))
     assert f"the egpu-operator operator may not create pods in namespace {namespace}" in message
@@ -202,3 +202,46 @@ def test_a_node_taint_or_a_foreign_label_is_refused(operator: Kubectl) -> None:
 
 def test_the_fence_does_not_apply_to_other_users(cluster: LocalCluster, tmp_path: Path) -> None:
     accepted(dry_run(cluster.kubectl, pod_in("kube-system")))
+
+
+def test_a_real_replica_and_its_service_may_be_replaced_and_deleted_and_a_foreign_service_may_not(
+    cluster: LocalCluster, operator: Kubectl
+) -> None:
+    """The operator deletes replicas it no longer wants, replaces an edited Service and deletes one
+    whose spec.service went away."""
+    kube = cluster.kubectl
+    owner = {
+        "apiVersion": "egpu-operator.io/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": "real", "namespace": MODELS},
+        "spec": {
+            "model": {"name": "m", "size": "1Gi"},
+            "placement": {"maxLoadSeconds": 30},
+            "template": DEPLOYMENT["spec"]["template"],
+        },
+    }
+    kube.run("create", "-f", "-", stdin=json.dumps(owner))
+    deployment = kube.get_json("inferencedeployment", "real", "-n", MODELS)
+    pod = replica_pod(deployment, 0, NODE, load_seconds=20.0)
+    owned = service.manifest(deployment, ServiceSpec.model_validate({"ports": [{"port": 80}]}))
+    foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": MODELS},
+               "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432}]}}  # fmt: skip
+    for manifest in (pod, owned, foreign):
+        kube.run("create", "-f", "-", stdin=json.dumps(manifest))
+    try:
+        accepted(operator.run("delete", "pod", pod["metadata"]["name"], "-n", MODELS, "--dry-run=server", check=False))
+        # An edited Service is read and replaced (kube.apply_service): its own, not another.
+        for name in ("real", "db"):
+            current = kube.get_json("service", name, "-n", MODELS)
+            current["metadata"].setdefault("labels", {})["edited"] = "yes"
+            replaced = operator.run("replace", "--dry-run=server", "-f", "-", stdin=json.dumps(current), check=False)
+            if name == "real":
+                accepted(replaced)
+            else:
+                assert "may update only Services controlled by an InferenceDeployment; Service db is not" in refusal(replaced)
+        accepted(operator.run("delete", "service", "real", "-n", MODELS, "--dry-run=server", check=False))
+        message = refusal(operator.run("delete", "service", "db", "-n", MODELS, "--dry-run=server", check=False))
+        assert "may delete only Services controlled by an InferenceDeployment; Service db is not" in message
+    finally:
+        kube.run("delete", "inferencedeployment", "real", "-n", MODELS, "--wait=false")
+        kube.run("delete", "service", "db", "-n", MODELS, "--wait=false")

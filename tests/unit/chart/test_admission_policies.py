@@ -194,3 +194,9 @@ def test_fence_names_the_replica_labels_and_the_namespaces_replicas_never_use() 
     assert f"variables.labels[?'{keys.REPLICA_LABEL}']" in expressions
     assert json.dumps([NAMESPACE, "kube-system", "kube-public", "kube-node-lease"], separators=(",", ":")) in expressions
     assert f"startsWith('{keys.PREFIX}')" in expressions
+
+
+def test_fence_allows_the_tolerations_kubernetes_adds_to_every_pod() -> None:
+    tolerations = variable(policies({"tenancy.allowedTolerationKeys": "{pool.example.com/ml}"})[FENCE], "foreignTolerations")
+    assert '["pool.example.com/ml","node.kubernetes.io/not-ready","node.kubernetes.io/unreachable"]' in tolerations
+    assert f"r != '{keys.GPU_RESOURCE}'" in variable(policies()[FENCE], "extraResources")

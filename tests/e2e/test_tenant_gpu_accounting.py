@@ -92,3 +92,15 @@ def test_a_toleration_of_a_reserved_pool_is_refused_and_the_gpu_taint_allowed(te
     assert 'spec.placement.tolerations key "pool.example.com/reserved" is not allowed' in message
     accepted(tenants[who].dry_run(placement_tolerations(toleration("nvidia.com/gpu"))))
     accepted(tenants[who].dry_run(deployment("gpu-taint", tolerations=[toleration("nvidia.com/gpu")])))
+
+
+def test_an_update_may_not_add_what_a_create_may_not_but_may_leave_the_template_alone(tenants: dict[str, Tenant]) -> None:
+    pod_creator = tenants["pod-creator"]
+    accepted(pod_creator.run("create", "-f", "-", manifest=deployment("updated")))
+    try:
+        patch = '{"spec": {"placement": {"tolerations": [{"operator": "Exists"}]}}}'
+        message = refusal(pod_creator.run("patch", "inferencedeployment", "updated", "--type=merge", "-p", patch))
+        assert 'spec.placement.tolerations key "" is not allowed' in message
+        accepted(pod_creator.run("label", "inferencedeployment", "updated", "team=ml"))
+    finally:
+        accepted(pod_creator.run("delete", "inferencedeployment", "updated"))

@@ -160,6 +160,11 @@ def test_requester_policy_asks_the_authorizer_once_per_object_within_the_cel_bud
     assert all(v["expression"].count(".check(") == 1 for v in checks)
     assert (len(checks) + 1) * 350_000 <= 10_000_000
     assert "resource('pods').namespace(request.namespace).check('create')" in variable(policy, "heldToSubset")
+    # A message expression cannot ask the authorizer: each check has a validation of its own, whose
+    # message reads only which object it checked.
+    denials = [v for v in policy["spec"]["validations"] if v["expression"].startswith("!variables.unreadable")]
+    assert [v["expression"] for v in denials] == [f"!variables.unreadable{i}" for i in range(16)]
+    assert all("unreadable" not in v["messageExpression"] and "authorizer" not in v["messageExpression"] for v in denials)
 
 
 def test_requester_policy_renders_the_volume_allowances() -> None:

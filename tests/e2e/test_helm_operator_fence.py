@@ -135,8 +135,9 @@ def test_a_pod_without_the_replica_labels_is_refused(operator: Kubectl) -> None:
         ({"containers": [{"name": "x", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]},
          "requests nvidia.com/gpu=8: a replica gets one nvidia.com/gpu"),
         ({"tolerations": [{"operator": "Exists"}]}, 'tolerates taint key "": allowed are nvidia.com/gpu'),
+        ({"resourceClaims": [{"name": "gpus", "resourceClaimTemplateName": "eight-gpus"}]}, "requests resource claim gpus"),
     ],
-    ids=["hostNetwork", "hostPath", "privileged", "gpu-env", "service-account", "gpus", "tolerations"],
+    ids=["hostNetwork", "hostPath", "privileged", "gpu-env", "service-account", "gpus", "tolerations", "resource-claims"],
 )  # fmt: skip
 def test_a_replica_with_host_access_or_a_foreign_identity_is_refused(
     operator: Kubectl, changes: dict[str, Any], named: str

@@ -104,3 +104,10 @@ def test_an_update_may_not_add_what_a_create_may_not_but_may_leave_the_template_
         accepted(pod_creator.run("label", "inferencedeployment", "updated", "team=ml"))
     finally:
         accepted(pod_creator.run("delete", "inferencedeployment", "updated"))
+
+
+@pytest.mark.parametrize("who", EVERYONE)
+def test_dynamic_resource_allocation_claims_are_refused(tenants: dict[str, Tenant], who: str) -> None:
+    claims = [{"name": "gpus", "resourceClaimTemplateName": "eight-gpus"}]
+    message = refusal(tenants[who].dry_run(deployment("dra", resourceClaims=claims)))
+    assert "spec.template.spec.resourceClaims is not allowed: a replica's GPU comes from the device plugin" in message

@@ -7,11 +7,20 @@ Secret ``a`` but not ``b``, ConfigMap ``settings``, PVC ``weights`` and ServiceA
 """
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from egpu_api import keys
+from egpu_api.fleet import load_fleet
+from egpu_localcluster import LocalCluster
+from egpu_node_agent.simulator import FleetSimulator
+from egpu_runtime.kube import api_client
+from tests.e2e.conftest import e2e_operator
+from tests.e2e.helpers import wait_for
 from tests.e2e.tenants import (
     IDEPS,
     TENANT_NAMESPACE,
@@ -23,6 +32,7 @@ from tests.e2e.tenants import (
     tenants_on_release,
     with_container,
 )
+from tests.unit.chart.helm import NAMESPACE, OPERATOR_SA, token_kubeconfig
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,7 +46,7 @@ def readable(resource: str, *names: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Tenant]]:
+def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, dict[str, Tenant]]]:
     folder = tmp_path_factory.mktemp("tenants")
     with tenants_on_release(folder) as (cluster, ideps_only, pod_creator):
         kube = cluster.kubectl
@@ -52,7 +62,12 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Tena
             readable("serviceaccounts", "default"),
         ]
         reader = add_tenant(cluster, "reader", rules, folder)
-        yield {"ideps-only": ideps_only, "pod-creator": pod_creator, "reader": reader}
+        yield cluster, {"ideps-only": ideps_only, "pod-creator": pod_creator, "reader": reader}
+
+
+@pytest.fixture(scope="module")
+def tenants(release: tuple[LocalCluster, dict[str, Tenant]]) -> dict[str, Tenant]:
+    return release[1]
 
 
 def secret_volume(name: str) -> dict[str, Any]:
@@ -179,3 +194,38 @@ def test_what_env_from_a_readable_config_map_holds_is_not_seen(tenants: dict[str
     the tenant may read is accepted whatever variables it sets (NVIDIA_VISIBLE_DEVICES included)."""
     manifest = with_container(deployment("env-from"), envFrom=[{"configMapRef": {"name": "settings"}}])
     accepted(tenants["reader"].dry_run(manifest))
+
+
+def test_the_operator_runs_the_replica_with_the_secret_its_requester_may_read(
+    release: tuple[LocalCluster, dict[str, Tenant]], tmp_path: Path
+) -> None:
+    """The whole path: the reader's InferenceDeployment that mounts Secret a is placed by the
+    operator running with its own (fenced) ServiceAccount token, and the replica pod mounts a."""
+    cluster, tenants = release
+    kube = cluster.kubectl
+    manifest = secret_volume("a")
+    manifest["metadata"]["name"] = "reads-a"
+    manifest["spec"]["replicas"] = 1
+    del manifest["spec"]["power"]  # no power finalizer: the object goes once the operator has stopped
+    accepted(tenants["reader"].run("create", "-f", "-", manifest=manifest))
+    operator = e2e_operator(token_kubeconfig(kube, OPERATOR_SA, tmp_path / "operator.kubeconfig"), tmp_path / "operator.log")
+    try:
+        with tempfile.TemporaryDirectory(prefix="egpu-tenant-sysfs-") as sysfs:
+            simulator = FleetSimulator(load_fleet(), api_client(kube.kubeconfig), NAMESPACE, Path(sysfs), poll_interval_s=1.0)
+            simulator.start()
+            operator.start()
+            try:
+                selector = f"{keys.DEPLOYMENT_LABEL}=reads-a"
+                pods = wait_for(
+                    lambda: kube.get_json("pods", "-n", TENANT_NAMESPACE, "-l", selector)["items"] or None,
+                    timeout_s=60,
+                    what="the replica pod of reads-a",
+                )
+            finally:
+                operator.stop()
+                simulator.stop()
+        assert {"name": "creds", "secret": {"secretName": "a", "defaultMode": 420}} in pods[0]["spec"]["volumes"]
+        refused = [line for line in operator.log.read_text().splitlines() if "Forbidden" in line or " 403" in line]
+        assert refused == [], "the operator was refused:\n" + "\n".join(refused)
+    finally:
+        accepted(tenants["reader"].run("delete", "inferencedeployment", "reads-a", "--wait=false"))

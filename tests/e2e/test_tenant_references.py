@@ -48,7 +48,12 @@ def readable(resource: str, *names: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, dict[str, Tenant]]]:
     folder = tmp_path_factory.mktemp("tenants")
-    with tenants_on_release(folder) as (cluster, ideps_only, pod_creator):
+    # The CSI driver is allowed, so that only its nodePublishSecretRef decides.
+    with tenants_on_release(folder, {"tenancy.allowedCSIDrivers": "{secrets-store.csi.k8s.io}"}) as (
+        cluster,
+        ideps_only,
+        pod_creator,
+    ):
         kube = cluster.kubectl
         for secret in ("a", "b"):
             kube.run("create", "secret", "generic", secret, "-n", TENANT_NAMESPACE, f"--from-literal=token={secret}")
@@ -113,6 +118,11 @@ def pull_secret(name: str) -> dict[str, Any]:
     return deployment("pull-secret", imagePullSecrets=[{"name": name}])
 
 
+def csi_secret(name: str) -> dict[str, Any]:
+    csi = {"driver": "secrets-store.csi.k8s.io", "nodePublishSecretRef": {"name": name}}
+    return deployment("csi-secret", volumes=[{"name": "vault", "csi": csi}])
+
+
 def config_map_volume(name: str) -> dict[str, Any]:
     return deployment("config-map", volumes=[{"name": "conf", "configMap": {"name": name}}])
 
@@ -139,6 +149,7 @@ REFERENCES: dict[str, tuple[Callable[[str], dict[str, Any]], tuple[str, str, str
     "initContainers": (init_env_secret, SECRET_B, SPEC + "initContainers[fetch].env[TOKEN].valueFrom.secretKeyRef.name"),
     "projected": (projected_secret, SECRET_B, SPEC + "volumes[all].projected.sources[].secret.name"),
     "imagePullSecrets": (pull_secret, SECRET_B, SPEC + "imagePullSecrets[].name"),
+    "csi": (csi_secret, SECRET_B, SPEC + "volumes[vault].csi.nodePublishSecretRef.name"),
     "configMap": (config_map_volume, CONFIG_MAP_OTHER, SPEC + "volumes[conf].configMap.name"),
     "configMapKeyRef": (env_config_map, CONFIG_MAP_OTHER, SERVER + "env[X].valueFrom.configMapKeyRef.name"),
     "persistentVolumeClaim": (

@@ -249,4 +249,3 @@ def test_a_real_replica_and_its_service_may_be_replaced_and_deleted_and_a_foreig
     finally:
         kube.run("delete", "inferencedeployment", "real", "-n", MODELS, "--wait=false")
         kube.run("delete", "service", "db", "-n", MODELS, "--wait=false")
-

@@ -35,6 +35,22 @@ NAMES: dict[str, Any] = {
     "items": {"type": "string", "maxLength": 253, "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
     "uniqueItems": True,
 }
+#: Taint keys (a label key: an optional DNS-subdomain prefix and a name), never empty.
+TAINT_KEYS: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "string",
+        "maxLength": 316,
+        "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    },
+    "uniqueItems": True,
+}
+#: Token audiences (often URLs); no quotes or backslashes, so they are safe inside CEL strings.
+AUDIENCES: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[^'\"\\\\\\s]+$"},
+    "uniqueItems": True,
+}
 
 #: Keys (the last part of a path) whose values are maps of the user's own keys.
 STRING_MAP_KEYS = frozenset({"commonLabels", "podAnnotations", "podLabels", "nodeSelector", "labels"})
@@ -66,6 +82,10 @@ DECLARED: dict[str, dict[str, Any]] = {
     "agent.maxUnavailable": {"type": ["integer", "string"]},
     "tenancy.allowedServiceAccounts": NAMES,
     "tenancy.allowedPriorityClasses": NAMES,
+    "tenancy.allowedRuntimeClasses": NAMES,
+    "tenancy.allowedCSIDrivers": NAMES,
+    "tenancy.allowedTolerationKeys": TAINT_KEYS,
+    "tenancy.allowedTokenAudiences": AUDIENCES,
     # Kubernetes types: the API server validates them; here only their outer shape.
     "operator.affinity": {"type": "object"},
     "agent.affinity": {"type": "object"},

@@ -59,6 +59,10 @@ def cluster() -> Iterator[LocalCluster]:
         kube.run("create", "serviceaccount", FOREIGN_SA, "-n", TENANT)
         kube.run("create", "role", "inference", "-n", TENANT, "--verb=*", "--resource=inferencedeployments.egpu-operator.io")
         kube.run("create", "rolebinding", "inference", "-n", TENANT, "--role=inference", f"--user={USER}")
+        # Naming a ServiceAccount also needs the right to get it (test_tenant_references.py); here
+        # the tenant has it, so only the allow-lists decide.
+        kube.run("create", "role", "service-accounts", "-n", TENANT, "--verb=get", "--resource=serviceaccounts")
+        kube.run("create", "rolebinding", "service-accounts", "-n", TENANT, "--role=service-accounts", f"--user={USER}")
         # The API server enforces a new policy once its informer has it: wait for the first refusal.
         wait_for(
             lambda: True if dry_run(cluster, deployment("probe", priorityClassName="system-node-critical")).returncode else None,

@@ -62,3 +62,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "egpu-operator.allowList" -}}
 {{- if . }}{{ join ", " . }}{{ else }}none{{ end }}
 {{- end }}
+
+{{/* The environment variables through which the NVIDIA container runtime picks the GPUs a container
+sees; the device plugin sets them for the GPU it allocated. A JSON list (include ... | fromJsonArray). */}}
+{{- define "egpu-operator.gpuEnv" -}}
+["NVIDIA_VISIBLE_DEVICES","NVIDIA_DRIVER_CAPABILITIES","CUDA_VISIBLE_DEVICES","NVIDIA_MIG_CONFIG_DEVICES","NVIDIA_MIG_MONITOR_DEVICES"]
+{{- end }}

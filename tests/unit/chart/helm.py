@@ -80,11 +80,13 @@ def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> d
     return matches[0]
 
 
-def token_kubeconfig(kube: Kubectl, service_account: str, path: Path, bound_pod: str | None = None) -> Path:
+def token_kubeconfig(
+    kube: Kubectl, service_account: str, path: Path, bound_pod: str | None = None, namespace: str = NAMESPACE
+) -> Path:
     """A kubeconfig for the cluster of ``kube`` that authenticates with a fresh token of the
-    ServiceAccount (a TokenRequest, as the kubelet makes for a pod); ``bound_pod`` binds the
-    token to that pod, so it carries the pod's node name as the kubelet's tokens do."""
-    command = ["create", "token", service_account, "-n", NAMESPACE, "--duration", "1h"]
+    ServiceAccount in ``namespace`` (a TokenRequest, as the kubelet makes for a pod); ``bound_pod``
+    binds the token to that pod, so it carries the pod's node name as the kubelet's tokens do."""
+    command = ["create", "token", service_account, "-n", namespace, "--duration", "1h"]
     if bound_pod:
         command += ["--bound-object-kind", "Pod", "--bound-object-name", bound_pod]
     token = kube.run(*command).stdout.strip()

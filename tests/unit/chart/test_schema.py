@@ -45,6 +45,9 @@ def test_every_object_level_is_closed() -> None:
         ("agent.resources.request.cpu=1", "at '/agent/resources': additional properties 'request' not allowed"),
         ("tenancy.allowedPriorityClasses={High_Priority}", "at '/tenancy/allowedPriorityClasses/0'"),
         ("tenancy.allowedServiceAccounts=default", "at '/tenancy/allowedServiceAccounts'"),
+        ("tenancy.allowedTolerationKeys={bad key}", "at '/tenancy/allowedTolerationKeys/0'"),
+        ("tenancy.allowEphemeralVolumes=yes", "at '/tenancy/allowEphemeralVolumes'"),
+        ("operator.fencePolicy.enabled=no", "at '/operator/fencePolicy/enabled'"),
     ],
 )
 def test_a_mistyped_value_fails_naming_it(setting: str, named: str) -> None:

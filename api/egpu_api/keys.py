@@ -40,8 +40,6 @@ SHARED_GPU_RESOURCE: Final = "nvidia.com/gpu.shared"
 MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
 #: GPU Feature Discovery's per-profile memory label (MiB) under the "mixed" strategy: ``nvidia.com/mig-3g.40gb.memory``.
 GFD_MIG_MEMORY_SUFFIX: Final = ".memory"
-#: GPU Feature Discovery's label for the device plugin's MIG strategy (``single``, ``mixed`` or ``none``).
-GFD_MIG_STRATEGY_LABEL: Final = "nvidia.com/mig.strategy"
 
 
 def is_gpu_resource(name: str) -> bool:

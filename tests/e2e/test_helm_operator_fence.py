@@ -101,6 +101,15 @@ def test_a_replica_pod_its_service_and_budget_are_allowed(operator: Kubectl) -> 
 
 
 @pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", NAMESPACE])
+@pytest.mark.parametrize("resource", ["nvidia.com/gpu.shared", "nvidia.com/mig-3g.40gb"])
+def test_a_replica_on_a_shared_gpu_or_a_mig_mixed_slice_is_allowed(operator: Kubectl, resource: str) -> None:
+    """The GPU forms placement chooses between: the replica pod asks for one of what its node advertises."""
+    accepted(dry_run(operator, replica_pod(DEPLOYMENT, 0, NODE, load_seconds=20.0, gpu_resource=resource)))
+    two = replica_pod(DEPLOYMENT, 0, NODE, load_seconds=20.0, gpu_resource=resource)
+    two["spec"]["containers"][0]["resources"]["limits"][resource] = "2"
+    assert f"requests {resource}=2: a replica gets one GPU" in refusal(dry_run(operator, two))
+
+
 def test_a_pod_in_kube_system_or_the_release_namespace_is_refused(operator: Kubectl, namespace: str) -> None:
     message = refusal(dry_run(operator, pod_in(namespace)))
     assert f"the egpu-operator operator may not create pods in namespace {namespace}" in message
@@ -133,7 +142,7 @@ def test_a_pod_without_the_replica_labels_is_refused(operator: Kubectl) -> None:
          "NVIDIA_VISIBLE_DEVICES"),
         ({"serviceAccountName": "cluster-admin-sa"}, "ServiceAccount cluster-admin-sa"),
         ({"containers": [{"name": "x", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]},
-         "requests nvidia.com/gpu=8: a replica gets one nvidia.com/gpu"),
+         "requests nvidia.com/gpu=8: a replica gets one GPU"),
         ({"tolerations": [{"operator": "Exists"}]}, 'tolerates taint key "": allowed are nvidia.com/gpu'),
         ({"resourceClaims": [{"name": "gpus", "resourceClaimTemplateName": "eight-gpus"}]}, "requests resource claim gpus"),
     ],

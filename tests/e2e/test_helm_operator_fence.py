@@ -100,7 +100,6 @@ def test_a_replica_pod_its_service_and_budget_are_allowed(operator: Kubectl) -> 
     accepted(dry_run(operator, disruption_budget(DEPLOYMENT, 1)))
 
 
-@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", NAMESPACE])
 @pytest.mark.parametrize("resource", ["nvidia.com/gpu.shared", "nvidia.com/mig-3g.40gb"])
 def test_a_replica_on_a_shared_gpu_or_a_mig_mixed_slice_is_allowed(operator: Kubectl, resource: str) -> None:
     """The GPU forms placement chooses between: the replica pod asks for one of what its node advertises."""
@@ -110,6 +109,7 @@ def test_a_replica_on_a_shared_gpu_or_a_mig_mixed_slice_is_allowed(operator: Kub
     assert f"requests {resource}=2: a replica gets one GPU" in refusal(dry_run(operator, two))
 
 
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", NAMESPACE])
 def test_a_pod_in_kube_system_or_the_release_namespace_is_refused(operator: Kubectl, namespace: str) -> None:
     message = refusal(dry_run(operator, pod_in(namespace)))
     assert f"the egpu-operator operator may not create pods in namespace {namespace}" in message

@@ -206,4 +206,6 @@ def test_fence_allows_the_tolerations_kubernetes_adds_to_every_pod() -> None:
     assert '["pool.example.com/ml","node.kubernetes.io/not-ready","node.kubernetes.io/unreachable"]' in tolerations
     # One GPU in each form placement chooses: the contract's names, as keys.is_gpu_resource reads them.
     extra = variable(policies()[FENCE], "extraResources")
-    assert f"r == '{keys.GPU_RESOURCE}' || r == '{keys.SHARED_GPU_RESOURCE}' || r.startsWith('{keys.MIG_RESOURCE_PREFIX}')" in extra
+    assert (
+        f"r == '{keys.GPU_RESOURCE}' || r == '{keys.SHARED_GPU_RESOURCE}' || r.startsWith('{keys.MIG_RESOURCE_PREFIX}')" in extra
+    )

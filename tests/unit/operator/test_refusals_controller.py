@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from egpu_operator import cache as cache_module
+from egpu_operator.placement import MAX_REFUSED_NODES
 from tests.unit.operator.cluster import NAMESPACE, Cluster, deployment
 
 PI = "pi5-rtx4090"
@@ -81,7 +82,7 @@ def test_a_scheduler_refusal_moves_the_replica_then_stays_pending_with_the_sched
         created += sorted(set(cluster.pods_of()) - before)
         cluster.kube.refuse_scheduling(SCHEDULER)
         cluster.clock.now += 5
-    assert len(created) == cache_module_max()  # a pod on each of three nodes, then it waits
+    assert len(created) == MAX_REFUSED_NODES  # a pod on each of three nodes, then it waits
     assert len(set(cluster.pods_of().values())) == 1, "one pending pod, not one per node"
     placed = cluster.condition("Placed")
     assert (placed["status"], placed["reason"]) == ("False", "Unschedulable")
@@ -93,12 +94,6 @@ def test_a_scheduler_refusal_moves_the_replica_then_stays_pending_with_the_sched
     cluster.clock.now += 5
     cluster.reconcile()
     assert cluster.condition("Placed")["status"] == "True"
-
-
-def cache_module_max() -> int:
-    from egpu_operator.placement import MAX_REFUSED_NODES
-
-    return MAX_REFUSED_NODES
 
 
 def test_a_refused_node_is_tried_again_after_its_backoff(nodes: dict[str, Any]) -> None:

@@ -80,6 +80,7 @@ DECLARED: dict[str, dict[str, Any]] = {
     "agent.powerActuation.restoreDefaultsOnExit": {"type": "string", "enum": ["never", "uninstall", "always"]},
     "agent.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "agent.maxUnavailable": {"type": ["integer", "string"]},
+    "operator.gpuResources.draDrivers": NAMES,
     "tenancy.allowedServiceAccounts": NAMES,
     "tenancy.allowedPriorityClasses": NAMES,
     "tenancy.allowedRuntimeClasses": NAMES,

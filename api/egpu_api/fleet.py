@@ -298,6 +298,19 @@ class FleetNode(_Model):
     # The device plugin's MIG strategy: "single" advertises slices as nvidia.com/gpu, "mixed" as
     # nvidia.com/mig-<profile>, one resource per profile (what the NVIDIA GPU Operator uses for mixed sizes).
     mig_strategy: Literal["single", "mixed"] = "single"
+    # The GPUs reach pods through Dynamic Resource Allocation: the NVIDIA DRA driver (gpu.nvidia.com)
+    # publishes each one as a device in the node's ResourceSlice, and the device plugin advertises none.
+    dra: bool = False
+
+    @model_validator(mode="after")
+    def _dra_whole_gpus(self) -> "FleetNode":
+        """The simulated DRA driver publishes whole GPUs only (its MIG and time-slicing are not modelled)."""
+        if self.dra and (self.time_slicing_replicas > 1 or any(gpu.mig is not None and gpu.mig.enabled for gpu in self.gpus)):
+            raise ValueError(
+                f"node {self.name}: dra publishes whole GPUs only; remove timeSlicingReplicas and MIG from its GPUs, "
+                "or set dra: false"
+            )
+        return self
 
     @field_validator("name")
     @classmethod
@@ -339,6 +352,8 @@ class FleetNode(_Model):
         """The GPU resources the NVIDIA device plugin advertises on this node, by name: whole or
         time-sliced GPUs (``nvidia.com/gpu``, or ``nvidia.com/gpu.shared`` when renamed), MIG slices
         as ``nvidia.com/gpu`` ("single") or one ``nvidia.com/mig-<profile>`` per profile ("mixed")."""
+        if self.dra:
+            return {}  # the DRA driver publishes them in ResourceSlices instead (``dra_devices``)
         shared = self.rename_by_default and self.time_slicing_replicas > 1
         whole = SHARED_GPU_RESOURCE if shared else GPU_RESOURCE
         resources: dict[str, int] = {}
@@ -350,6 +365,24 @@ class FleetNode(_Model):
             else:
                 resources[whole] = resources.get(whole, 0) + gpu.schedulable_units * self.time_slicing_replicas
         return resources
+
+    def dra_devices(self) -> list[dict[str, Any]]:
+        """The node's GPUs as the NVIDIA DRA driver publishes them in a ResourceSlice's ``devices``:
+        named ``gpu-<index>``, with its attributes (in the driver's domain unless qualified) and capacity."""
+        return [
+            {
+                "name": f"gpu-{index}",
+                "attributes": {
+                    "type": {"string": "gpu"},
+                    "uuid": {"string": self.gpu_uuid(index)},
+                    "productName": {"string": gpu.product},
+                    "resource.kubernetes.io/pciBusID": {"string": self.gpu_pci_bus_id(index)},
+                    "resource.kubernetes.io/pcieRoot": {"string": f"pci{self.gpu_pci_bus_id(index)[:4]}:00"},
+                },
+                "capacity": {"memory": {"value": f"{gpu.memory_mib}Mi"}},
+            }
+            for index, gpu in enumerate(self.gpus)
+        ]
 
     def mig_profiles(self) -> dict[str, int]:
         """MIG profile -> memory in MiB of its slices, on the node's MIG-enabled GPUs."""

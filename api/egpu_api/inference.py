@@ -155,6 +155,14 @@ class PlacementSpec(ApiModel):
         default=["bare-metal", "passthrough"],
         description="GPU modes a replica may use: bare-metal, passthrough, vgpu (a vGPU slice), mig (a MIG slice).",
     )
+    gpu_allocation: Literal["DevicePlugin", "DRA"] = Field(
+        default="DevicePlugin",
+        description=(
+            "How a replica gets its GPU: DevicePlugin (an extended resource such as nvidia.com/gpu, a shared GPU or a "
+            "MIG slice) or DRA (a resource.k8s.io/v1 ResourceClaim for the gpu.nvidia.com device placement chose, on "
+            "nodes whose DRA driver publishes ResourceSlices)."
+        ),
+    )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Labels a node must also carry, as in a pod's nodeSelector."
     )

@@ -42,6 +42,19 @@ MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
 GFD_MIG_MEMORY_SUFFIX: Final = ".memory"
 
 
+#: Dynamic Resource Allocation (resource.k8s.io/v1): the NVIDIA DRA driver publishes each GPU as a
+#: device of this driver in the node's ResourceSlices, and its DeviceClass of the same name selects them.
+DRA_GPU_DRIVER: Final = "gpu.nvidia.com"
+DRA_GPU_DEVICE_CLASS: Final = "gpu.nvidia.com"
+#: The device attribute (in the driver's domain) that names one GPU: a replica's claim selects on it.
+DRA_UUID_ATTRIBUTE: Final = "uuid"
+#: On a replica's ResourceClaim: ``<driver>/<pool>/<device>`` placement chose, held until the
+#: scheduler allocates it (the claim's status then says so itself).
+DRA_DEVICE_ANNOTATION: Final = f"{PREFIX}dra-device"
+#: The name of the claim in the replica pod's ``spec.resourceClaims`` and its container's ``resources.claims``.
+DRA_POD_CLAIM_NAME: Final = "gpu"
+
+
 def is_gpu_resource(name: str) -> bool:
     """Whether an extended resource is a GPU or a slice of one, in any form the NVIDIA device plugin advertises."""
     return name in (GPU_RESOURCE, SHARED_GPU_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)

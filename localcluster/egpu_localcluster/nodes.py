@@ -54,6 +54,38 @@ def node_manifest(node: FleetNode) -> dict[str, Any]:
     }
 
 
+def resource_slice(node: FleetNode) -> dict[str, Any]:
+    """What the NVIDIA DRA driver's kubelet plugin publishes for a ``dra`` node: one ResourceSlice,
+    its pool named after the node, holding every GPU (``FleetNode.dra_devices``)."""
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": f"{node.name}-{keys.DRA_GPU_DRIVER}", "labels": {keys.FLEET_NODE_LABEL: node.name}},
+        "spec": {
+            "driver": keys.DRA_GPU_DRIVER,
+            "nodeName": node.name,
+            "pool": {"name": node.name, "generation": 1, "resourceSliceCount": 1},
+            "devices": node.dra_devices(),
+        },
+    }
+
+
+def device_class() -> dict[str, Any]:
+    """The DeviceClass the DRA driver's chart installs: every GPU device of its driver."""
+    driver = keys.DRA_GPU_DRIVER
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": keys.DRA_GPU_DEVICE_CLASS},
+        "spec": {
+            "selectors": [{"cel": {"expression": f"device.driver == '{driver}' && device.attributes['{driver}'].type == 'gpu'"}}]
+        },
+    }
+
+
 def fleet_manifests(fleet: FleetProfile) -> dict[str, Any]:
-    """All nodes of a fleet as one ``v1/List``, ready for ``kubectl apply -f -``."""
-    return {"apiVersion": "v1", "kind": "List", "items": [node_manifest(node) for node in fleet.nodes]}
+    """All nodes of a fleet as one ``v1/List``, ready for ``kubectl apply -f -``; with DRA nodes, their
+    ResourceSlices and the driver's DeviceClass too."""
+    dra = [node for node in fleet.nodes if node.dra and node.gpus]
+    items = [node_manifest(node) for node in fleet.nodes] + [resource_slice(node) for node in dra]
+    return {"apiVersion": "v1", "kind": "List", "items": items + ([device_class()] if dra else [])}

@@ -29,7 +29,7 @@ from egpu_operator import fit, metrics
 from egpu_operator.facts import node_facts
 from egpu_operator.kube import Evictor
 from egpu_operator.liveness import Heartbeats, Liveness, LivenessConfig, Visibility
-from egpu_operator.placement import NodeFacts, PodView
+from egpu_operator.placement import DRA_HOLD, NodeFacts, PodView
 
 #: A reservation nobody confirmed (the pod never showed in the index) lapses after this long.
 RESERVATION_S = 60.0
@@ -137,8 +137,8 @@ class Cache:
             for pod, (node, since, requests) in list(self._reserved.items()):
                 if pod in indexed_pods or now - since > RESERVATION_S:
                     del self._reserved[pod]
-                elif node in result and not any(name.startswith(keys.MIG_RESOURCE_PREFIX) for name in requests):
-                    result[node] -= 1  # a MIG slice is not one of the node's whole GPUs: ``requested`` counts it
+                elif node in result and not any(name.startswith((keys.MIG_RESOURCE_PREFIX, DRA_HOLD)) for name in requests):
+                    result[node] -= 1  # a MIG slice or DRA device is not one of the node's whole GPUs: ``requested`` counts it
         return result
 
     def reserved(self) -> dict[str, str]:

@@ -56,7 +56,16 @@ _SETTINGS = (
              "GPUMaintenances draining at once, cluster-wide"),
     _Setting("agent_namespace", "--agent-namespace", "EGPU_OPERATOR_AGENT_NAMESPACE", str, "egpu-system",
              "namespace of the node agents' Leases; others are ignored"),
+    _Setting("dra_drivers", "--dra-drivers", "EGPU_OPERATOR_DRA_DRIVERS", lambda text: _names(text), "gpu.nvidia.com",
+             "comma-separated DRA drivers whose devices are GPUs; empty: resource.k8s.io is not watched"),
+    _Setting("dra_device_class", "--dra-device-class", "EGPU_OPERATOR_DRA_DEVICE_CLASS", str, "gpu.nvidia.com",
+             "DeviceClass of a replica's ResourceClaim (gpuAllocation: DRA)"),
 )  # fmt: skip
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
 
 _LIVENESS_DEFAULTS = LivenessConfig()  # the help shows liveness.py's defaults, not a copy of them
 _LIVENESS_SETTINGS = tuple(

@@ -8,6 +8,7 @@ and a setting cannot change under a running operator.
 
 from dataclasses import dataclass, field
 
+from egpu_api import keys
 from egpu_operator.liveness import LivenessConfig
 
 
@@ -29,6 +30,11 @@ class OperatorConfig:
     #: Only agent Leases in this namespace count: a tenant allowed to write Leases in its own
     #: namespace could otherwise keep a dead node looking alive by forging one there.
     agent_namespace: str = "egpu-system"
+    #: DRA drivers whose devices are GPUs placement counts and drains wait for; empty: the operator
+    #: does not watch resource.k8s.io at all (a cluster before Kubernetes 1.34 has no v1 of it).
+    dra_drivers: tuple[str, ...] = (keys.DRA_GPU_DRIVER,)
+    #: The DeviceClass a replica's ResourceClaim asks for (the driver's chart installs it).
+    dra_device_class: str = keys.DRA_GPU_DEVICE_CLASS
     #: How agents are judged alive, unknown or dead (``liveness``).
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     #: Port of /metrics, /healthz and /readyz; 0 serves none of them.
@@ -43,5 +49,7 @@ class OperatorConfig:
             raise ValueError("the resync and maintenance poll intervals must be positive numbers of seconds")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError("the metrics port must be between 0 and 65535")
+        if self.dra_drivers and not self.dra_device_class:
+            raise ValueError("a DRA device class must be named when DRA drivers are")
         if not self.agent_namespace:
             raise ValueError("the agent namespace must not be empty")

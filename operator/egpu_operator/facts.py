@@ -12,9 +12,10 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.gpus import GpuMode
+from egpu_api.quantity import parse_bytes
 from egpu_operator import fit
 from egpu_operator.liveness import Liveness
-from egpu_operator.placement import NodeFacts, PodView, Slice
+from egpu_operator.placement import Device, NodeFacts, PodView, Slice
 from egpu_runtime import timestamps
 
 _MODES = frozenset(GpuMode)
@@ -153,7 +154,7 @@ def usage(pod: Mapping[str, Any]) -> tuple[str, Usage] | None:
     except ValueError:
         requests = {fit.PODS: 1}  # the API server accepted it, so this does not happen; count the pod at least
     name = str((pod.get("metadata") or {}).get("name", ""))
-    return str(node), (name, gpu_requests(pod), vram_annotation(pod), requests)
+    return str(node), (name, gpu_requests(pod) or dra_replica(pod), vram_annotation(pod), requests)
 
 
 def lease_time(lease: Mapping[str, Any]) -> datetime | None:
@@ -264,6 +265,64 @@ def gpu_requests(pod: Mapping[str, Any]) -> int:
         limits = (container.get("resources") or {}).get("limits") or {}
         total += sum(_int(value) or 0 for name, value in limits.items() if keys.is_gpu_resource(name))
     return total
+
+
+def slice_devices(resource_slice: Mapping[str, Any], drivers: Iterable[str]) -> tuple[str, list[Device]]:
+    """The node a ResourceSlice belongs to and the GPUs it publishes, for the DRA ``drivers`` the
+    operator places on; ("", []) for any other slice. A device without a uuid or a readable memory
+    capacity is left out: no claim could select it by uuid, or placement could not size it."""
+    spec = resource_slice.get("spec") or {}
+    driver, node = str(spec.get("driver") or ""), str(spec.get("nodeName") or "")
+    if driver not in drivers or not node:
+        return "", []
+    pool = str((spec.get("pool") or {}).get("name") or node)
+    devices = []
+    for device in spec.get("devices") or []:
+        attributes = device.get("attributes") or {}
+        named = attributes.get(keys.DRA_UUID_ATTRIBUTE) or attributes.get(f"{driver}/{keys.DRA_UUID_ATTRIBUTE}") or {}
+        uuid = named.get("string")
+        memory = ((device.get("capacity") or {}).get("memory") or {}).get("value")
+        try:
+            vram_mib = parse_bytes(str(memory)) // 2**20
+        except ValueError:
+            continue
+        if uuid and device.get("name"):
+            devices.append(Device(driver, pool, str(device["name"]), str(uuid), vram_mib))
+    return node, devices
+
+
+def claim_holds(claim: Mapping[str, Any], drivers: Iterable[str]) -> list[str]:
+    """``Device.path`` of every GPU the ResourceClaim holds: what its allocation names or, not yet
+    allocated, the device a replica's claim was made for (the operator's annotation)."""
+    drivers = set(drivers)
+    results = (((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []
+    held = [f"{r.get('driver')}/{r.get('pool')}/{r.get('device')}" for r in results if r.get("driver") in drivers]
+    if held or results:
+        return held
+    chosen = ((claim.get("metadata") or {}).get("annotations") or {}).get(keys.DRA_DEVICE_ANNOTATION)
+    return [chosen] if isinstance(chosen, str) and chosen.split("/", 1)[0] in drivers else []
+
+
+def dra_replica(pod: Mapping[str, Any]) -> int:
+    """1 for a replica pod that holds its GPU through the operator's ResourceClaim, else 0."""
+    if keys.REPLICA_LABEL not in ((pod.get("metadata") or {}).get("labels") or {}):
+        return 0
+    return int(any(entry.get("name") == keys.DRA_POD_CLAIM_NAME for entry in (pod.get("spec") or {}).get("resourceClaims") or []))
+
+
+def pod_claim_names(pod: Mapping[str, Any]) -> list[str]:
+    """The ResourceClaims a pod uses, by name: named ones, and those made from a template as the pod's
+    status reports them."""
+    made = {
+        entry.get("name"): entry.get("resourceClaimName")
+        for entry in (pod.get("status") or {}).get("resourceClaimStatuses") or []
+    }
+    names = []
+    for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
+        name = entry.get("resourceClaimName") or made.get(entry.get("name"))
+        if name:
+            names.append(str(name))
+    return names
 
 
 def _affinity_node(pod: Mapping[str, Any]) -> str | None:

@@ -34,6 +34,7 @@ class FakeKube:
         self.pods: dict[Key, dict[str, Any]] = {}
         self.pdbs: dict[Key, dict[str, Any]] = {}
         self.services: dict[Key, dict[str, Any]] = {}
+        self.claims: dict[Key, dict[str, Any]] = {}
         self.deployments: dict[Key, dict[str, Any]] = {}
         self.maintenances: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
@@ -134,6 +135,24 @@ class FakeKube:
     def delete_pod(self, namespace: str, name: str) -> None:
         if self.pods.pop((namespace, name), None) is not None:
             self.writes.append(("delete", f"{namespace}/{name}"))
+
+    def create_resource_claim(self, manifest: Mapping[str, Any]) -> bool:
+        key = (manifest["metadata"]["namespace"], manifest["metadata"]["name"])
+        if key in self.claims:
+            return False
+        self.writes.append(("create-claim", f"{key[0]}/{key[1]}"))
+        claim = copy.deepcopy(dict(manifest))
+        self._touch(claim)
+        self.claims[key] = claim
+        return True
+
+    def delete_resource_claim(self, namespace: str, name: str) -> None:
+        if self.claims.pop((namespace, name), None) is not None:
+            self.writes.append(("delete-claim", f"{namespace}/{name}"))
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        claim = self.claims.get((namespace, name))
+        return copy.deepcopy(claim) if claim is not None else None
 
     # -- nodes ---------------------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     """Every kopf handler of the operator, into ``registry``."""
     _settings(registry)
     _indexes(registry, operator)
+    if operator.config.dra_drivers:
+        _dra_indexes(registry, operator)
     _triggers(registry, operator)
 
     @kopf.on.startup(registry=registry, id="start_workers")
@@ -109,6 +111,29 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.index("services", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="services_index")
     async def services_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
         return {(namespace, labels[keys.DEPLOYMENT_LABEL]): service.view(_plain(body))}
+
+
+def _dra_indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    """GPUs that reach pods through Dynamic Resource Allocation: the devices the DRA drivers publish
+    per node, which of them claims hold, and the ResourceClaims the operator made for replicas.
+    Registered only when DRA drivers are configured: a cluster without resource.k8s.io/v1 has none."""
+    drivers = operator.config.dra_drivers
+
+    @kopf.index("resource.k8s.io", "v1", "resourceslices", registry=registry, id="dra_devices_index")
+    async def dra_devices_index(body: Any, **_: Any) -> Any:
+        node, devices = facts.slice_devices(_plain(body), drivers)
+        return {node: tuple(devices)} if devices else {}
+
+    @kopf.index("resource.k8s.io", "v1", "resourceclaims", registry=registry, id="dra_held_index")
+    async def dra_held_index(namespace: str, name: str, body: Any, **_: Any) -> Any:
+        return dict.fromkeys(facts.claim_holds(_plain(body), drivers), f"{namespace}/{name}")
+
+    @kopf.index(
+        "resource.k8s.io", "v1", "resourceclaims", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry,
+        id="replica_claims_index",
+    )  # fmt: skip
+    async def replica_claims_index(namespace: str, name: str, labels: Mapping[str, str], **_: Any) -> Any:
+        return {(namespace, labels[keys.DEPLOYMENT_LABEL]): name}
 
 
 def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:

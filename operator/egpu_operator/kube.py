@@ -106,6 +106,18 @@ class Kube(Protocol):
         """Delete it; gone already is fine."""
         ...
 
+    def create_resource_claim(self, manifest: Mapping[str, Any]) -> bool:
+        """Create a DRA replica's ResourceClaim; False if it exists. ``PodRefused`` when admission says no."""
+        ...
+
+    def delete_resource_claim(self, namespace: str, name: str) -> None:
+        """Delete it; gone already is fine."""
+        ...
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ResourceClaim, or None when there is none."""
+        ...
+
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """A merge patch of the InferenceDeployment's status subresource."""
         ...
@@ -343,6 +355,39 @@ class ApiKube:
             if error.status != 404:
                 raise
 
+    # -- DRA resource claims -----------------------------------------------------------------------
+
+    def create_resource_claim(self, manifest: Mapping[str, Any]) -> bool:
+        API_REQUESTS.labels("create").inc()
+        try:
+            where = _claims(manifest["metadata"]["namespace"])
+            _drained(self._custom.create_namespaced_custom_object(**where, body=manifest, _preload_content=False))
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            if error.status in (400, 403, 422):
+                raise PodRefused(_api_message(error) or f"HTTP {error.status} {error.reason}") from None
+            raise
+        return True
+
+    def delete_resource_claim(self, namespace: str, name: str) -> None:
+        API_REQUESTS.labels("delete").inc()
+        try:
+            _drained(self._custom.delete_namespaced_custom_object(**_claims(namespace), name=name, _preload_content=False))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        API_REQUESTS.labels("get").inc()
+        try:
+            response = self._custom.get_namespaced_custom_object(**_claims(namespace), name=name, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(json.loads(response.data))
+
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """``StatusRefused`` when the API server will not store it (the same write would fail again)."""
         API_REQUESTS.labels("patch").inc()
@@ -418,6 +463,11 @@ class ApiKube:
             _drained(self._core.create_namespaced_event(namespace, body, _preload_content=False))
         except ApiException as error:
             log.warning("could not record event", extra={"reason": reason, "status": error.status})
+
+
+def _claims(namespace: str) -> dict[str, str]:
+    """Where DRA's ResourceClaims of ``namespace`` are, for the client's generic object calls."""
+    return {"group": "resource.k8s.io", "version": "v1", "namespace": namespace, "plural": "resourceclaims"}
 
 
 def _api_message(error: ApiException) -> str:

@@ -11,7 +11,7 @@ the replacement is Ready (by that reconcile or by this controller, whichever com
 """
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ def step(
     replica_pods: Callable[[DeploymentKey], Iterable[Mapping[str, Any]]],
     limit: int,
     now: datetime | None = None,
+    dra_drivers: Sequence[str] = (keys.DRA_GPU_DRIVER,),
 ) -> str | None:
     """Move one maintenance forward; returns its phase afterwards (None once it is gone).
 
@@ -78,13 +79,13 @@ def step(
         moved_before = [
             (entry["deployment"], int(entry["replica"])) for entry in (maintenance.get("status") or {}).get("moved") or []
         ]
-        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, moved_before)
+        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, moved_before, dra_drivers)
     decision = drain.decide(spec, previous, world, now)
     if previous.phase == "Pending" and decision.cordon and node is not None:
         # Note the replicas on the node as it is cordoned, before their surge starts: should this
         # operator restart, a deployment's own reconcile may evict one (its replacement Ready)
         # before this controller looks at the node again, and the move would go unrecorded.
-        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, [])
+        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, [], dra_drivers)
     _change_node(kube, maintenance, spec, previous, decision, node_state)
     refused, evicted = _evict_pods(kube, cache, maintenance, decision, previous, world)
     return _report(kube, maintenance, spec, previous, decision, world, refused, evicted, now)
@@ -190,9 +191,10 @@ def _gather(
     deployments: Callable[[DeploymentKey], Mapping[str, Any] | None],
     replica_pods: Callable[[DeploymentKey], Iterable[Mapping[str, Any]]],
     moved_before: Iterable[tuple[str, int]],
+    dra_drivers: Sequence[str] = (keys.DRA_GPU_DRIVER,),
 ) -> drain.World:
     """The node's GPU pods, and for each replica that is (or was) on it, its pod elsewhere."""
-    pods = [view for pod in kube.pods_on_node(node) if (view := _gpu_pod(pod)) is not None]
+    pods = [view for pod in kube.pods_on_node(node) if (view := _gpu_pod(pod, _dra_gpus(kube, pod, dra_drivers))) is not None]
     replicas = {(pod.deployment, pod.replica or 0) for pod in pods if pod.deployment is not None} | set(moved_before)
     replacements: dict[tuple[str, int], drain.Replacement] = {}
     placement_why: dict[str, str] = {}
@@ -211,10 +213,20 @@ def _gather(
     return drain.World(node=node_state, pods=pods, replacements=replacements, placement_why=placement_why)
 
 
-def _gpu_pod(pod: Mapping[str, Any]) -> drain.GpuPod | None:
-    """The pod as a drain sees it; None for pods that hold no GPU or have finished."""
+def _dra_gpus(kube: Kube, pod: Mapping[str, Any], drivers: Sequence[str]) -> int:
+    """GPUs the pod holds through DRA: devices of ``drivers`` its ResourceClaims were allocated."""
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    namespace = pod["metadata"]["namespace"]
+    claims = (kube.get_resource_claim(namespace, name) for name in facts.pod_claim_names(pod))
+    return sum(len(facts.claim_holds(claim, drivers)) for claim in claims if claim is not None)
+
+
+def _gpu_pod(pod: Mapping[str, Any], dra_gpus: int = 0) -> drain.GpuPod | None:
+    """The pod as a drain sees it; None for pods that hold no GPU (as a resource or, ``dra_gpus``,
+    through DRA) or have finished."""
     metadata, status = pod["metadata"], pod.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed") or facts.gpu_requests(pod) <= 0:
+    if status.get("phase") in ("Succeeded", "Failed") or facts.gpu_requests(pod) + dra_gpus <= 0:
         return None
     owners = metadata.get("ownerReferences") or []
     daemonset = any(owner.get("kind") == "DaemonSet" and owner.get("controller") for owner in owners)

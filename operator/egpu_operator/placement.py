@@ -68,6 +68,34 @@ class NodeFacts:
     # slices: one resource per profile, each with its memory. ``gpu_allocatable`` counts the former.
     gpu_resource: str = keys.GPU_RESOURCE
     slices: tuple["Slice", ...] = ()
+    # GPUs a DRA driver publishes for this node in ResourceSlices, allocated or not: ``requested``
+    # holds the taken ones under ``Device.key``.
+    devices: tuple["Device", ...] = ()
+
+
+#: Prefix of a DRA device's key in ``requested``: a claim allocated (or a replica's claim reserving)
+#: that device holds one of it, like one unit of a resource only that device offers.
+DRA_HOLD: Final = "dra:"
+
+
+@dataclass(frozen=True)
+class Device:
+    """One GPU published through Dynamic Resource Allocation (a device of ``gpu.nvidia.com``)."""
+
+    driver: str
+    pool: str
+    name: str
+    uuid: str
+    vram_mib: int
+
+    @property
+    def path(self) -> str:
+        """``<driver>/<pool>/<device>``: how a ResourceClaim's allocation names it."""
+        return f"{self.driver}/{self.pool}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        return f"{DRA_HOLD}{self.path}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,7 @@ class Demand:
     requests: Mapping[str, int] = field(default_factory=dict)
     pod_spec: Mapping[str, Any] = field(default_factory=dict)
     spread: tuple[tuple[str, int], ...] = ()
+    dra: bool = False  # the replica gets its GPU through a ResourceClaim (a DRA device), not a resource
 
     @classmethod
     def of(
@@ -111,6 +140,7 @@ class Demand:
         host_copy: str = "pageable",
         pod_spec: Mapping[str, Any] | None = None,
         pod_labels: Mapping[str, str] | None = None,
+        dra: bool = False,
     ) -> "Demand":
         """``pod_spec``: the replica pod's spec as ``pods.replica_spec`` makes it (its requests and
         constraints are checked as the scheduler will); None checks GPUs, VRAM and links only."""
@@ -129,6 +159,7 @@ class Demand:
             requests=fit.pod_requests(pod_spec) if pod_spec is not None else {},
             pod_spec=dict(pod_spec or {}),
             spread=tuple(fit.spread_constraints(pod_spec or {}, pod_labels or {})),
+            dra=dra,
         )
 
     @classmethod
@@ -146,6 +177,7 @@ class Demand:
             spec.model.host_copy.lower(),
             pods.replica_spec(spec.template, None),  # the GPU itself is counted by free slots, per node
             pods.replica_labels(spec.template, name),
+            spec.placement.gpu_allocation == "DRA",
         )
 
     def stages(self, node: NodeFacts, concurrent: int = 0) -> list[Stage]:
@@ -208,6 +240,12 @@ class Create:
     bottleneck: str = ""  # the stage that bounds the load, e.g. "storage 90 MB/s"
     vram_mib: int | None = None
     gpu_resource: str = keys.GPU_RESOURCE  # what the replica pod asks for: a GPU, a shared GPU or a MIG slice
+    device: Device | None = None  # or, with DRA, the device its ResourceClaim selects
+
+    @property
+    def holds(self) -> dict[str, int]:
+        """What the replica takes on its node besides the template's requests: its GPU resource or device."""
+        return {self.device.key if self.device is not None else self.gpu_resource: 1}
 
 
 @dataclass
@@ -259,7 +297,14 @@ def rejection(node: NodeFacts, demand: Demand) -> str | None:
         return affinity
     if node.mode not in demand.allowed_modes:
         return f"{node.mode} not allowed"
-    if node.vram_mib < demand.vram_mib and not any(s.vram_mib >= demand.vram_mib for s in node.slices):
+    if demand.dra:
+        if not node.devices:
+            return "no DRA GPU devices"
+        if not any(device.vram_mib >= demand.vram_mib for device in node.devices):
+            return f"VRAM < {_gib(demand.vram_mib)}"
+    elif node.devices and not node.gpu_allocatable and not node.slices:
+        return "GPUs only through DRA (gpuAllocation: DRA)"
+    elif node.vram_mib < demand.vram_mib and not any(s.vram_mib >= demand.vram_mib for s in node.slices):
         return f"VRAM < {_gib(demand.vram_mib)}"
     return demand.too_slow(node)
 
@@ -332,7 +377,7 @@ def plan(
         slots.setdefault(pod.replica, []).append(pod)
     per_node = Counter(pod.node for pod in live if pod.replica < replicas)
     spread = _Spread(demand, nodes, per_node)
-    taken: Counter[tuple[str, str]] = Counter()  # (node, MIG slice resource) given out by this plan
+    taken: Counter[tuple[str, str]] = Counter()  # (node, MIG slice resource or DRA device key) given out by this plan
     may_move = max(refused_lately, len(refused)) < MAX_REFUSED_NODES
 
     # Scale down: every pod of a slot at or above the desired count goes, highest slot first.
@@ -383,8 +428,12 @@ def plan(
         spread.add(target)
         load = demand.estimate(target, loads[target.name])
         loads[target.name] += 1
-        resource = _gpu_resource(target, demand, (requested or {}).get(target.name) or {}, taken)
-        result.creates.append(Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib, resource))
+        used = (requested or {}).get(target.name) or {}
+        device = _device(target, demand, used, taken) if demand.dra else None
+        resource = "" if demand.dra else _gpu_resource(target, demand, used, taken)
+        result.creates.append(
+            Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib, resource, device)
+        )
     return result
 
 
@@ -528,7 +577,10 @@ def _free_slots(node: NodeFacts, free_gpus: int, demand: Demand, vram_used_mib: 
     """Replicas of ``demand`` the node can still take. Time-slicing advertises one GPU as several,
     and the device plugin may hand every slot of one physical GPU out before another's, so on a
     time-sliced node all its GPU pods are counted against one GPU's memory: 4 slots of a 24 GB GPU
-    take one 20 GB replica, not four. MIG "mixed" slices that hold the model count one each."""
+    take one 20 GB replica, not four. MIG "mixed" slices that hold the model count one each, and
+    so do DRA devices, for a replica that asks through a ResourceClaim."""
+    if demand.dra:
+        return sum(1 for device in node.devices if device.vram_mib >= demand.vram_mib and not used.get(device.key))
     slices = sum(max(0, s.count - used.get(s.resource, 0)) for s in node.slices if s.vram_mib >= demand.vram_mib)
     if node.slices and node.vram_mib < demand.vram_mib:
         return slices  # the node's worst GPU or slice is too small for a whole-GPU replica
@@ -546,6 +598,16 @@ def _gpu_resource(node: NodeFacts, demand: Demand, used: Mapping[str, int], take
             taken[(node.name, candidate.resource)] += 1
             return candidate.resource
     return node.gpu_resource
+
+
+def _device(node: NodeFacts, demand: Demand, used: Mapping[str, int], taken: Counter[tuple[str, str]]) -> Device | None:
+    """The DRA device the replica's claim selects: the smallest free one that holds the model."""
+    fitting = sorted((d for d in node.devices if d.vram_mib >= demand.vram_mib), key=lambda d: (d.vram_mib, d.name))
+    for device in fitting:
+        if not used.get(device.key) and not taken[(node.name, device.key)]:
+            taken[(node.name, device.key)] += 1
+            return device
+    return None
 
 
 def _gib(mib: int) -> str:

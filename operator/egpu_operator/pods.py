@@ -66,6 +66,49 @@ def replica_spec(template: Mapping[str, Any], gpu_resource: str | None = keys.GP
     return pod_spec
 
 
+def with_claim(pod_spec: dict[str, Any], claim: str) -> dict[str, Any]:
+    """``pod_spec`` holding its GPU through ResourceClaim ``claim`` (DRA) instead of a resource: the
+    claim in ``spec.resourceClaims`` and in the first container's ``resources.claims``."""
+    pod_spec["resourceClaims"] = [{"name": keys.DRA_POD_CLAIM_NAME, "resourceClaimName": claim}]
+    containers = pod_spec.get("containers") or []
+    if containers:
+        resources = containers[0].setdefault("resources", {})
+        resources["claims"] = [*(resources.get("claims") or []), {"name": keys.DRA_POD_CLAIM_NAME}]
+    return pod_spec
+
+
+def resource_claim(
+    deployment: Mapping[str, Any], pod: Mapping[str, Any], device_path: str, device_uuid: str, device_class: str
+) -> dict[str, Any]:
+    """The ResourceClaim of a DRA replica ``pod``: one device of ``device_class``, selected by the uuid
+    of the device placement chose (``device_path``: driver/pool/device). Named as the pod, with its
+    labels, owned by the deployment; the operator deletes it once the pod is gone."""
+    driver = device_path.split("/", 1)[0]
+    pod_meta = pod["metadata"]
+    selector = f"device.driver == '{driver}' && device.attributes['{driver}'].{keys.DRA_UUID_ATTRIBUTE} == '{device_uuid}'"
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {
+            "name": pod_meta["name"],
+            "namespace": pod_meta["namespace"],
+            "labels": dict(pod_meta["labels"]),
+            "annotations": {keys.DRA_DEVICE_ANNOTATION: device_path},
+            "ownerReferences": [owner_reference(deployment["metadata"])],
+        },
+        "spec": {
+            "devices": {
+                "requests": [
+                    {
+                        "name": keys.DRA_POD_CLAIM_NAME,
+                        "exactly": {"deviceClassName": device_class, "selectors": [{"cel": {"expression": selector}}]},
+                    }
+                ]
+            }
+        },
+    }
+
+
 def replica_labels(template: Mapping[str, Any], deployment: str) -> dict[str, str]:
     """The labels every replica pod of ``deployment`` carries (the replica number aside)."""
     return {**((template.get("metadata") or {}).get("labels") or {}), keys.DEPLOYMENT_LABEL: deployment}
@@ -91,11 +134,15 @@ def replica_pod(
     load_seconds: float,
     vram_mib: int | None = None,
     gpu_resource: str = keys.GPU_RESOURCE,
+    dra: bool = False,
 ) -> dict[str, Any]:
+    """``dra``: the GPU comes through a ResourceClaim named as the pod (``resource_claim``), not ``gpu_resource``."""
     metadata = deployment["metadata"]
     spec = deployment["spec"]
     template = spec.get("template") or {}
-    pod_spec = replica_spec(template, gpu_resource)
+    pod_spec = replica_spec(template, None if dra else gpu_resource)
+    if dra:
+        with_claim(pod_spec, pod_name(metadata["name"], replica, node))
     template_meta = copy.deepcopy(template.get("metadata") or {})
     name = metadata["name"]
 

@@ -7,8 +7,8 @@ nothing (pod names are stable, so an interrupted run that is repeated gets 409 a
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from egpu_operator import fit, metrics, pods, power, service, status
 from egpu_operator.cache import Cache
 from egpu_operator.kube import Kube, PodRefused, StatusRefused
 from egpu_operator.liveness import Verdicts
-from egpu_operator.placement import Create, Demand, NodeFacts, Plan, PodView, plan
+from egpu_operator.placement import Create, Demand, Device, NodeFacts, Plan, PodView, plan
 
 log = logging.getLogger("egpu_operator.reconcile")
 POWER_FINALIZER = keys.POWER_FINALIZER
@@ -53,6 +53,19 @@ class Fleet:
         self.loading: dict[str, int] = {}
         # GPU memory the node's GPU pods hold, in MiB (a pod that does not say: a whole GPU's worth).
         self.vram_used: dict[str, int] = {}
+        self.dra_device_class = keys.DRA_GPU_DEVICE_CLASS  # what a DRA replica's ResourceClaim asks for
+
+    def add_devices(self, published: Mapping[str, Iterable[Iterable[Device]]], held: Container[str]) -> None:
+        """GPUs published through DRA (``published``: node -> the devices of each of its ResourceSlices),
+        each taken one in ``requested`` under its ``Device.key`` (``held``: ``Device.path`` of every device
+        a ResourceClaim holds or a replica's claim was made for)."""
+        for node, slices in published.items():
+            if node not in self.facts:
+                continue
+            devices = tuple(device for found in slices for device in found)
+            self.facts[node] = replace(self.facts[node], devices=devices)
+            taken = self.requested.setdefault(node, {})
+            taken.update({device.key: 1 for device in devices if device.path in held})
 
 
 @dataclass
@@ -64,6 +77,10 @@ class PodWrites:
     evictions: list[str]
     creates: list[tuple[Create, dict[str, Any]]]
     why: Mapping[str, str]
+    # DRA: the ResourceClaim each new pod uses (by pod name), created before it; and the claims of
+    # pods that are gone, deleted.
+    claims: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    claim_deletes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,11 +102,13 @@ def reconcile(
     replica_pods: Iterable[PodView],
     pdb_min_available: int | None = None,
     service_now: Mapping[str, Any] | None = None,
+    claims: Iterable[str] = (),
 ) -> bool:
     """Bring one deployment's pods, power limits, disruption budget and Service toward its spec.
 
     ``pdb_min_available`` is what its PodDisruptionBudget holds now (None: none), ``service_now``
-    its Service as the index shows it (``service.view``; None: none). Returns True
+    its Service as the index shows it (``service.view``; None: none), ``claims`` the names of the
+    ResourceClaims the operator made for its DRA replicas. Returns True
     when it should run again after a backoff: an eviction was refused (a PodDisruptionBudget
     said no) or the API server refused a replica pod (quota, Pod Security, an invalid template)."""
     metadata = deployment["metadata"]
@@ -108,7 +127,8 @@ def reconcile(
         return False  # the pod events still on their way will bring it back
 
     result = _place(cache, key, demand, spec.replicas, fleet, pods_now)
-    outcome = apply_pod_writes(kube, cache, deployment, pod_writes(deployment, result), pods_now)
+    writes = pod_writes(deployment, result, fleet.dra_device_class, stale_claims(claims, pods_now))
+    outcome = apply_pod_writes(kube, cache, deployment, writes, pods_now)
     if outcome.created or outcome.deleted:
         cache.expect(key, outcome.created, outcome.deleted)
     power_by_pod, power_waiting = apply_power(kube, cache, deployment, spec, fleet.facts, outcome.after)
@@ -149,21 +169,36 @@ def _place(cache: Cache, key: str, demand: Demand, replicas: int, fleet: Fleet, 
         )  # fmt: skip
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
         for create in result.creates:
-            asks = fit.take(demand.requests, {create.gpu_resource: 1})
+            asks = fit.take(demand.requests, create.holds)
             cache.assume(pods.pod_name(name, create.replica, create.node), create.node, asks)
     return result
 
 
-def pod_writes(deployment: Mapping[str, Any], result: Plan) -> PodWrites:
-    """The plan as intended writes, with the manifests of the pods to create. Pure."""
-    creates = [
-        (
-            create,
-            pods.replica_pod(deployment, create.replica, create.node, create.load_seconds, create.vram_mib, create.gpu_resource),
-        )
-        for create in result.creates
-    ]
-    return PodWrites(list(result.deletes), list(result.evictions), creates, result.why)
+def pod_writes(
+    deployment: Mapping[str, Any], result: Plan, device_class: str = keys.DRA_GPU_DEVICE_CLASS, claim_deletes: Iterable[str] = ()
+) -> PodWrites:
+    """The plan as intended writes, with the manifests of the pods (and DRA claims) to create. Pure."""
+    creates, claims = [], {}
+    for create in result.creates:
+        manifest = pods.replica_pod(
+            deployment, create.replica, create.node, create.load_seconds, create.vram_mib, create.gpu_resource,
+            dra=create.device is not None,
+        )  # fmt: skip
+        creates.append((create, manifest))
+        if create.device is not None:
+            claims[manifest["metadata"]["name"]] = pods.resource_claim(
+                deployment, manifest, create.device.path, create.device.uuid, device_class
+            )
+    # A claim about to be made again (the same pod name) is kept: deleting it would race its creation.
+    stale = [name for name in claim_deletes if name not in claims]
+    return PodWrites(list(result.deletes), list(result.evictions), creates, result.why, claims, stale)
+
+
+def stale_claims(claims: Iterable[str], pods_now: Iterable[PodView]) -> list[str]:
+    """The replicas' ResourceClaims whose pod is gone (claims are named as their pods): a claim kept
+    would hold its device after the scheduler's allocation lapses. A terminating pod keeps its claim."""
+    alive = {pod.name for pod in pods_now}
+    return sorted(name for name in claims if name not in alive)
 
 
 def apply_pod_writes(
@@ -187,21 +222,36 @@ def apply_pod_writes(
             outcome.retry = True
             log.info("eviction refused", extra={"deployment": key, "pod": pod_name, "why": refusal})
     outcome.after = [pod for pod in pods_now if pod.name not in outcome.deleted]
+    for claim in writes.claim_deletes:
+        kube.delete_resource_claim(namespace, claim)
+        log.info("resource claim removed", extra={"deployment": key, "claim": claim, "why": "its pod is gone"})
     for create, manifest in writes.creates:
-        _create(kube, cache, deployment, create, manifest, outcome)
+        _create(kube, cache, deployment, create, manifest, outcome, writes.claims.get(manifest["metadata"]["name"]))
     return outcome
 
 
 def _create(
-    kube: Kube, cache: Cache, deployment: Mapping[str, Any], create: Create, manifest: dict[str, Any], outcome: PodOutcome
+    kube: Kube,
+    cache: Cache,
+    deployment: Mapping[str, Any],
+    create: Create,
+    manifest: dict[str, Any],
+    outcome: PodOutcome,
+    claim: Mapping[str, Any] | None = None,
 ) -> None:
+    """The pod; with DRA its ResourceClaim first, so the scheduler never sees the pod without it
+    (it would call the pod unschedulable, and placement would take that for a refusal)."""
     key = f"{deployment['metadata']['namespace']}/{deployment['metadata']['name']}"
-    pod_name = manifest["metadata"]["name"]
+    pod_name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     try:
+        if claim is not None:
+            kube.create_resource_claim(claim)
         fresh = kube.create_pod(manifest)
     except PodRefused as refusal:
         # Release the GPU now: a refusal holding a reservation would starve every other deployment.
         cache.forget(pod_name)
+        if claim is not None:
+            kube.delete_resource_claim(namespace, pod_name)
         outcome.refusals.append(f"replica {create.replica}: {refusal}")
         log.warning("replica pod refused", extra={"deployment": key, "replica": create.replica, "why": str(refusal)})
         return

@@ -58,6 +58,8 @@ LOOP_STALL_S = 30.0
 DeploymentKey = tuple[str, str]
 #: The kopf indexes the operator reads (``handlers`` registers them under these ids).
 INDEXES = ("heartbeats_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index", "services_index")
+#: And those of GPUs allocated through DRA, registered when DRA drivers are configured.
+DRA_INDEXES = ("dra_devices_index", "dra_held_index", "replica_claims_index")
 
 
 class Operator:
@@ -121,6 +123,7 @@ class Operator:
         """kopf hands its indexes to every handler by name; keep the live ones once."""
         if not self._captured.is_set():
             self.indexes.update({key: kwargs[key] for key in INDEXES})
+            self.indexes.update({key: kwargs[key] for key in DRA_INDEXES if key in kwargs})
             self._captured.set()
 
     def nodes(self) -> dict[str, dict[str, Any]]:
@@ -277,7 +280,10 @@ class Operator:
         pods = facts.controlled_replicas(deployment, self.indexes["replica_pods_index"].get(key, []))
         budget = next(iter(self.indexes["budgets_index"].get(key, [])), None)
         service = next(iter(self.indexes["services_index"].get(key, [])), None)
-        return await loop.run_in_executor(self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget, service)
+        claims = list(self.indexes["replica_claims_index"].get(key, [])) if "replica_claims_index" in self.indexes else []
+        return await loop.run_in_executor(
+            self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget, service, claims
+        )
 
     def _fleet(self) -> Fleet:
         nodes_now = self.nodes()
@@ -286,6 +292,9 @@ class Operator:
         fleet.gpu_pods = {pod for store in usage_index.values() for pod, gpus, _, _ in store if gpus}
         fleet.vram_used = facts.vram_used_per_node(usage_index, fleet.facts)
         fleet.loading = facts.loading_per_node(pod for store in self.indexes["replica_pods_index"].values() for pod in store)
+        fleet.dra_device_class = self.config.dra_device_class
+        if "dra_devices_index" in self.indexes:
+            fleet.add_devices(self.indexes["dra_devices_index"], self.indexes["dra_held_index"])
         return fleet
 
     def _verdicts(self, nodes_now: Mapping[str, Mapping[str, Any]]) -> Verdicts:
@@ -325,6 +334,8 @@ class Operator:
                     deployments,
                     replicas,
                     self.config.max_parallel_maintenances,
+                    None,
+                    self.config.dra_drivers,
                 )
                 again = phase is not None and phase not in TERMINAL_PHASES
             except Exception as error:

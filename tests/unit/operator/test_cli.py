@@ -24,6 +24,8 @@ def args(**given: object) -> argparse.Namespace:
                 "maintenance_poll_seconds",
                 "max_parallel_maintenances",
                 "agent_namespace",
+                "dra_drivers",
+                "dra_device_class",
                 "lease_ttl_seconds",
                 "agent_grace_seconds",
                 "probe_interval_seconds",
@@ -44,6 +46,8 @@ def test_without_flags_or_environment_the_documented_defaults_hold() -> None:
         max_parallel_maintenances=1,
         auto_maintenance=False,
         agent_namespace="egpu-system",
+        dra_drivers=("gpu.nvidia.com",),
+        dra_device_class="gpu.nvidia.com",
         liveness=LivenessConfig(lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55),
         metrics_port=8080,
     )
@@ -57,6 +61,8 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         "EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES": "3",
         "EGPU_OPERATOR_AUTO_MAINTENANCE": "true",
         "EGPU_OPERATOR_AGENT_NAMESPACE": "gpu-agents",
+        "EGPU_OPERATOR_DRA_DRIVERS": "gpu.nvidia.com, gpu.example.com",
+        "EGPU_OPERATOR_DRA_DEVICE_CLASS": "big-gpus",
         "EGPU_OPERATOR_LEASE_TTL_SECONDS": "30",
         "EGPU_OPERATOR_AGENT_GRACE_SECONDS": "10",
         "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
@@ -70,9 +76,15 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         max_parallel_maintenances=3,
         auto_maintenance=True,
         agent_namespace="gpu-agents",
+        dra_drivers=("gpu.nvidia.com", "gpu.example.com"),
+        dra_device_class="big-gpus",
         liveness=LivenessConfig(lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5),
         metrics_port=0,
     )
+
+
+def test_an_empty_dra_driver_list_turns_dra_off() -> None:
+    assert build_config(args(), {"EGPU_OPERATOR_DRA_DRIVERS": ""}) == OperatorConfig(dra_drivers=())
 
 
 def test_a_flag_wins_over_its_environment_variable() -> None:

@@ -75,8 +75,25 @@ class FakeKube:
             terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
             spec["nodeName"] = terms[0]["matchFields"][0]["values"][0]
             pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+            self._allocate(pod)
             bound.append(pod["metadata"]["name"])
         return bound
+
+    def _allocate(self, pod: Mapping[str, Any]) -> None:
+        """As kube-scheduler's DRA plugin does on binding: each of the pod's claims gets the device its
+        selector names (here: the operator's annotation) and the pod in ``reservedFor``."""
+        namespace = pod["metadata"]["namespace"]
+        for entry in pod["spec"].get("resourceClaims") or []:
+            claim = self.claims.get((namespace, entry.get("resourceClaimName", "")))
+            chosen = ((claim or {}).get("metadata", {}).get("annotations") or {}).get(keys.DRA_DEVICE_ANNOTATION)
+            if claim is None or not chosen:
+                continue
+            driver, pool, device = chosen.split("/", 2)
+            result = {"request": keys.DRA_POD_CLAIM_NAME, "driver": driver, "pool": pool, "device": device}
+            claim["status"] = {
+                "allocation": {"devices": {"results": [result]}},
+                "reservedFor": [{"resource": "pods", "name": pod["metadata"]["name"], "uid": pod["metadata"].get("uid", "")}],
+            }
 
     def refuse_scheduling(self, message: str) -> list[str]:
         """kube-scheduler refuses every unbound pod: PodScheduled False, Unschedulable, ``message``."""

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from egpu_api import keys
 from egpu_api.fleet import FleetProfile, parse_fleet
 from egpu_localcluster.kubectl import Kubectl
 from egpu_node_agent.simulator import FleetSimulator
@@ -84,3 +85,4 @@ def variant(kube: Kubectl, fleet: FleetProfile, source: str, name: str, **change
         finally:
             agents.stop()
             kube.run("delete", "node", name, check=False)
+            kube.run("delete", "resourceslices", "-l", f"{keys.FLEET_NODE_LABEL}={name}", check=False)

@@ -18,7 +18,8 @@ def test_every_project_key_lives_under_one_prefix() -> None:
 
 def test_keys_owned_by_other_projects_are_spelled_as_they_define_them() -> None:
     assert keys.GPU_RESOURCE == "nvidia.com/gpu"
-    assert (keys.DRA_GPU_DRIVER, keys.DRA_GPU_DEVICE_CLASS, keys.DRA_UUID_ATTRIBUTE) == ("gpu.nvidia.com", "gpu.nvidia.com", "uuid")
+    assert (keys.DRA_GPU_DRIVER, keys.DRA_GPU_DEVICE_CLASS) == ("gpu.nvidia.com", "gpu.nvidia.com")
+    assert keys.DRA_UUID_ATTRIBUTE == "uuid"
     assert keys.DRA_DEVICE_ANNOTATION == "egpu-operator.io/dra-device"
     assert keys.NFD_NVIDIA_PCI_LABEL == "feature.node.kubernetes.io/pci-10de.present"
     assert (keys.KWOK_NODE_ANNOTATION, keys.KWOK_NODE_ANNOTATION_VALUE) == ("kwok.x-k8s.io/node", "fake")

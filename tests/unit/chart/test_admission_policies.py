@@ -189,6 +189,7 @@ def test_fence_matches_only_the_operator_service_account() -> None:
         ("", "services", ("CREATE", "UPDATE", "DELETE")),
         ("policy", "poddisruptionbudgets", ("CREATE", "UPDATE", "DELETE")),
         ("", "nodes", ("CREATE", "UPDATE", "DELETE")),
+        ("resource.k8s.io", "resourceclaims", ("CREATE", "DELETE")),
     ]
     assert FENCE not in policies({"operator.fencePolicy.enabled": "false"})
 

@@ -17,9 +17,11 @@ from egpu_operator import facts, maintenance, power, service
 from egpu_operator.cache import Cache
 from egpu_operator.fakekube import FakeKube
 from egpu_operator.liveness import Liveness, Verdicts
+from egpu_operator.placement import Device
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
 
 NAMESPACE = "ml"
+DRA_DRIVERS = (keys.DRA_GPU_DRIVER,)
 
 
 class Clock:
@@ -52,6 +54,7 @@ class Cluster:
         self.clock = Clock()
         self.cache = Cache(clock=self.clock)
         self.liveness: dict[str, Liveness] = {}  # node -> verdict; every other node is alive
+        self.resource_slices: list[dict[str, Any]] = []  # what DRA drivers publish (the fake keeps the claims)
 
     def restart(self) -> None:
         """The operator starts again: what it remembered is gone, the API server's objects stay."""
@@ -70,7 +73,13 @@ class Cluster:
         budget = self.kube.pdbs.get((NAMESPACE, name))
         minimum = budget["spec"]["minAvailable"] if budget else None
         current = self.kube.services.get((NAMESPACE, name))
-        return reconcile(self.kube, self.cache, body, self.fleet(unseen), pods, minimum, current and service.view(current))
+        claims = [
+            claim for (namespace, claim), made in self.kube.claims.items()
+            if namespace == NAMESPACE and made["metadata"]["labels"].get(keys.DEPLOYMENT_LABEL) == name
+        ]  # fmt: skip
+        return reconcile(
+            self.kube, self.cache, body, self.fleet(unseen), pods, minimum, current and service.view(current), claims
+        )
 
     def _indexed(self, unseen: frozenset[str]) -> list[dict[str, Any]]:
         return [pod for pod in self.kube.pods.values() if pod["metadata"]["name"] not in unseen]
@@ -87,6 +96,13 @@ class Cluster:
         fleet.gpu_pods = {name for store in index.values() for name, gpus, _, _ in store if gpus}
         fleet.vram_used = facts.vram_used_per_node(index, fleet.facts)
         fleet.loading = facts.loading_per_node(self._indexed(unseen))
+        published: dict[str, list[tuple[Device, ...]]] = {}
+        for resource_slice in self.resource_slices:
+            node, devices = facts.slice_devices(resource_slice, DRA_DRIVERS)
+            if devices:
+                published.setdefault(node, []).append(tuple(devices))
+        held = {path for claim in self.kube.claims.values() for path in facts.claim_holds(claim, DRA_DRIVERS)}
+        fleet.add_devices(published, held)
         return fleet
 
     def step(self, name: str, limit: int = 1, now: datetime | None = None) -> str | None:

@@ -19,7 +19,7 @@ from egpu_api.inference import ServiceSpec
 from egpu_localcluster import LocalCluster
 from egpu_localcluster.kubectl import Kubectl
 from egpu_operator import service
-from egpu_operator.pods import disruption_budget, replica_pod
+from egpu_operator.pods import disruption_budget, replica_pod, resource_claim
 from tests.e2e.helpers import wait_for
 from tests.unit.chart.helm import NAMESPACE, OPERATOR_SA, release_on_local_cluster, token_kubeconfig
 
@@ -107,6 +107,33 @@ def test_a_replica_on_a_shared_gpu_or_a_mig_mixed_slice_is_allowed(operator: Kub
     two = replica_pod(DEPLOYMENT, 0, NODE, load_seconds=20.0, gpu_resource=resource)
     two["spec"]["containers"][0]["resources"]["limits"][resource] = "2"
     assert f"requests {resource}=2: a replica gets one GPU" in refusal(dry_run(operator, two))
+
+
+def dra_replica() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod and ResourceClaim the operator makes for a replica with gpuAllocation: DRA."""
+    pod = replica_pod(DEPLOYMENT, 0, NODE, load_seconds=20.0, dra=True)
+    uuid = "GPU-6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10"
+    return pod, resource_claim(DEPLOYMENT, pod, f"gpu.nvidia.com/{NODE}/gpu-0", uuid, "gpu.nvidia.com")
+
+
+def test_a_dra_replica_and_its_claim_are_allowed_and_nothing_more(operator: Kubectl) -> None:
+    pod, claim = dra_replica()
+    accepted(dry_run(operator, claim))
+    accepted(dry_run(operator, pod))
+    foreign = json.loads(json.dumps(claim))
+    foreign["spec"]["devices"]["requests"][0]["exactly"]["deviceClassName"] = "nic.example.com"
+    assert "may make only ResourceClaims for one device of DeviceClass gpu.nvidia.com" in refusal(dry_run(operator, foreign))
+    many = json.loads(json.dumps(claim))
+    many["spec"]["devices"]["requests"][0]["exactly"] |= {"allocationMode": "All"}
+    assert "may make only ResourceClaims for one device" in refusal(dry_run(operator, many))
+    unowned = json.loads(json.dumps(claim))
+    del unowned["metadata"]["ownerReferences"]
+    assert "may create only ResourceClaims controlled by an InferenceDeployment" in refusal(dry_run(operator, unowned))
+    unowned["metadata"]["namespace"] = "kube-system"
+    assert "may not create resourceclaims in namespace kube-system" in refusal(dry_run(operator, unowned))
+    borrowed = json.loads(json.dumps(pod))
+    borrowed["spec"]["resourceClaims"][0]["resourceClaimName"] = "someone-elses-gpus"
+    assert "requests resource claim gpu" in refusal(dry_run(operator, borrowed))
 
 
 @pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", NAMESPACE])

@@ -45,6 +45,16 @@ TAINT_KEYS: dict[str, Any] = {
     },
     "uniqueItems": True,
 }
+#: Extended resource names (a domain prefix and a name, as the device plugin advertises them); safe in CEL strings.
+RESOURCE_NAMES: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "string",
+        "maxLength": 316,
+        "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    },
+    "uniqueItems": True,
+}
 #: Token audiences (often URLs); no quotes or backslashes, so they are safe inside CEL strings.
 AUDIENCES: dict[str, Any] = {
     "type": "array",
@@ -81,6 +91,7 @@ DECLARED: dict[str, dict[str, Any]] = {
     "agent.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "agent.maxUnavailable": {"type": ["integer", "string"]},
     "operator.gpuResources.draDrivers": NAMES,
+    "operator.gpuResources.sharedGpuResources": RESOURCE_NAMES,
     "tenancy.allowedServiceAccounts": NAMES,
     "tenancy.allowedPriorityClasses": NAMES,
     "tenancy.allowedRuntimeClasses": NAMES,

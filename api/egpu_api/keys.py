@@ -55,9 +55,16 @@ DRA_DEVICE_ANNOTATION: Final = f"{PREFIX}dra-device"
 DRA_POD_CLAIM_NAME: Final = "gpu"
 
 
-def is_gpu_resource(name: str) -> bool:
-    """Whether an extended resource is a GPU or a slice of one, in any form the NVIDIA device plugin advertises."""
-    return name in (GPU_RESOURCE, SHARED_GPU_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)
+#: The shared-GPU resource names a cluster uses unless configured otherwise (the device plugin's
+#: ``rename`` of a time-sliced or MPS resource may pick any name; the operator's
+#: ``--shared-gpu-resources`` lists them).
+SHARED_GPU_RESOURCES: Final = (SHARED_GPU_RESOURCE,)
+
+
+def is_gpu_resource(name: str, shared: tuple[str, ...] = SHARED_GPU_RESOURCES) -> bool:
+    """Whether an extended resource is a GPU or a slice of one, in any form the NVIDIA device plugin
+    advertises: whole (``nvidia.com/gpu``), ``shared`` under a renamed resource, or a MIG "mixed" slice."""
+    return name == GPU_RESOURCE or name in shared or name.startswith(MIG_RESOURCE_PREFIX)
 
 
 # -- Node labels published by the node agent (contract version LABEL_SCHEMA) ------------------

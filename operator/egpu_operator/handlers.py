@@ -94,7 +94,7 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     # memory and pod slots of ordinary pods too. One small tuple a pod (``facts.Usage``).
     @kopf.index("pods", when=_on_node, registry=registry, id="gpu_usage_index")
     async def gpu_usage_index(body: Any, **_: Any) -> Any:
-        found = facts.usage(_plain(body))
+        found = facts.usage(_plain(body), operator.config.shared_gpu_resources)
         return dict([found]) if found else {}
 
     @kopf.index(

@@ -68,7 +68,7 @@ class Operator:
 
     def __init__(self, config: OperatorConfig, kube: Kube, watch_client: Any) -> None:
         self.config, self.kube, self._watch_client = config, kube, watch_client
-        self.cache = Cache(config.liveness)
+        self.cache = Cache(config.liveness, shared_gpu_resources=config.shared_gpu_resources)
         self.queue = WorkQueue()
         self.maintenance_queue = WorkQueue()
         self.indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
@@ -336,6 +336,7 @@ class Operator:
                     self.config.max_parallel_maintenances,
                     None,
                     self.config.dra_drivers,
+                    self.config.shared_gpu_resources,
                 )
                 again = phase is not None and phase not in TERMINAL_PHASES
             except Exception as error:

@@ -208,5 +208,8 @@ def test_fence_allows_the_tolerations_kubernetes_adds_to_every_pod() -> None:
     # One GPU in each form placement chooses: the contract's names, as keys.is_gpu_resource reads them.
     extra = variable(policies()[FENCE], "extraResources")
     assert (
-        f"r == '{keys.GPU_RESOURCE}' || r == '{keys.SHARED_GPU_RESOURCE}' || r.startsWith('{keys.MIG_RESOURCE_PREFIX}')" in extra
+        f"r == '{keys.GPU_RESOURCE}' || r in [\"{keys.SHARED_GPU_RESOURCE}\"] || r.startsWith('{keys.MIG_RESOURCE_PREFIX}')"
+        in extra
     )
+    renamed = variable(policies({"operator.gpuResources.sharedGpuResources": "{nvidia.com/gpu-ts}"})[FENCE], "extraResources")
+    assert 'r in ["nvidia.com/gpu-ts"]' in renamed

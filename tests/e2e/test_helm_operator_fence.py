@@ -20,6 +20,7 @@ from egpu_localcluster import LocalCluster
 from egpu_localcluster.kubectl import Kubectl
 from egpu_operator import service
 from egpu_operator.pods import disruption_budget, replica_pod, resource_claim
+from tests.e2e.deployments import deployment
 from tests.e2e.helpers import wait_for
 from tests.unit.chart.helm import NAMESPACE, OPERATOR_SA, release_on_local_cluster, token_kubeconfig
 
@@ -41,6 +42,8 @@ def cluster() -> Iterator[LocalCluster]:
         cluster.kubectl.wait_default_service_account(MODELS)
         # A powerful ServiceAccount of the namespace, as a tenant namespace may hold one.
         cluster.kubectl.run("create", "serviceaccount", "cluster-admin-sa", "-n", MODELS)
+        # Replicas go only where an InferenceDeployment is (the fence's second policy).
+        cluster.kubectl.run("apply", "-n", MODELS, "-f", "-", stdin=json.dumps(deployment("llm", "6G", 60)))
         yield cluster
 
 
@@ -140,6 +143,19 @@ def test_a_dra_replica_and_its_claim_are_allowed_and_nothing_more(operator: Kube
 def test_a_pod_in_kube_system_or_the_release_namespace_is_refused(operator: Kubectl, namespace: str) -> None:
     message = refusal(dry_run(operator, pod_in(namespace)))
     assert f"the egpu-operator operator may not create pods in namespace {namespace}" in message
+
+
+def test_a_replica_in_a_namespace_without_an_inference_deployment_is_refused(cluster: LocalCluster, operator: Kubectl) -> None:
+    cluster.kubectl.run("create", "namespace", "bystanders")
+    try:
+        for manifest in (replica(), dra_replica()[1]):
+            manifest["metadata"]["namespace"] = "bystanders"
+            result = dry_run(operator, manifest)
+            assert result.returncode != 0, result.stdout
+            assert "egpu-operator-fence-namespaces" in result.stderr, result.stderr
+            assert "no params found" in result.stderr, result.stderr
+    finally:
+        cluster.kubectl.run("delete", "namespace", "bystanders", "--wait=false")
 
 
 def test_a_pod_without_an_owner_is_refused(operator: Kubectl) -> None:

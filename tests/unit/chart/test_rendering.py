@@ -149,6 +149,12 @@ def test_service_monitors(enabled: str, count: int) -> None:
     assert services == {"egpu-operator-metrics": 8080, "egpu-operator-node-agent-metrics": 9400}
 
 
+def test_the_operator_monitor_keeps_the_deployments_own_namespace_label() -> None:
+    """The alerts name an InferenceDeployment by its namespace label, which the target's would overwrite."""
+    objects = render({"metrics.serviceMonitor.enabled": "true"})
+    assert find(objects, "ServiceMonitor", "egpu-operator")["spec"]["endpoints"][0]["honorLabels"] is True
+
+
 def test_agent_disabled_leaves_only_the_operator() -> None:
     objects = render({"agent.enabled": "false"})
     kinds = {o["kind"] for o in objects}

@@ -5,6 +5,7 @@ Power actuation runs the agent as root with CAP_SYS_ADMIN, which Pod Security ad
 at "restricted" (tests/e2e/test_helm_agent_namespace.py installs it so).
 """
 
+import json
 from typing import Any
 
 import pytest
@@ -112,3 +113,10 @@ def test_notes_point_at_the_agents_namespace() -> None:
     assert f"kubectl -n {NAMESPACE} get deployment {RELEASE}" in notes
     read_only = helm("install", "--dry-run=client", RELEASE, str(CHART), "--namespace", NAMESPACE).stdout
     assert "agent.powerActuation.enabled=true,agent.namespace=<its own namespace>" in read_only
+
+
+def test_the_operators_fence_keeps_replicas_out_of_the_agents_namespace() -> None:
+    """With power actuation the agent's namespace is at "privileged": the operator's token may not create pods there."""
+    fence = find(render(POWER), "ValidatingAdmissionPolicy", f"{RELEASE}-fence")
+    expressions = " ".join(v["expression"] for v in fence["spec"]["validations"])
+    assert json.dumps([NAMESPACE, AGENTS, "kube-system", "kube-public", "kube-node-lease"], separators=(",", ":")) in expressions

@@ -87,6 +87,8 @@ DECLARED: dict[str, dict[str, Any]] = {
     "operator.metricsPort": PORT,
     "agent.metricsPort": PORT,
     "agent.backend": {"type": "string", "enum": ["nvml", "fake", "none"]},
+    # A namespace name (a DNS label), or empty for the release namespace.
+    "agent.namespace": {"type": "string", "maxLength": 63, "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"},
     "agent.powerActuation.restoreDefaultsOnExit": {"type": "string", "enum": ["never", "uninstall", "always"]},
     "agent.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "agent.maxUnavailable": {"type": ["integer", "string"]},

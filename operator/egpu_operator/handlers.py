@@ -166,9 +166,14 @@ def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         operator.capture(kwargs)
 
     @kopf.on.event(GROUP, VERSION, MAINTENANCES, registry=registry, id="maintenance_changed")
-    async def maintenance_changed(name: str, **kwargs: Any) -> None:
+    async def maintenance_changed(name: str, type: str, body: Any, **kwargs: Any) -> None:
         operator.capture(kwargs)
         operator.enqueue_maintenance(name)
+        # The per-maintenance series follow the stored object, so they say what `kubectl get` says.
+        if type == "DELETED":
+            metrics.forget_maintenance(name, str((body.get("spec") or {}).get("nodeName", "")))
+        else:
+            metrics.observe_maintenance(_plain(body))
 
 
 def _slim_pod(body: Any) -> dict[str, Any]:

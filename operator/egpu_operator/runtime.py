@@ -36,7 +36,7 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.maintenance import TERMINAL_PHASES
-from egpu_operator import facts, maintenance, power
+from egpu_operator import facts, maintenance, metrics, power
 from egpu_operator.cache import Cache
 from egpu_operator.config import OperatorConfig
 from egpu_operator.health import HealthServer
@@ -89,6 +89,7 @@ class Operator:
         """/metrics, /healthz and /readyz on the configured port (0: none)."""
         if not self.config.metrics_port:
             return None
+        metrics.watch_readiness(lambda: self.readiness_problem() is None)
         return HealthServer(self.config.metrics_port, REGISTRY, self.health_problem, self.readiness_problem).start()
 
     def health_problem(self, now: float | None = None) -> str | None:
@@ -307,6 +308,7 @@ class Operator:
         verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC))
         for state in Liveness:
             AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
+        metrics.observe_agents({node: state.value for node, state in verdicts.by_node.items()}, [s.value for s in Liveness])
         DISRUPTION.set(int(verdicts.disruption))
         if verdicts.disruption != self._disruption:
             self._disruption = verdicts.disruption

@@ -79,7 +79,7 @@ def test_a_refused_eviction_is_asked_again_after_a_backoff(cluster: Cluster) -> 
             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "batch"}}},
         }
     )
-    cluster.kube.add_maintenance(maintenance())
+    cluster.kube.add_maintenance(maintenance(unmanagedGpuPods="Evict"))
     cluster.step("reseat")
     cluster.step("reseat")
     assert cluster.kube.refused_evictions == [f"{NAMESPACE}/batch"]

@@ -1,5 +1,6 @@
 """A malformed power-limit request (negative, 0, 65.5, an array, "65W", null): the GPU keeps its
-limit, and each new bad value gets one Event naming the annotation and the form it takes."""
+limit, each new bad value gets one Event naming the annotation and the form it takes, and the
+operator rewrites the request of a GPU it manages without the limit ever dropping."""
 
 import json
 from typing import Any
@@ -8,6 +9,7 @@ import pytest
 
 from egpu_localcluster.kubectl import Kubectl
 from egpu_node_agent.simulator import FleetSimulator
+from tests.e2e.deployments import apply, deployment, ready_on
 from tests.e2e.helpers import node, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -58,3 +60,38 @@ def test_a_malformed_request_keeps_the_limit_and_is_reported_per_value(kube: Kub
     finally:
         kube.run("annotate", "node", NODE, f"{REQUEST}-")
     wait_for(lambda: True if (host.nvml.gpus[0].power_mw or (0,))[0] == default_mw else None, 10, "the default restored")
+
+
+def test_the_operator_rewrites_an_unreadable_request_and_no_limit_drops(
+    kube: Kubectl, workspace: str, simulator: FleetSimulator
+) -> None:
+    apply(kube, workspace, deployment("powered-bad", "6G", 20, modes=("passthrough",), power={"fractionOfDefault": 0.5}))
+    [where] = wait_for(lambda: ready_on(kube, workspace, "powered-bad", 1), 60, "powered-bad: Ready")
+    host = simulator.hosts[where]
+
+    def requested() -> dict[str, int] | None:
+        text = node(kube, where)["metadata"].get("annotations", {}).get(REQUEST, "")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) and value and all(isinstance(w, int) for w in value.values()) else None
+
+    [(uuid, watts)] = wait_for(requested, 30, "the operator's request").items()
+    index = next(i for i, gpu in enumerate(host.nvml.gpus) if gpu.uuid == uuid)
+    wait_for(lambda: True if (host.nvml.gpus[index].power_mw or (0,))[0] == watts * 1000 else None, 15, f"{watts} W applied")
+
+    kube.run("annotate", "node", where, f'{REQUEST}={{"{uuid}": "65W"}}', "--overwrite")
+    limits: set[int] = set()
+
+    def rewritten() -> dict[str, int] | None:
+        limits.add((host.nvml.gpus[index].power_mw or (0,))[0])
+        return requested()
+
+    assert wait_for(rewritten, 40, "the request rewritten by the operator") == {uuid: watts}
+    assert limits == {watts * 1000}, "the limit never left the requested watts"
+    events = kube.get_json("events", "-n", workspace, "--field-selector", "involvedObject.name=powered-bad")["items"]
+    [rewrite] = [e for e in events if e["reason"] == "PowerRequestRewritten"]
+    assert f'GPU "{uuid}": "65W" is not a whole number of watts above 0' in rewrite["message"]
+    assert rewrite["message"].endswith("; ignored and rewritten")
+    kube.run("delete", "idep", "powered-bad", "-n", workspace, "--wait=true", "--timeout=60s")

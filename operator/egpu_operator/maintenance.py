@@ -196,8 +196,13 @@ def _gather(
     shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES,
 ) -> drain.World:
     """The node's GPU pods, and for each replica that is (or was) on it, its pod elsewhere."""
-    on_node = kube.pods_on_node(node)
-    pods = [view for pod in on_node if (view := _gpu_pod(pod, _dra_gpus(kube, pod, dra_drivers), shared)) is not None]
+    everything_here = kube.pods_on_node(node)
+    pods = [view for pod in everything_here if (view := _gpu_pod(pod, _dra_gpus(kube, pod, dra_drivers), shared)) is not None]
+    gpu_pods = {(view.namespace, view.name) for view in pods}
+    other_pods = sorted(
+        key for pod in everything_here
+        if (pod["metadata"]["namespace"], pod["metadata"]["name"]) not in gpu_pods and (key := _other_pod(pod)) is not None
+    )  # fmt: skip
     replicas = {(pod.deployment, pod.replica or 0) for pod in pods if pod.deployment is not None} | set(moved_before)
     replacements: dict[tuple[str, int], drain.Replacement] = {}
     placement_why: dict[str, str] = {}
@@ -213,7 +218,7 @@ def _gather(
         for condition in (deployment.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Placed" and condition.get("status") == "False":
                 placement_why[deployment_name] = condition.get("message", "")
-    return drain.World(node=node_state, pods=pods, replacements=replacements, placement_why=placement_why)
+    return drain.World(node=node_state, pods=pods, replacements=replacements, placement_why=placement_why, other_pods=other_pods)
 
 
 def _dra_gpus(kube: Kube, pod: Mapping[str, Any], drivers: Sequence[str]) -> int:
@@ -248,6 +253,20 @@ def _gpu_pod(
         terminating=metadata.get("deletionTimestamp") is not None,
         daemonset=daemonset,
     )
+
+
+def _other_pod(pod: Mapping[str, Any]) -> str | None:
+    """namespace/name of a running pod that holds no GPU and that a drain of the node would move;
+    None for GPU pods, finished pods, DaemonSet pods and static pods (they stay on every node)."""
+    metadata, status = pod["metadata"], pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed") or facts.gpu_requests(pod) > 0:
+        return None
+    owners = metadata.get("ownerReferences") or []
+    if any(owner.get("kind") == "DaemonSet" and owner.get("controller") for owner in owners):
+        return None
+    if "kubernetes.io/config.mirror" in (metadata.get("annotations") or {}):
+        return None
+    return f"{metadata['namespace']}/{metadata['name']}"
 
 
 def _restore(kube: Kube, name: str, node: str, was_cordoned: bool, state: drain.NodeState) -> None:

@@ -29,6 +29,7 @@ def args(**given: object) -> argparse.Namespace:
                 "probe_interval_seconds",
                 "blind_after_seconds",
                 "disruption_fraction",
+                "agent_rollout_grace_seconds",
             )
         },
     }
@@ -44,7 +45,9 @@ def test_without_flags_or_environment_the_documented_defaults_hold() -> None:
         max_parallel_maintenances=1,
         auto_maintenance=False,
         agent_namespace="egpu-system",
-        liveness=LivenessConfig(lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55),
+        liveness=LivenessConfig(
+            lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55, rollout_grace_s=600
+        ),
         metrics_port=8080,
     )
 
@@ -62,6 +65,7 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
         "EGPU_OPERATOR_BLIND_AFTER_SECONDS": "4",
         "EGPU_OPERATOR_DISRUPTION_FRACTION": "0.5",
+        "EGPU_OPERATOR_AGENT_ROLLOUT_GRACE_SECONDS": "900",
     }
     assert build_config(args(metrics_port=0), environ) == OperatorConfig(
         workers=7,
@@ -70,7 +74,9 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         max_parallel_maintenances=3,
         auto_maintenance=True,
         agent_namespace="gpu-agents",
-        liveness=LivenessConfig(lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5),
+        liveness=LivenessConfig(
+            lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5, rollout_grace_s=900
+        ),
         metrics_port=0,
     )
 

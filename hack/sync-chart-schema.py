@@ -80,6 +80,7 @@ DECLARED: dict[str, dict[str, Any]] = {
     "agent.powerActuation.restoreDefaultsOnExit": {"type": "string", "enum": ["never", "uninstall", "always"]},
     "agent.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "agent.maxUnavailable": {"type": ["integer", "string"]},
+    "agent.maxSurge": {"type": ["integer", "string"]},
     "tenancy.allowedServiceAccounts": NAMES,
     "tenancy.allowedPriorityClasses": NAMES,
     "tenancy.allowedRuntimeClasses": NAMES,

@@ -42,7 +42,7 @@ from egpu_operator.config import OperatorConfig
 from egpu_operator.health import HealthServer
 from egpu_operator.kube import Kube
 from egpu_operator.liveness import Liveness, Verdicts
-from egpu_operator.metrics import AGENTS, API_VISIBLE, DISRUPTION, ERRORS, REGISTRY, TRIGGERS
+from egpu_operator.metrics import AGENTS, AGENTS_RESTARTING, API_VISIBLE, DISRUPTION, ERRORS, REGISTRY, TRIGGERS
 from egpu_operator.nodewatch import NodeWatch
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
@@ -304,6 +304,7 @@ class Operator:
         verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC), restarts)
         for state in Liveness:
             AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
+        AGENTS_RESTARTING.set(len(verdicts.restarting))
         DISRUPTION.set(int(verdicts.disruption))
         if verdicts.disruption != self._disruption:
             self._disruption = verdicts.disruption

@@ -94,6 +94,7 @@ DECLARED: dict[str, dict[str, Any]] = {
     "agent.maxUnavailable": {"type": ["integer", "string"]},
     "operator.gpuResources.draDrivers": NAMES,
     "operator.gpuResources.sharedGpuResources": RESOURCE_NAMES,
+    "agent.maxSurge": {"type": ["integer", "string"]},
     "tenancy.allowedServiceAccounts": NAMES,
     "tenancy.allowedPriorityClasses": NAMES,
     "tenancy.allowedRuntimeClasses": NAMES,

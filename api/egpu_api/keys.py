@@ -148,6 +148,12 @@ GPU_ASSIGNMENTS_ANNOTATION: Final = f"{PREFIX}gpu-assignments"
 
 #: Namespace-scoped Lease each node agent renews; its name is this prefix plus the node name.
 AGENT_LEASE_PREFIX: Final = "egpu-node-agent-"
+#: The chart labels the node agent's pods with this component (Kubernetes' recommended label);
+#: the operator reads those pods, in the agent namespace only, to tell a restart from a death.
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+AGENT_COMPONENT: Final = "node-agent"
+#: Set by the DaemonSet controller on each pod it makes: the revision of the pod template.
+CONTROLLER_REVISION_LABEL: Final = "controller-revision-hash"
 
 #: On each replica pod: the model's estimated load time over its node's link, in seconds.
 #: The local cluster's simulated pods take this long to become Ready.

@@ -83,6 +83,8 @@ _LIVENESS_SETTINGS = tuple(
          "no successful probe for this long: the operator is blind and judges no agent dead"),
         ("disruption_fraction", "--disruption-fraction", "EGPU_OPERATOR_DISRUPTION_FRACTION",
          "this fraction of agents dead at once is a control-plane problem: nothing is removed"),
+        ("rollout_grace_s", "--agent-rollout-grace-seconds", "EGPU_OPERATOR_AGENT_ROLLOUT_GRACE_SECONDS",
+         "beyond TTL + grace, how long an agent whose pod is being replaced or starting is unknown, not dead"),
     )
 )  # fmt: skip
 

@@ -5,7 +5,7 @@ is registered at import and no setting is read here. Every handler has an explic
 hands each index to handlers as a keyword argument of that name (``Operator.capture``), and a
 nested function's default id would carry its enclosing function's name.
 
-Memory: the indexes keep slim views of pods, agent Leases, PodDisruptionBudgets and
+Memory: the indexes keep slim views of pods (replicas, agents), agent Leases, PodDisruptionBudgets and
 deployments, not whole objects. Nodes are not a kopf index: ``nodewatch`` keeps slim copies
 from a plain watch thread, because kopf's per-event machinery for 1,000 busy Nodes cost more
 CPU than placement (docs/measurements.md).
@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from egpu_api import keys
-from egpu_operator import facts, metrics, service
+from egpu_operator import agentpods, facts, metrics, service
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION
 from egpu_operator.runtime import Operator
 
@@ -79,6 +79,15 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         node, renewed = name.removeprefix(keys.AGENT_LEASE_PREFIX), facts.lease_time({"spec": dict(spec)})
         operator.cache.heartbeats.observe(node, renewed, time.monotonic())  # when the operator saw it, not when the agent says
         return {node: renewed}
+
+    # The agent's own pods, to tell an agent being restarted (a DaemonSet rollout) from a dead one.
+    # The same namespace rule as for Leases: elsewhere anyone may create pods with these labels.
+    @kopf.index(
+        "pods", labels={keys.COMPONENT_LABEL: keys.AGENT_COMPONENT}, registry=registry, id="agent_pods_index",
+        when=lambda namespace, **_: namespace == agent_namespace,
+    )  # fmt: skip
+    async def agent_pods_index(name: str, body: Any, **_: Any) -> Any:
+        return {name: agentpods.agent_pod(_plain(body))}
 
     @kopf.index("pods", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pods_index")
     async def replica_pods_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:

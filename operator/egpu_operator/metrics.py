@@ -47,6 +47,11 @@ MAINTENANCES = Gauge("egpu_operator_gpu_maintenances", "GPUMaintenances by phase
 AGENTS = Gauge(
     "egpu_operator_node_agents", "Node agents by judged liveness (alive, unknown, dead)", ["liveness"], registry=REGISTRY
 )
+AGENTS_RESTARTING = Gauge(
+    "egpu_operator_node_agents_restarting",
+    "Silent node agents held unknown, not dead, because their pod is being replaced or starting",
+    registry=REGISTRY,
+)
 DISRUPTION = Gauge(
     "egpu_operator_fleet_disruption", "1 while most agents look dead at once and nothing is removed", registry=REGISTRY
 )

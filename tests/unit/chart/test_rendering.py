@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from egpu_api import keys
 from tests.unit.chart.helm import AGENT_SA, OPERATOR_SA, find, render
 
 #: Power actuation, which needs the agent in a namespace of its own (test_agent_namespace.py).
@@ -194,6 +195,18 @@ def test_operator_gets_the_failure_safety_settings_and_the_agents_namespace() ->
     assert found["EGPU_OPERATOR_LEASE_TTL_SECONDS"] == "40"
     assert found["EGPU_OPERATOR_DISRUPTION_FRACTION"] == "0.55"
     assert found["EGPU_OPERATOR_AGENT_NAMESPACE"] == "egpu-system"
+    assert found["EGPU_OPERATOR_AGENT_ROLLOUT_GRACE_SECONDS"] == "600"
+
+
+def test_agent_rolls_one_node_at_a_time_and_its_pods_carry_the_label_the_operator_reads() -> None:
+    """The operator tells a restarting agent from a dead one by its pods' component label
+    (``keys.COMPONENT_LABEL``, ``keys.AGENT_COMPONENT``) in the release namespace."""
+    daemonset = find(render(), "DaemonSet")
+    assert daemonset["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    assert daemonset["spec"]["template"]["metadata"]["labels"][keys.COMPONENT_LABEL] == keys.AGENT_COMPONENT
+    assert daemonset["metadata"]["namespace"] == "egpu-system"
+    surged = find(render({"agent.maxSurge": "1", "agent.maxUnavailable": "0"}), "DaemonSet")
+    assert surged["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
 
 
 def test_model_cache_probe_mounts_the_folder_read_only_and_a_declared_rate_is_passed_on() -> None:

@@ -32,6 +32,7 @@ def args(**given: object) -> argparse.Namespace:
                 "probe_interval_seconds",
                 "blind_after_seconds",
                 "disruption_fraction",
+                "agent_rollout_grace_seconds",
             )
         },
     }
@@ -50,7 +51,9 @@ def test_without_flags_or_environment_the_documented_defaults_hold() -> None:
         shared_gpu_resources=("nvidia.com/gpu.shared",),
         dra_drivers=("gpu.nvidia.com",),
         dra_device_class="gpu.nvidia.com",
-        liveness=LivenessConfig(lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55),
+        liveness=LivenessConfig(
+            lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55, rollout_grace_s=600
+        ),
         metrics_port=8080,
     )
 
@@ -71,6 +74,7 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
         "EGPU_OPERATOR_BLIND_AFTER_SECONDS": "4",
         "EGPU_OPERATOR_DISRUPTION_FRACTION": "0.5",
+        "EGPU_OPERATOR_AGENT_ROLLOUT_GRACE_SECONDS": "900",
     }
     assert build_config(args(metrics_port=0), environ) == OperatorConfig(
         workers=7,
@@ -82,7 +86,9 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         shared_gpu_resources=("nvidia.com/gpu.shared", "nvidia.com/gpu-ts"),
         dra_drivers=("gpu.nvidia.com", "gpu.example.com"),
         dra_device_class="big-gpus",
-        liveness=LivenessConfig(lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5),
+        liveness=LivenessConfig(
+            lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5, rollout_grace_s=900
+        ),
         metrics_port=0,
     )
 

@@ -77,6 +77,7 @@ class Operator:
         self.indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
         self.node_watch: NodeWatch | None = None
         self._disruption = False  # last verdict, to log a change once
+        self._agent_liveness: dict[str, str] = {}  # node -> liveness as last published per node
         self._restarting: set[str] = set()  # nodes held unknown as restarting at the last judgment, to log each once
         self._stopping = threading.Event()
         self._captured = asyncio.Event()
@@ -314,7 +315,10 @@ class Operator:
         verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC), restarts)
         for state in Liveness:
             AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
-        metrics.observe_agents({node: state.value for node, state in verdicts.by_node.items()}, [s.value for s in Liveness])
+        published = {node: state.value for node, state in verdicts.by_node.items()}
+        if published != self._agent_liveness:  # one series per node: written on a change, not per reconcile
+            metrics.observe_agents(published, [s.value for s in Liveness])
+            self._agent_liveness = published
         AGENTS_RESTARTING.set(len(verdicts.restarting))
         DISRUPTION.set(int(verdicts.disruption))
         if verdicts.disruption != self._disruption:

@@ -85,4 +85,9 @@ def variant(kube: Kubectl, fleet: FleetProfile, source: str, name: str, **change
         finally:
             agents.stop()
             kube.run("delete", "node", name, check=False)
+            # The pods bound to it would wait for the pod garbage collector's orphan sweep (a 40 s
+            # quarantine and a 20 s period), longer than the workspace's clean-up waits: the node is
+            # gone for good, so they go now, as that sweep would take them.
+            kube.run("delete", "pods", "--all-namespaces", "--field-selector", f"spec.nodeName={name}",
+                     "--grace-period=0", "--force", "--wait=false", check=False)  # fmt: skip
             kube.run("delete", "resourceslices", "-l", f"{keys.FLEET_NODE_LABEL}={name}", check=False)

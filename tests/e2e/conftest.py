@@ -124,6 +124,9 @@ class ChartOperator(OperatorProcess):
     def stop(self, kill: bool = False) -> None:
         pytest.skip("stops the operator process; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
 
+    def metrics(self) -> str:
+        pytest.skip("reads the operator process's /metrics; here the operator is the chart's pod (EGPU_E2E_OPERATOR=chart)")
+
 
 @pytest.fixture(scope="session")
 def operator(kube: Kubectl, simulator: FleetSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:

@@ -185,7 +185,8 @@ def test_a_released_lease_is_taken_at_the_next_look() -> None:
     leader.elector.round()
     follower.elector.round()
     leader.elector.release()
-    assert leader.elector.state is State.RELEASED and not leader.elector.confirm()
+    assert leader.elector.state is State.RELEASED
+    assert not leader.elector.confirm()
     assert api.leases[("egpu-system", "egpu-operator")]["spec"]["holderIdentity"] == ""
     assert follower.after(0.5) is State.LEADER
 
@@ -212,7 +213,9 @@ def test_a_paused_leader_nobody_replaced_renews_on_its_next_write() -> None:
     leader.elector.round()
     leader.now += 60
     assert not leader.elector.holds()
-    assert leader.elector.confirm() and leader.elector.state is State.LEADER and leader.lost == []
+    assert leader.elector.confirm()
+    assert leader.elector.state is State.LEADER
+    assert leader.lost == []
 
 
 def test_with_the_api_server_away_the_leader_leads_until_its_renew_deadline() -> None:
@@ -231,7 +234,8 @@ def test_a_second_release_refuses_while_the_first_lives_and_takes_over_once_it_i
     first.elector.round()
     second.now = first.now
     assert second.elector.round() is State.REFUSING
-    assert second.refusals[-1] is not None and "egpu-system/egpu-operator holds the cluster claim" in second.refusals[-1]
+    assert second.refusals[-1] is not None
+    assert "egpu-system/egpu-operator holds the cluster claim" in second.refusals[-1]
     for _ in range(10):  # the first keeps renewing: the second keeps refusing, and says so once
         first.after(2)
         second.now = first.now
@@ -252,4 +256,5 @@ def test_without_the_crd_a_new_leader_waits_and_a_leader_carries_on() -> None:
     api.crd_installed, api.claim = False, None
     assert waiting.after(2) is State.LEADER
     api.crd_installed = True  # reinstalled: no annotation; the leader claims it again
-    assert waiting.after(2) is State.LEADER and api.claim == "egpu-system/egpu-operator"
+    assert waiting.after(2) is State.LEADER
+    assert api.claim == "egpu-system/egpu-operator"

@@ -100,7 +100,7 @@ _LEADER_SETTINGS = tuple(
         ("lease_duration_s", "--leader-lease-duration-seconds", "EGPU_OPERATOR_LEADER_LEASE_DURATION_SECONDS", float,
          "a leader Lease unchanged this long is taken over"),
         ("renew_deadline_s", "--leader-renew-deadline-seconds", "EGPU_OPERATOR_LEADER_RENEW_DEADLINE_SECONDS", float,
-         "a leader that could not renew for this long stops acting (the process exits)"),
+         "a leader whose last renewal is older than this writes nothing until it renews"),
         ("retry_period_s", "--leader-retry-period-seconds", "EGPU_OPERATOR_LEADER_RETRY_PERIOD_SECONDS", float,
          "how often the leader Lease is renewed, or looked at by a follower"),
     )

@@ -1,8 +1,8 @@
 """Two replicas, one leader: Lease-based leader election and the cluster claim.
 
 Within a release, the replicas contend for one ``coordination.k8s.io/v1`` Lease in the release
-namespace, with client-go's rules: the holder renews it every retry period; it gives up after
-the renew deadline without a successful renewal; the others take it over once it has not
+namespace, with client-go's rules: the holder renews it every retry period; it writes nothing
+once its last renewal is older than the renew deadline; the others take it over once it has not
 changed for its duration *as they observed it*. Expiry is judged on the observer's own
 monotonic clock from the moment it saw the Lease change, never by comparing ``renewTime`` with
 the local wall clock, so clocks that disagree between nodes cannot make a live leader look
@@ -23,6 +23,12 @@ still leads: without an API call while its last renewal is younger than the rene
 else by renewing on the spot. A leader paused past its deadline (SIGSTOP, a stalled VM) thus
 renews or learns it lost before it writes again. The margin between the renew deadline and the
 Lease duration covers a write already under way when the pause began.
+
+Unlike client-go, a leader that cannot reach the API server does not give up at the renew
+deadline: its writes are fenced from then on (they could not succeed anyway), and once the API
+server answers again it renews, conditionally on the Lease's resourceVersion, or learns that
+another replica took over and exits. So an API server outage longer than the deadline (an etcd
+restart on an edge control plane) does not restart every operator replica.
 """
 
 import logging
@@ -56,7 +62,7 @@ class LeaderConfig:
     identity: str = ""
     #: A Lease unchanged this long, as a follower observed it, is free to take over.
     lease_duration_s: float = 15.0
-    #: The leader gives up (and exits) when it could not renew for this long.
+    #: The leader writes nothing when its last renewal is older than this; it renews before writing again.
     renew_deadline_s: float = 10.0
     #: How often the Lease is renewed or, by a follower, looked at.
     retry_period_s: float = 2.0
@@ -274,11 +280,13 @@ class Elector:
                 held = self._lease_round()
                 if held:
                     self._claim_round()
-            except Exception as error:  # the API server is away: a leader keeps leading until its renew deadline
+            except Exception as error:
+                # The API server is away: nothing proves another replica took over, and past the renew
+                # deadline ``holds`` fences every write until a round succeeds again.
                 log.warning("leader election: the API server did not answer", extra={"error": str(error)[:300]})
-                held = self.holds_lease_within_deadline()
+                held = self.state is not State.FOLLOWER
             if not held and self.state in (State.LEADER, State.REFUSING):
-                self._lose("could not renew the Lease within the renew deadline, or another replica holds it")
+                self._lose(f"another replica holds the Lease {self.config.ref}")
             return self.state
 
     def holds_lease_within_deadline(self) -> bool:
@@ -325,7 +333,8 @@ class Elector:
             self.renewed_at = self.clock()
             if decision.action is not Action.RENEW or self.state is State.FOLLOWER:
                 log.info("Lease acquired", extra=self._extra(reason=decision.reason))
-        return written or self.holds_lease_within_deadline()
+        # A renewal refused as stale (409) proves nothing yet: the next round reads the Lease again.
+        return written or decision.action is Action.RENEW
 
     def _claim_round(self) -> None:
         now, mine = self.clock(), self.config.ref

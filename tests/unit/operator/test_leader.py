@@ -218,14 +218,24 @@ def test_a_paused_leader_nobody_replaced_renews_on_its_next_write() -> None:
     assert leader.lost == []
 
 
-def test_with_the_api_server_away_the_leader_leads_until_its_renew_deadline() -> None:
+def test_with_the_api_server_away_the_leader_writes_nothing_past_its_renew_deadline() -> None:
     api = FakeLeases()
-    leader = Replica(api, ME)
+    leader, follower = Replica(api, ME), Replica(api, OTHER)
     leader.elector.round()
     api.fail = True
     assert leader.after(8) is State.LEADER
-    assert leader.after(2) is State.LOST  # 10 s without a renewal
-    assert leader.lost == ["could not renew the Lease within the renew deadline, or another replica holds it"]
+    assert leader.elector.confirm()
+    assert leader.after(2) is State.LEADER  # 10 s without a renewal: still the leader, but fenced
+    assert not leader.elector.confirm()
+    api.fail = False  # back, and nobody took over: it renews and writes again
+    assert leader.elector.confirm()
+    leader.now += 30  # the leader's node is cut off; the follower still reaches the API server
+    follower.now = leader.now
+    assert follower.elector.round() is State.FOLLOWER
+    assert follower.after(15) is State.LEADER
+    leader.now = follower.now
+    assert not leader.elector.confirm()
+    assert leader.lost == ["another replica holds the Lease egpu-system/egpu-operator"]
 
 
 def test_a_second_release_refuses_while_the_first_lives_and_takes_over_once_it_is_gone() -> None:

@@ -98,7 +98,7 @@ def test_one_of_two_replicas_acts_and_the_follower_takes_over_a_killed_leader(
         assert ledger.deleted == [], "a replica pod was deleted (created twice, then removed)"
         assert takeover_s < 4 + 3, "the follower took longer than the lease duration and a few retries"
         log = (tmp_path / "leader-b.log").read_text()
-        assert '"message": "Lease acquired"' in log
+        assert '"msg": "Lease acquired"' in log
         assert "leadership acquired: this replica acts" in log
 
 

@@ -84,12 +84,11 @@ def test_operator_budget_lets_a_drain_take_one_pod_at_a_time() -> None:
     assert not [o for o in render({"operator.podDisruptionBudget.enabled": "false"}) if o["kind"] == "PodDisruptionBudget"]
 
 
-def test_operator_may_write_only_its_own_lease_in_the_release_namespace_and_read_and_mark_one_crd() -> None:
+def test_operator_may_update_only_its_own_lease_in_the_release_namespace_and_read_and_mark_one_crd() -> None:
     objects = render()
     role = find(objects, "Role", "egpu-operator-leader-election")
     assert role["metadata"]["namespace"] == "egpu-system"
     assert role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
@@ -97,6 +96,8 @@ def test_operator_may_write_only_its_own_lease_in_the_release_namespace_and_read
             "verbs": ["get", "update"],
         },
     ]
+    lease = find(objects, "Lease", "egpu-operator")  # the chart makes it: the operator needs no "create"
+    assert (lease["metadata"]["namespace"], lease["spec"]) == ("egpu-system", {})
     binding = find(objects, "RoleBinding", "egpu-operator-leader-election")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": "egpu-system"}]
     assert binding["roleRef"]["kind"] == "Role"

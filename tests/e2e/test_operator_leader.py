@@ -4,6 +4,7 @@ the follower, and no replica pod is created twice (pod ledger); an operator of a
 (its Lease in another namespace) reports the conflict and writes nothing."""
 
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,6 +103,37 @@ def test_one_of_two_replicas_acts_and_the_follower_takes_over_a_killed_leader(
         log = (tmp_path / "leader-b.log").read_text()
         assert '"msg": "Lease acquired"' in log
         assert "leadership acquired: this replica acts" in log
+
+
+def test_a_paused_leader_replaced_meanwhile_writes_nothing_when_it_resumes(
+    kube: Kubectl, workspace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """No split brain: the leader is paused (SIGSTOP) past its Lease, the follower takes over and
+    places a deployment; the old leader, resumed, sees a pod event for it, asks before writing,
+    learns it lost the Lease and exits (status 3) without writing."""
+    with session_operator_stopped(operator), replicas(kube, tmp_path, "paused-a", "paused-b") as (first, second):
+        first.start()
+        wait_for(lambda: True if gauge(first, "egpu_operator_leader") == 1 else None, 15, "the first replica to lead")
+        second.start()
+        first.signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: True if gauge(second, "egpu_operator_leader") == 1 else None, 30, "the follower to take over")
+            with PodLedger(kube.kubeconfig, workspace, ["after-pause"]) as ledger:
+                apply(kube, workspace, deployment("after-pause", "3G", 60, replicas=2, modes=MODES))
+                wait_for(lambda: ready_on(kube, workspace, "after-pause", 2), 60, "2 replicas placed by the new leader")
+                first.signal(signal.SIGCONT)
+                process = first.process
+                assert process is not None
+                wait_for(lambda: True if process.poll() is not None else None, 20, "the resumed old leader to exit")
+                assert process.returncode == 3
+                time.sleep(1)
+            assert (len(ledger.pods), ledger.deleted) == (2, [])
+        finally:
+            if first.process is not None and first.process.poll() is None:
+                first.signal(signal.SIGCONT)  # never leave a stopped process behind
+        log = (tmp_path / "paused-a.log").read_text()
+        assert "leadership lost" in log
+        assert "another replica holds the Lease egpu-system/egpu-operator" in log
 
 
 def test_a_second_release_reports_the_conflict_and_writes_nothing(

@@ -45,6 +45,16 @@ TAINT_KEYS: dict[str, Any] = {
     },
     "uniqueItems": True,
 }
+#: Extended resource names (a domain prefix and a name, as the device plugin advertises them); safe in CEL strings.
+RESOURCE_NAMES: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "string",
+        "maxLength": 316,
+        "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    },
+    "uniqueItems": True,
+}
 #: Token audiences (often URLs); no quotes or backslashes, so they are safe inside CEL strings.
 AUDIENCES: dict[str, Any] = {
     "type": "array",
@@ -82,10 +92,14 @@ DECLARED: dict[str, dict[str, Any]] = {
     "operator.metricsPort": PORT,
     "agent.metricsPort": PORT,
     "agent.backend": {"type": "string", "enum": ["nvml", "fake", "none"]},
+    # A namespace name (a DNS label), or empty for the release namespace.
+    "agent.namespace": {"type": "string", "maxLength": 63, "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"},
     "agent.powerActuation.restoreDefaultsOnExit": {"type": "string", "enum": ["never", "uninstall", "always"]},
     "agent.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "agent.maxUnavailable": {"type": ["integer", "string"]},
     "operator.gpuResources.draDrivers": NAMES,
+    "operator.gpuResources.sharedGpuResources": RESOURCE_NAMES,
+    "agent.maxSurge": {"type": ["integer", "string"]},
     "tenancy.allowedServiceAccounts": NAMES,
     "tenancy.allowedPriorityClasses": NAMES,
     "tenancy.allowedRuntimeClasses": NAMES,

@@ -5,9 +5,10 @@ structural OpenAPI schema in ``crds/`` (every field described, cross-field rules
 the operator parses objects with them. Field names are the camelCase Kubernetes users expect.
 """
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from egpu_api.podtemplate import pod_template_schema
@@ -71,8 +72,38 @@ def quantity_rules(field: str, positive: bool) -> list[dict[str, Any]]:
     ]
 
 
+def printable_rule(field: str, shown: str) -> dict[str, Any]:
+    """A CEL rule refusing control characters in the string ``field`` of this object (``shown``
+    names it for people). ``kubectl get`` prints printer columns as they are, so a newline or a
+    terminal escape there rewrites what an administrator sees."""
+    return {
+        "rule": f"!self.{field}.matches(r'\\p{{Cc}}')",
+        "fieldPath": f".{field}",
+        "message": f"{shown} {CONTROL_CHARACTERS_FIX}",
+    }
+
+
+CONTROL_CHARACTERS_FIX = (
+    "must not contain control characters (newlines, tabs, terminal escape sequences): kubectl get prints it as it is; "
+    "use printable text"
+)
+
+
+def _printable(value: str) -> str:
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        raise ValueError(CONTROL_CHARACTERS_FIX)
+    return value
+
+
+#: A string shown in ``kubectl get`` columns: no control characters (``printable_rule`` in the CRD).
+Printable = Annotated[str, AfterValidator(_printable)]
+
 _MODEL_RULES: dict[str, Any] = {
-    "x-kubernetes-validations": quantity_rules("size", positive=True) + quantity_rules("vramOverhead", positive=False)
+    "x-kubernetes-validations": [
+        printable_rule("name", "model.name"),
+        *quantity_rules("size", positive=True),
+        *quantity_rules("vramOverhead", positive=False),
+    ]
 }
 
 
@@ -110,7 +141,9 @@ class ModelSpec(ApiModel):
 
     model_config = ConfigDict(json_schema_extra=_MODEL_RULES)
 
-    name: Annotated[str, Field(min_length=1, max_length=253, description="Model name, for people and printer columns.")]
+    name: Annotated[
+        Printable, Field(min_length=1, max_length=253, description="Model name, for people and printer columns; printable text.")
+    ]
     size: Quantity = Field(
         description="Bytes that cross the PCIe link at load time (the weights), as a quantity: 18Gi, 6G, 7000000000."
     )

@@ -55,9 +55,16 @@ DRA_DEVICE_ANNOTATION: Final = f"{PREFIX}dra-device"
 DRA_POD_CLAIM_NAME: Final = "gpu"
 
 
-def is_gpu_resource(name: str) -> bool:
-    """Whether an extended resource is a GPU or a slice of one, in any form the NVIDIA device plugin advertises."""
-    return name in (GPU_RESOURCE, SHARED_GPU_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)
+#: The shared-GPU resource names a cluster uses unless configured otherwise (the device plugin's
+#: ``rename`` of a time-sliced or MPS resource may pick any name; the operator's
+#: ``--shared-gpu-resources`` lists them).
+SHARED_GPU_RESOURCES: Final = (SHARED_GPU_RESOURCE,)
+
+
+def is_gpu_resource(name: str, shared: tuple[str, ...] = SHARED_GPU_RESOURCES) -> bool:
+    """Whether an extended resource is a GPU or a slice of one, in any form the NVIDIA device plugin
+    advertises: whole (``nvidia.com/gpu``), ``shared`` under a renamed resource, or a MIG "mixed" slice."""
+    return name == GPU_RESOURCE or name in shared or name.startswith(MIG_RESOURCE_PREFIX)
 
 
 # -- Node labels published by the node agent (contract version LABEL_SCHEMA) ------------------
@@ -141,6 +148,12 @@ GPU_ASSIGNMENTS_ANNOTATION: Final = f"{PREFIX}gpu-assignments"
 
 #: Namespace-scoped Lease each node agent renews; its name is this prefix plus the node name.
 AGENT_LEASE_PREFIX: Final = "egpu-node-agent-"
+#: The chart labels the node agent's pods with this component (Kubernetes' recommended label);
+#: the operator reads those pods, in the agent namespace only, to tell a restart from a death.
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+AGENT_COMPONENT: Final = "node-agent"
+#: Set by the DaemonSet controller on each pod it makes: the revision of the pod template.
+CONTROLLER_REVISION_LABEL: Final = "controller-revision-hash"
 
 #: On each replica pod: the model's estimated load time over its node's link, in seconds.
 #: The local cluster's simulated pods take this long to become Ready.

@@ -3,9 +3,14 @@
 A GPU in a passthrough VM cannot live-migrate and an eGPU dock must be re-seated by hand, so
 GPU maintenance is a planned drain. One GPUMaintenance names a node; the operator cordons
 it, moves each InferenceDeployment replica by starting a replacement elsewhere first and
-evicting the old pod only once the replacement is Ready, evicts other GPU pods per policy,
-and reports ``Ready`` when the node holds no GPU workload. Setting ``spec.completed`` (or
-deleting the object) returns the node to service.
+evicting the old pod only once the replacement is Ready, waits for other GPU pods (or evicts
+them, when told to), and reports ``Ready`` when the node holds no GPU workload. Setting
+``spec.completed`` (or deleting the object) returns the node to service.
+
+Defaults are the cautious ones an SRE expects from ``kubectl drain``: bare pods and Jobs are
+waited for, not evicted (``kubectl drain`` refuses them without ``--force``), and a drain that
+does not finish within ``DEFAULT_DRAIN_TIMEOUT_SECONDS`` fails, leaving the node cordoned for a
+human, instead of waiting forever.
 
 Phases: Pending -> Cordoned -> Evacuating -> Ready -> Completed, or Failed with a reason.
 """
@@ -14,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from egpu_api.inference import ApiModel, Condition, cel_rules
+from egpu_api.inference import ApiModel, Condition
 
 Phase = Literal["Pending", "Cordoned", "Evacuating", "Ready", "Completed", "Failed"]
 PHASES: tuple[Phase, ...] = ("Pending", "Cordoned", "Evacuating", "Ready", "Completed", "Failed")
@@ -25,30 +30,49 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed"})
 UnmanagedPodPolicy = Literal["Evict", "Wait"]
 CapacityPolicy = Literal["WaitForCapacity", "AllowReducedCapacity"]
 
+#: One hour: long enough for a replacement to load a large model over a slow edge link, short
+#: enough that a drain stuck on a pod nobody watches is noticed the same shift.
+DEFAULT_DRAIN_TIMEOUT_SECONDS = 3600
+
 
 class GPUMaintenanceSpec(ApiModel):
     """Which node to drain for GPU service, why, and how patiently."""
 
     model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            ("self.nodeName == oldSelf.nodeName", "nodeName is immutable; create another GPUMaintenance for another node"),
-        )
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.nodeName == oldSelf.nodeName",
+                    "message": "nodeName is immutable; create another GPUMaintenance for another node",
+                },
+                # A maintenance born completed would end without ever draining the node, and
+                # report it evacuated: completion is something that happens to a started one.
+                {
+                    "rule": "oldSelf.hasValue() || !has(self.completed) || !self.completed",
+                    "optionalOldSelf": True,
+                    "fieldPath": ".completed",
+                    "message": "spec.completed cannot be true when a GPUMaintenance is created: create it without "
+                    "completed, and set completed=true once the service is done",
+                },
+            ]
+        }
     )
 
     node_name: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The node whose GPUs need service.")
     reason: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
         description="Why, for people: 'reseat eGPU dock', 'driver 580 upgrade', 'GPU lost (Xid 79)'."
     )
-    drain_timeout_seconds: Annotated[int, Field(ge=1)] | None = Field(
-        default=None,
-        description="Fail (leaving the node cordoned for a human) if the node is not Ready this many seconds after "
-        "the drain starts. Unset waits as long as it takes, with conditions saying why.",
+    drain_timeout_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=DEFAULT_DRAIN_TIMEOUT_SECONDS,
+        description="Fail with reason DrainTimeout (leaving the node cordoned for a human) if the node is not Ready "
+        f"this many seconds after the drain starts. Default {DEFAULT_DRAIN_TIMEOUT_SECONDS} (one hour); raise it "
+        "for a longer wait.",
     )
     unmanaged_gpu_pods: UnmanagedPodPolicy = Field(
-        default="Evict",
-        description="GPU pods egpu-operator does not manage: Evict (through the Eviction API, honouring "
-        "PodDisruptionBudgets) or Wait for them to finish. DaemonSet pods are always left alone; "
-        "nothing is ever force-deleted.",
+        default="Wait",
+        description="GPU pods egpu-operator does not manage (bare pods, Jobs): Wait for them to finish (the default, "
+        "as kubectl drain without --force; status.unmanagedGpuPods names them) or Evict them through the Eviction "
+        "API, honouring PodDisruptionBudgets. DaemonSet pods are always left alone; nothing is ever force-deleted.",
     )
     capacity_policy: CapacityPolicy = Field(
         default="WaitForCapacity",
@@ -93,6 +117,11 @@ class GPUMaintenanceStatus(ApiModel):
         default_factory=list,
         description="GPU pods evicted without a replacement (namespace/name): pods egpu-operator does not "
         "manage, and replicas dropped under capacityPolicy AllowReducedCapacity.",
+    )
+    unmanaged_gpu_pods: list[str] = Field(
+        default_factory=list,
+        description="GPU pods egpu-operator does not manage that the drain waits for (namespace/name), under "
+        "unmanagedGpuPods: Wait; set spec.unmanagedGpuPods to Evict to evict them instead.",
     )
     observed_generation: int | None = Field(default=None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] = Field(

@@ -20,10 +20,17 @@ is dropped, and when the agent stops managing power.
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
-_REQUEST = TypeAdapter(dict[str, Annotated[int, Field(gt=0)]])
+from egpu_api.keys import POWER_REQUEST_ANNOTATION
+
+# Strict: "65" or true would otherwise pass as watts, and 65.0 as 65.
+_REQUEST = TypeAdapter(dict[str, Annotated[StrictInt, Field(gt=0)]])
+#: How a request is written, quoted in every complaint about one.
+REQUEST_FORM = '{"GPU-<uuid>": 200}, whole watts above 0 for each GPU'
+#: Longest piece of a malformed value quoted back: enough to recognise it, not a wall of text.
+_QUOTED_MAX = 80
 
 
 class PowerContractError(ValueError):
@@ -70,14 +77,32 @@ _STATUS = TypeAdapter(dict[str, PowerLimitStatus])
 
 
 def parse_request(text: str | None) -> dict[str, int]:
+    """The request annotation as GPU uuid -> watts; ``PowerContractError`` naming the annotation,
+    what is wrong (the first bad entry, by its GPU) and the form it must take."""
     if not text:
         return {}
     try:
         return _REQUEST.validate_json(text)
-    except ValidationError:
+    except ValidationError as error:
         raise PowerContractError(
-            'annotation egpu-operator.io/power-limit-request must be JSON like {"GPU-<uuid>": 200} with positive whole watts'
+            f"annotation {POWER_REQUEST_ANNOTATION} must be JSON like {REQUEST_FORM}; {_request_problem(text, error)}"
         ) from None
+
+
+def _request_problem(text: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return f"{_shown(text)} is not JSON"
+    if not first["loc"]:
+        return f"{_shown(text)} is not a JSON object of GPU uuids"
+    gpu = str(first["loc"][0])
+    return f'GPU "{_shown(gpu)}": {_shown(json.dumps(first["input"]))} is not a whole number of watts above 0'
+
+
+def _shown(text: str) -> str:
+    """``text`` with control characters escaped, cut to ``_QUOTED_MAX`` characters."""
+    shown = json.dumps(text)[1:-1].replace('\\"', '"')
+    return f"{shown[:_QUOTED_MAX]}..." if len(shown) > _QUOTED_MAX else shown
 
 
 def dump_request(request: dict[str, int]) -> str:

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from egpu_api.fleet import DEFAULT_FLEET, FleetProfileError, load_fleet
-from egpu_localcluster.cluster import ClusterError, LocalCluster
+from egpu_localcluster.cluster import ClusterError, LocalCluster, check_name
 from egpu_localcluster.demo import run_demo, start_product
 from egpu_localcluster.fleet_view import fleet_table
 from egpu_localcluster.kubectl import Kubectl, KubectlError
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# metrics: node agents {product.agent_metrics_url}, operator {product.operator_metrics_url}")
             print(f"# stop it: egpu-localcluster down --name {args.name}")
         elif args.command == "down":
-            if args.name not in running_clusters():
+            if check_name(args.name) not in running_clusters():
                 running = ", ".join(running_clusters()) or "none"
                 print(
                     f"egpu-localcluster: found no cluster named {args.name!r} started with 'up' (running: {running})",
@@ -140,6 +140,6 @@ def running_clusters() -> list[str]:
 
 
 def persistent_cluster(name: str) -> LocalCluster:
-    workdir = CLUSTERS_DIR / name
+    workdir = CLUSTERS_DIR / check_name(name)  # checked before anything is made on disk
     workdir.mkdir(parents=True, exist_ok=True)
     return LocalCluster(ensure_tools(), name=name, workdir=workdir, model_load_scale=DEMO_LOAD_SCALE)

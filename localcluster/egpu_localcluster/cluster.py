@@ -9,6 +9,7 @@ survived and kills any that did, so a test run leaves nothing behind.
 import contextlib
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,21 @@ class ClusterError(RuntimeError):
     """The cluster could not be started, used or stopped cleanly; the message says why."""
 
 
+#: A DNS label, as kwokctl names the cluster's folder and processes after it: a name with "/" or
+#: ".." would put the cluster outside its folder, where "down" cannot find it.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a cluster; else ``ClusterError`` saying what a name may hold."""
+    if _NAME.fullmatch(name) is None:
+        raise ClusterError(
+            f"--name {name!r} is not a valid cluster name: use at most 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, e.g. egpu-test"
+        )
+    return name
+
+
 def progress(message: str) -> None:
     """One progress line on stderr, so long steps are visible without polluting stdout."""
     print(f"[localcluster] {message}", file=sys.stderr, flush=True)
@@ -46,7 +62,7 @@ class LocalCluster:
         load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once."""
         self.tools = tools
         self.model_load_scale = model_load_scale
-        self.name = name or f"egpu-{uuid.uuid4().hex[:8]}"
+        self.name = check_name(name or f"egpu-{uuid.uuid4().hex[:8]}")
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         self.kubeconfig = self.workdir / "kubeconfig.yaml"

@@ -71,6 +71,9 @@ class NodeAgent:
         self._last_telemetry = -float("inf")
         self._health: dict[str, str] = {}  # uuid -> last health, to raise events on transitions
         self._reported: set[str] = set()  # error messages already raised as events
+        # The malformed power request last reported; None while the request is well formed. A bad
+        # value is reported once each time it changes, not once per process nor once per poll.
+        self._bad_request: str | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; an API or NVML hiccup is logged and counted, never fatal."""
@@ -92,7 +95,12 @@ class NodeAgent:
             if telemetry:
                 self._last_telemetry = time.monotonic()
             request, previous = self._power_annotations()
-            plan = plan_power(request, previous, readings, self.config.read_only)
+            # A malformed request is no request for no GPU: keep every limit (and its status) as it is.
+            plan = (
+                PowerPlan([], dict(previous))
+                if request is None
+                else plan_power(request, previous, readings, self.config.read_only)
+            )
             power_status = plan.status
             self._note_ownership_changes(previous, power_status, plan.left)
             if plan.actions and not self.config.read_only and self._apply(plan.actions, power_status):
@@ -119,13 +127,21 @@ class NodeAgent:
 
     # -- power ---------------------------------------------------------------------------------
 
-    def _power_annotations(self) -> tuple[dict[str, int], dict[str, PowerLimitStatus]]:
+    def _power_annotations(self) -> tuple[dict[str, int] | None, dict[str, PowerLimitStatus]]:
+        """The request (None when malformed: reported, and every limit kept) and the last status."""
         annotations = self.publisher.annotations()
+        text = annotations.get(keys.POWER_REQUEST_ANNOTATION)
+        request: dict[str, int] | None
         try:
-            request = parse_request(annotations.get(keys.POWER_REQUEST_ANNOTATION))
+            request = parse_request(text)
+            self._bad_request = None
         except PowerContractError as error:
-            self._report_once("InvalidPowerRequest", str(error))
-            request = {}
+            request = None
+            if text != self._bad_request:
+                self._bad_request = text
+                message = f"{error}; the current power limits are kept until it is fixed"
+                self.publisher.event("InvalidPowerRequest", message)
+                log.warning(message, extra={"node": self.config.node_name, "reason": "InvalidPowerRequest"})
         try:
             previous = parse_status(annotations.get(keys.POWER_STATUS_ANNOTATION))
         except PowerContractError:

@@ -55,11 +55,11 @@ class _Node:
 
     __slots__ = ("content", "facts", "liveness", "power", "seen")
 
-    def __init__(self, node: Mapping[str, Any], liveness: Liveness) -> None:
+    def __init__(self, node: Mapping[str, Any], liveness: Liveness, shared: tuple[str, ...]) -> None:
         self.seen = node  # the very object last seen: the common case, compared by identity first
         self.content = copy.deepcopy(node)  # what the facts were computed from, kept apart from the caller
         self.liveness = liveness
-        self.facts = node_facts(node, liveness)
+        self.facts = node_facts(node, liveness, shared)
         self.power = _power_status(node)
 
     def current(self, node: Mapping[str, Any], liveness: Liveness) -> bool:
@@ -74,8 +74,15 @@ class _Node:
 
 
 class Cache:
-    def __init__(self, liveness: LivenessConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        liveness: LivenessConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        shared_gpu_resources: tuple[str, ...] = keys.SHARED_GPU_RESOURCES,
+    ) -> None:
+        """``shared_gpu_resources``: the names time-sliced or MPS GPUs may be advertised under."""
         self._clock = clock
+        self._shared = shared_gpu_resources
         self._lock = threading.Lock()
         #: Placement decisions of all deployments are made one at a time, and with the reservations
         #: below: two deployments could otherwise both pick the last free GPU of a node in the
@@ -109,7 +116,7 @@ class Cache:
                 state = liveness(name)
                 cached = self._nodes.get(name)
                 if cached is None or not cached.current(node, state):
-                    self._nodes[name] = _Node(node, state)
+                    self._nodes[name] = _Node(node, state, self._shared)
             for gone in set(self._nodes) - set(nodes):
                 del self._nodes[gone]
             return (

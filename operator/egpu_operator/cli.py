@@ -58,6 +58,8 @@ _SETTINGS = (
              "GPUMaintenances draining at once, cluster-wide"),
     _Setting("agent_namespace", "--agent-namespace", "EGPU_OPERATOR_AGENT_NAMESPACE", str, "egpu-system",
              "namespace of the node agents' Leases; others are ignored"),
+    _Setting("shared_gpu_resources", "--shared-gpu-resources", "EGPU_OPERATOR_SHARED_GPU_RESOURCES", lambda text: _names(text),
+             "nvidia.com/gpu.shared", "comma-separated names time-sliced or MPS GPUs are advertised under"),
     _Setting("dra_drivers", "--dra-drivers", "EGPU_OPERATOR_DRA_DRIVERS", lambda text: _names(text), "gpu.nvidia.com",
              "comma-separated DRA drivers whose devices are GPUs; empty: resource.k8s.io is not watched"),
     _Setting("dra_device_class", "--dra-device-class", "EGPU_OPERATOR_DRA_DEVICE_CLASS", str, "gpu.nvidia.com",
@@ -83,6 +85,8 @@ _LIVENESS_SETTINGS = tuple(
          "no successful probe for this long: the operator is blind and judges no agent dead"),
         ("disruption_fraction", "--disruption-fraction", "EGPU_OPERATOR_DISRUPTION_FRACTION",
          "this fraction of agents dead at once is a control-plane problem: nothing is removed"),
+        ("rollout_grace_s", "--agent-rollout-grace-seconds", "EGPU_OPERATOR_AGENT_ROLLOUT_GRACE_SECONDS",
+         "beyond TTL + grace, how long an agent whose pod is being replaced or starting is unknown, not dead"),
     )
 )  # fmt: skip
 

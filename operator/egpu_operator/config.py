@@ -31,6 +31,9 @@ class OperatorConfig:
     #: Only agent Leases in this namespace count: a tenant allowed to write Leases in its own
     #: namespace could otherwise keep a dead node looking alive by forging one there.
     agent_namespace: str = "egpu-system"
+    #: Names time-sliced or MPS GPUs may be advertised under, besides nvidia.com/gpu: the device
+    #: plugin's renameByDefault gives nvidia.com/gpu.shared, its ``rename`` any other name.
+    shared_gpu_resources: tuple[str, ...] = keys.SHARED_GPU_RESOURCES
     #: DRA drivers whose devices are GPUs placement counts and drains wait for; empty: the operator
     #: does not watch resource.k8s.io at all (a cluster before Kubernetes 1.34 has no v1 of it).
     dra_drivers: tuple[str, ...] = (keys.DRA_GPU_DRIVER,)

@@ -29,6 +29,8 @@ MAINTENANCE_LABEL = keys.MAINTENANCE_LABEL
 FINALIZER = keys.MAINTENANCE_FINALIZER
 #: A maintenance's name is a label value on its node.
 MAINTENANCE_NAME_MAX = 63
+#: Pods named in one status message before "and N more": a line a person reads, not a listing.
+LISTED_PODS_MAX = 5
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class World:
     replacements: Mapping[tuple[str, int], Replacement] = field(default_factory=dict)
     placement_why: Mapping[str, str] = field(default_factory=dict)  # deployment -> its Placed=False message
     slot_wait: str | None = None  # why this maintenance may not start yet (parallel limit, node busy)
+    # Pods on the node that hold no GPU (namespace/name; DaemonSet and static pods left out): the
+    # drain does not move them, so "safe to service" must say they are still there.
+    other_pods: Sequence[str] = ()
 
 
 class Carried(TypedDict, total=False):
@@ -92,6 +97,9 @@ class Decision:
     evict: list[tuple[GpuPod, str]] = field(default_factory=list)  # pod, why (for events and logs)
     waiting: list[str] = field(default_factory=list)
     wait_reason: str = ""
+    unmanaged: list[str] = field(default_factory=list)  # unmanaged GPU pods waited for (unmanagedGpuPods: Wait)
+    other_pods: Sequence[str] = ()  # non-GPU pods left on a drained node, for the Ready message
+    never_started: bool = False  # completed while Pending: the node was never cordoned or drained
     failure: tuple[str, str] | None = None  # reason, message
     status: Carried = field(default_factory=lambda: Carried())  # fields to carry into the new status
 
@@ -101,10 +109,18 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
     if phase == "Completed" or (phase == "Failed" and not spec.completed):
         return Decision(phase)
     if phase == "Failed" or (phase in ACTIVE_PHASES and spec.completed):
-        return Decision("Completed", restore=world.node.exists, status={"completed_at": timestamps.rfc3339(now)})
+        # A maintenance that failed before cordoning (no node) has nothing to give back.
+        touched = previous.started_at is not None
+        return Decision(
+            "Completed",
+            restore=world.node.exists and touched,
+            never_started=not touched,
+            status={"completed_at": timestamps.rfc3339(now)},
+        )
     if phase == "Pending":
         if spec.completed:
-            return Decision("Completed", status={"completed_at": timestamps.rfc3339(now)})
+            # Completed before its turn came: nothing was drained, and the status must not say otherwise.
+            return Decision("Completed", never_started=True, status={"completed_at": timestamps.rfc3339(now)})
         if not world.node.exists:
             return _failed("NodeNotFound", f"node {spec.node_name} does not exist")
         if world.slot_wait is not None:
@@ -121,6 +137,7 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
     if not remaining:
         decision.phase = "Ready"
         decision.status["ready_at"] = previous.ready_at or timestamps.rfc3339(now)
+        decision.other_pods = world.other_pods
         return decision
     if world.node.unschedulable:
         decision.phase = "Evacuating"  # cordoned for sure: no new GPU pod can land while we move the others
@@ -131,10 +148,20 @@ def decide(spec: GPUMaintenanceSpec, previous: GPUMaintenanceStatus, world: Worl
         decision.status["planned_ready_at"] = timestamps.rfc3339(max(planned))
     timeout = spec.drain_timeout_seconds
     started = previous.started_at
-    if timeout is not None and started and (now - timestamps.parse(started)).total_seconds() > timeout:
-        left = ", ".join(pod.key for pod in remaining)
-        return _failed("DrainTimeout", f"node not drained within {timeout} s; still on it: {left}; node left cordoned")
+    if started and (now - timestamps.parse(started)).total_seconds() > timeout:
+        left = listed([pod.key for pod in remaining])
+        return _failed(
+            "DrainTimeout",
+            f"node not drained within drainTimeoutSeconds ({timeout} s); still on it: {left}; node left cordoned: "
+            "move or delete those pods, then set spec.completed=true (or delete this GPUMaintenance)",
+        )
     return decision
+
+
+def listed(names: Sequence[str], limit: int = LISTED_PODS_MAX) -> str:
+    """``a, b, c and 4 more``: at most ``limit`` names, so one line stays one line."""
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
 def _plan_pod(pod: GpuPod, spec: GPUMaintenanceSpec, world: World, decision: Decision) -> None:
@@ -148,7 +175,7 @@ def _plan_pod(pod: GpuPod, spec: GPUMaintenanceSpec, world: World, decision: Dec
         if spec.unmanaged_gpu_pods == "Evict":
             decision.evict.append((pod, "unmanaged GPU pod (unmanagedGpuPods: Evict)"))
         else:
-            decision.waiting.append(f"{pod.key} (not managed by egpu-operator) to finish (unmanagedGpuPods: Wait)")
+            decision.unmanaged.append(pod.key)
             decision.wait_reason = decision.wait_reason or "WaitingForPods"
         return
     replica = f"{pod.deployment} replica {pod.replica}"
@@ -187,13 +214,26 @@ def status(
 ) -> dict[str, Any]:
     """The status after a step: phase, one-line message, conditions per API conventions."""
     waiting = [*decision.waiting, *(f"eviction of {pod} refused: {why}" for pod, why in refused.items())]
+    if decision.unmanaged:
+        waiting.append(
+            f"{listed(decision.unmanaged)} (GPU pods not managed by egpu-operator) to finish "
+            "(unmanagedGpuPods: Wait; set it to Evict to evict them)"
+        )
     phase = decision.phase
     if decision.failure is not None:
         message = decision.failure[1]
     elif phase == "Pending":
         message = f"waiting to start: {'; '.join(waiting)}" if waiting else "waiting to start"
     elif phase == "Ready":
-        message = "no GPU workload left on the node: safe to service; set spec.completed=true when done"
+        message = "no GPU workload left on the node: safe to service the GPUs; set spec.completed=true when done"
+        if decision.other_pods:
+            count = len(decision.other_pods)
+            message += (
+                f"; {count} non-GPU pod(s) still run on the node and were not drained: {listed(decision.other_pods)}"
+                " (drain them too before powering the node off)"
+            )
+    elif phase == "Completed" and decision.never_started:
+        message = "completed before the drain started: the node was neither cordoned nor drained"
     elif phase == "Completed":
         message = "node returned to service"
     elif phase == "Cordoned":
@@ -204,13 +244,14 @@ def status(
     def cond(kind: str, ok: bool, reason: str, text: str) -> Condition:
         return condition(previous_conditions, kind, ok, reason, text, generation, now)
 
-    started = phase != "Pending"
-    conditions = [cond("Started", started, "Started" if started else "WaitingForSlot", "drain started" if started else message)]
+    started = phase != "Pending" and not decision.never_started
+    not_started_reason = "NotStarted" if decision.never_started else "WaitingForSlot"
+    conditions = [cond("Started", started, "Started" if started else not_started_reason, "drain started" if started else message)]
     was_cordoned = decision.status.get("node_was_cordoned", previous.node_was_cordoned)
     if started and phase != "Completed":
         cordon_note = " (an administrator had cordoned it before; it stays cordoned afterwards)" if was_cordoned else ""
         conditions.append(cond("Cordoned", True, "Cordoned", f"node cordoned{cordon_note}"))
-    elif phase == "Completed":
+    elif phase == "Completed" and started:
         if was_cordoned:
             conditions.append(cond("Cordoned", True, "AdminCordon", "node stays cordoned: an administrator had cordoned it"))
         else:
@@ -228,6 +269,7 @@ def status(
         message=message,
         moved=[MovedReplica.model_validate(entry) for entry in moved],
         evicted=list(evicted),
+        unmanaged_gpu_pods=decision.unmanaged,
         observed_generation=generation,
         conditions=conditions,
         **decision.status,

@@ -29,8 +29,11 @@ _OPTIONAL_RATES = (
 )
 
 
-def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> NodeFacts:
-    """``liveness``: of the node's agent, as ``egpu_operator.liveness`` judged it from its Lease."""
+def node_facts(
+    node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE, shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES
+) -> NodeFacts:
+    """``liveness``: of the node's agent, as ``egpu_operator.liveness`` judged it from its Lease;
+    ``shared``: the names time-sliced or MPS GPUs may be advertised under."""
     metadata = node.get("metadata", {})
     name = metadata.get("name", "")
     labels: Mapping[str, str] = metadata.get("labels") or {}
@@ -49,7 +52,7 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
         "maintenance": keys.MAINTENANCE_LABEL in labels,
         "liveness": liveness,
         "allocatable": resources(allocatable),
-        **_gpu_resources(allocatable, labels),
+        **_gpu_resources(allocatable, labels, shared),
         "gpu_units": _int(labels.get(keys.GPU_COUNT_LABEL)) or 0,
     }
     if labels.get(keys.LABEL_SCHEMA_LABEL) != keys.LABEL_SCHEMA:
@@ -89,14 +92,16 @@ def node_facts(node: Mapping[str, Any], liveness: Liveness = Liveness.ALIVE) -> 
     )
 
 
-def _gpu_resources(allocatable: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+def _gpu_resources(allocatable: Mapping[str, Any], labels: Mapping[str, str], shared: tuple[str, ...]) -> dict[str, Any]:
     """How the node's GPUs reach pods: the whole-GPU resource (``nvidia.com/gpu``, or the renamed
-    ``nvidia.com/gpu.shared`` of time-slicing and MPS) and its count, and MIG "mixed" slices with the
-    memory GPU Feature Discovery labels them with (else the profile's name says it: 3g.40gb, 40 GB)."""
-    counts = {name: number for name, value in allocatable.items() if keys.is_gpu_resource(name) and (number := _int(value))}
-    whole = (
-        keys.GPU_RESOURCE if counts.get(keys.GPU_RESOURCE) or keys.SHARED_GPU_RESOURCE not in counts else keys.SHARED_GPU_RESOURCE
-    )
+    ``nvidia.com/gpu.shared`` of time-slicing and MPS, or another of ``shared``) and its count, and MIG
+    "mixed" slices with the memory GPU Feature Discovery labels them with (else the profile's name
+    says it: 3g.40gb, 40 GB)."""
+    counts = {
+        name: number for name, value in allocatable.items() if keys.is_gpu_resource(name, shared) and (number := _int(value))
+    }
+    renamed = [name for name in shared if counts.get(name)]
+    whole = renamed[0] if renamed and not counts.get(keys.GPU_RESOURCE) else keys.GPU_RESOURCE
     slices = tuple(
         Slice(name, _slice_mib(name, labels), count)
         for name, count in sorted(counts.items())
@@ -133,7 +138,7 @@ def resources(quantities: Mapping[str, Any]) -> dict[str, int]:
 Usage = tuple[str, int, int | None, dict[str, int]]
 
 
-def usage(pod: Mapping[str, Any]) -> tuple[str, Usage] | None:
+def usage(pod: Mapping[str, Any], shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES) -> tuple[str, Usage] | None:
     """The node a pod holds resources on and what it holds there; None for a pod that holds none:
     finished, or not bound and either not pinned to a node or refused by the scheduler (the
     scheduler counts bound pods only; a replica pod pinned by the operator is counted as it binds)."""
@@ -154,7 +159,7 @@ def usage(pod: Mapping[str, Any]) -> tuple[str, Usage] | None:
     except ValueError:
         requests = {fit.PODS: 1}  # the API server accepted it, so this does not happen; count the pod at least
     name = str((pod.get("metadata") or {}).get("name", ""))
-    return str(node), (name, gpu_requests(pod) or dra_replica(pod), vram_annotation(pod), requests)
+    return str(node), (name, gpu_requests(pod, shared) or dra_replica(pod), vram_annotation(pod), requests)
 
 
 def lease_time(lease: Mapping[str, Any]) -> datetime | None:
@@ -257,13 +262,13 @@ def controller_uid(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def gpu_requests(pod: Mapping[str, Any]) -> int:
+def gpu_requests(pod: Mapping[str, Any], shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES) -> int:
     """GPUs (or slices, or shares of one) a pod holds on its node, in every form the device plugin
-    advertises (limits, as the device plugin counts them)."""
+    advertises (limits, as the device plugin counts them); ``shared``: the shared GPUs' names."""
     total = 0
     for container in (pod.get("spec") or {}).get("containers") or []:
         limits = (container.get("resources") or {}).get("limits") or {}
-        total += sum(_int(value) or 0 for name, value in limits.items() if keys.is_gpu_resource(name))
+        total += sum(_int(value) or 0 for name, value in limits.items() if keys.is_gpu_resource(name, shared))
     return total
 
 

@@ -19,11 +19,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from egpu_api import keys
-from egpu_operator.kube import Kube, PodRefused, StatusRefused
+from egpu_operator.kube import Kube, PodRefused, StatusRefused, eviction_refusal
 from egpu_runtime import events
 
 #: What the API server says when an eviction would break a budget (HTTP 429).
 BUDGET_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget."
+#: What ``ApiKube`` makes of the API server's 500 for a pod under two budgets.
+TWO_BUDGETS_REFUSAL = eviction_refusal(
+    500, "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+)
 
 Key = tuple[str, str]
 
@@ -118,16 +122,19 @@ class FakeKube:
         pod = self.pods.get((namespace, name))
         if pod is None:
             return None
-        for budget in self.pdbs.values():
-            if budget["metadata"]["namespace"] == namespace and _selects(budget, pod):
-                healthy = [
-                    other
-                    for other in self.pods.values()
-                    if other["metadata"]["namespace"] == namespace and _selects(budget, other) and _ready(other)
-                ]
-                if len(healthy) - (1 if _ready(pod) else 0) < int(budget["spec"]["minAvailable"]):
-                    self.refused_evictions.append(f"{namespace}/{name}")
-                    return BUDGET_REFUSAL
+        budgets = [b for b in self.pdbs.values() if b["metadata"]["namespace"] == namespace and _selects(b, pod)]
+        if len(budgets) > 1:  # the API server answers 500, whatever the budgets allow
+            self.refused_evictions.append(f"{namespace}/{name}")
+            return TWO_BUDGETS_REFUSAL
+        for budget in budgets:
+            healthy = [
+                other
+                for other in self.pods.values()
+                if other["metadata"]["namespace"] == namespace and _selects(budget, other) and _ready(other)
+            ]
+            if len(healthy) - (1 if _ready(pod) else 0) < int(budget["spec"]["minAvailable"]):
+                self.refused_evictions.append(f"{namespace}/{name}")
+                return BUDGET_REFUSAL
         self.writes.append(("evict", f"{namespace}/{name}"))
         del self.pods[(namespace, name)]
         return None

@@ -5,7 +5,7 @@ is registered at import and no setting is read here. Every handler has an explic
 hands each index to handlers as a keyword argument of that name (``Operator.capture``), and a
 nested function's default id would carry its enclosing function's name.
 
-Memory: the indexes keep slim views of pods, agent Leases, PodDisruptionBudgets and
+Memory: the indexes keep slim views of pods (replicas, agents), agent Leases, PodDisruptionBudgets and
 deployments, not whole objects. Nodes are not a kopf index: ``nodewatch`` keeps slim copies
 from a plain watch thread, because kopf's per-event machinery for 1,000 busy Nodes cost more
 CPU than placement (docs/measurements.md).
@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from egpu_api import keys
-from egpu_operator import facts, metrics, service
+from egpu_operator import agentpods, facts, metrics, service
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL, VERSION
 from egpu_operator.runtime import Operator
 
@@ -80,6 +80,15 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         operator.cache.heartbeats.observe(node, renewed, time.monotonic())  # when the operator saw it, not when the agent says
         return {node: renewed}
 
+    # The agent's own pods, to tell an agent being restarted (a DaemonSet rollout) from a dead one.
+    # The same namespace rule as for Leases: elsewhere anyone may create pods with these labels.
+    @kopf.index(
+        "pods", labels={keys.COMPONENT_LABEL: keys.AGENT_COMPONENT}, registry=registry, id="agent_pods_index",
+        when=lambda namespace, **_: namespace == agent_namespace,
+    )  # fmt: skip
+    async def agent_pods_index(name: str, body: Any, **_: Any) -> Any:
+        return {name: agentpods.agent_pod(_plain(body))}
+
     @kopf.index("pods", labels={keys.DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="replica_pods_index")
     async def replica_pods_index(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
         return {(namespace, labels[keys.DEPLOYMENT_LABEL]): _slim_pod(body)}
@@ -94,7 +103,7 @@ def _indexes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     # memory and pod slots of ordinary pods too. One small tuple a pod (``facts.Usage``).
     @kopf.index("pods", when=_on_node, registry=registry, id="gpu_usage_index")
     async def gpu_usage_index(body: Any, **_: Any) -> Any:
-        found = facts.usage(_plain(body))
+        found = facts.usage(_plain(body), operator.config.shared_gpu_resources)
         return dict([found]) if found else {}
 
     @kopf.index(
@@ -166,9 +175,14 @@ def _triggers(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         operator.capture(kwargs)
 
     @kopf.on.event(GROUP, VERSION, MAINTENANCES, registry=registry, id="maintenance_changed")
-    async def maintenance_changed(name: str, **kwargs: Any) -> None:
+    async def maintenance_changed(name: str, type: str, body: Any, **kwargs: Any) -> None:
         operator.capture(kwargs)
         operator.enqueue_maintenance(name)
+        # The per-maintenance series follow the stored object, so they say what `kubectl get` says.
+        if type == "DELETED":
+            metrics.forget_maintenance(name, str((body.get("spec") or {}).get("nodeName", "")))
+        else:
+            metrics.observe_maintenance(_plain(body))
 
 
 def _slim_pod(body: Any) -> dict[str, Any]:

@@ -183,7 +183,10 @@ class ApiKube:
         """Evict through the Eviction API; None when done (or already gone), else why it was refused.
 
         The API server refuses (429) an eviction that would break a PodDisruptionBudget; the
-        caller tries again later. Nothing here ever force-deletes.
+        caller tries again later. Any other answer but 404 is a refusal too, quoted: two budgets
+        over one pod make every eviction a 500 ("more than one PodDisruptionBudget"), and as an
+        exception it would skip the maintenance's status and the eviction backoff, retried at
+        once. Nothing here ever force-deletes.
         """
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
         API_REQUESTS.labels("evict").inc()
@@ -194,7 +197,7 @@ class ApiKube:
                 return None
             if error.status == 429:
                 return _api_message(error) or "refused by a PodDisruptionBudget"
-            raise
+            return eviction_refusal(error.status, _api_message(error) or str(error.reason or ""))
         return None
 
     def pods_on_node(self, node: str) -> list[dict[str, Any]]:
@@ -541,6 +544,12 @@ class ApiLeases:
 def _claims(namespace: str) -> dict[str, str]:
     """Where DRA's ResourceClaims of ``namespace`` are, for the client's generic object calls."""
     return {"group": "resource.k8s.io", "version": "v1", "namespace": namespace, "plural": "resourceclaims"}
+
+
+def eviction_refusal(status: int | None, message: str) -> str:
+    """One line for an eviction the API server answered with an error other than 404 or 429."""
+    said = message.strip().rstrip(".") or "no message"
+    return f"the API server refused the eviction (HTTP {status}): {said}"
 
 
 def _api_message(error: ApiException) -> str:

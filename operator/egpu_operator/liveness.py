@@ -13,6 +13,12 @@ controller judges kubelets:
 - **unknown**: anything else. Replicas on an unknown node stay where they are; new ones go
   elsewhere.
 
+An agent being restarted is not a dead one either: a DaemonSet rollout stops the old pod, and
+the new one may pull its image for minutes over an edge link. When the agent's own pods show a
+restart (``agentpods``), a node that would be dead stays unknown for ``rollout_grace_s`` more;
+past that, or without such a sign, the Lease alone decides as above. The verdict names the
+observation that held it back.
+
 And when most of the fleet turns dead at once (``disruption_fraction``), that is a
 control-plane or network problem, not most agents dying together: every dead verdict turns
 into unknown and nothing is removed (the node lifecycle controller's full-disruption rule).
@@ -24,7 +30,7 @@ SIGSTOP, which is exactly what must reset the clear-sight window.
 import math
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -49,12 +55,17 @@ class LivenessConfig:
     blind_after_s: float = 6.0
     #: At least this fraction of the judged nodes dead at once is a full disruption: remove nothing.
     disruption_fraction: float = 0.55
+    #: Beyond TTL + grace, how long a node whose agent pod is being replaced or still starting
+    #: (pulling its image over an edge link) stays unknown rather than dead.
+    rollout_grace_s: float = 600.0
 
     def __post_init__(self) -> None:
         if min(self.lease_ttl_s, self.grace_s, self.probe_interval_s, self.blind_after_s) <= 0:
             raise ValueError("liveness thresholds must be positive numbers of seconds")
         if not 0 < self.disruption_fraction <= 1:
             raise ValueError("the disruption fraction must be in (0, 1]")
+        if self.rollout_grace_s < 0:
+            raise ValueError("the rollout grace must be zero or a positive number of seconds")
         if self.blind_after_s < 2 * self.probe_interval_s:
             raise ValueError("blind-after must be at least twice the probe interval, or one slow probe reads as an outage")
 
@@ -103,6 +114,9 @@ class Verdicts:
     by_node: Mapping[str, Liveness]
     disruption: bool  # most judged nodes looked dead at once: all of them were called unknown instead
     dead_seen: int  # nodes that looked dead before the disruption rule
+    #: Nodes that would be dead on their Lease alone, held unknown because their agent is
+    #: restarting, with the observation that says so (``agentpods.restarts``).
+    restarting: Mapping[str, str] = field(default_factory=dict)
 
     def __getitem__(self, node: str) -> Liveness:
         return self.by_node.get(node, Liveness.UNKNOWN)
@@ -131,11 +145,17 @@ class Heartbeats:
         with self._lock:
             self._seen.pop(node, None)
 
-    def judge(self, nodes: Iterable[str], visibility: Visibility, now: float, wall: datetime) -> Verdicts:
-        """Verdicts for ``nodes`` (those that run an agent); see the module docstring."""
+    def judge(
+        self, nodes: Iterable[str], visibility: Visibility, now: float, wall: datetime,
+        restarts: Mapping[str, str] | None = None,
+    ) -> Verdicts:  # fmt: skip
+        """Verdicts for ``nodes`` (those that run an agent); ``restarts``: the nodes whose agent
+        pods show a restart, and why. See the module docstring."""
         ttl, horizon = self._config.lease_ttl_s, self._config.lease_ttl_s + self._config.grace_s
         seeing = visibility.seeing(now)
+        restarts = restarts or {}
         verdicts: dict[str, Liveness] = {}
+        restarting: dict[str, str] = {}
         with self._lock:
             for node in nodes:
                 seen = self._seen.get(node)
@@ -147,9 +167,14 @@ class Heartbeats:
                     verdicts[node] = Liveness.ALIVE
                     continue
                 since = max(visibility.clear_since, seen.first_seen, seen.changed_at or -math.inf)
-                verdicts[node] = Liveness.DEAD if seeing and now - since > horizon else Liveness.UNKNOWN
+                if not (seeing and now - since > horizon):
+                    verdicts[node] = Liveness.UNKNOWN
+                elif node in restarts and now - since <= horizon + self._config.rollout_grace_s:
+                    verdicts[node], restarting[node] = Liveness.UNKNOWN, restarts[node]
+                else:
+                    verdicts[node] = Liveness.DEAD
         dead = sum(1 for verdict in verdicts.values() if verdict is Liveness.DEAD)
         disruption = bool(verdicts) and dead / len(verdicts) >= self._config.disruption_fraction
         if disruption:
             verdicts = {node: Liveness.UNKNOWN if v is Liveness.DEAD else v for node, v in verdicts.items()}
-        return Verdicts(verdicts, disruption, dead)
+        return Verdicts(verdicts, disruption, dead, restarting)

@@ -39,6 +39,7 @@ def step(
     limit: int,
     now: datetime | None = None,
     dra_drivers: Sequence[str] = (keys.DRA_GPU_DRIVER,),
+    shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES,
 ) -> str | None:
     """Move one maintenance forward; returns its phase afterwards (None once it is gone).
 
@@ -79,13 +80,13 @@ def step(
         moved_before = [
             (entry["deployment"], int(entry["replica"])) for entry in (maintenance.get("status") or {}).get("moved") or []
         ]
-        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, moved_before, dra_drivers)
+        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, moved_before, dra_drivers, shared)
     decision = drain.decide(spec, previous, world, now)
     if previous.phase == "Pending" and decision.cordon and node is not None:
         # Note the replicas on the node as it is cordoned, before their surge starts: should this
         # operator restart, a deployment's own reconcile may evict one (its replacement Ready)
         # before this controller looks at the node again, and the move would go unrecorded.
-        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, [], dra_drivers)
+        world = _gather(kube, spec.node_name, node_state, deployments, replica_pods, [], dra_drivers, shared)
     _change_node(kube, maintenance, spec, previous, decision, node_state)
     refused, evicted = _evict_pods(kube, cache, maintenance, decision, previous, world)
     return _report(kube, maintenance, spec, previous, decision, world, refused, evicted, now)
@@ -192,9 +193,16 @@ def _gather(
     replica_pods: Callable[[DeploymentKey], Iterable[Mapping[str, Any]]],
     moved_before: Iterable[tuple[str, int]],
     dra_drivers: Sequence[str] = (keys.DRA_GPU_DRIVER,),
+    shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES,
 ) -> drain.World:
     """The node's GPU pods, and for each replica that is (or was) on it, its pod elsewhere."""
-    pods = [view for pod in kube.pods_on_node(node) if (view := _gpu_pod(pod, _dra_gpus(kube, pod, dra_drivers))) is not None]
+    everything_here = kube.pods_on_node(node)
+    pods = [view for pod in everything_here if (view := _gpu_pod(pod, _dra_gpus(kube, pod, dra_drivers), shared)) is not None]
+    gpu_pods = {(view.namespace, view.name) for view in pods}
+    other_pods = sorted(
+        key for pod in everything_here
+        if (pod["metadata"]["namespace"], pod["metadata"]["name"]) not in gpu_pods and (key := _other_pod(pod)) is not None
+    )  # fmt: skip
     replicas = {(pod.deployment, pod.replica or 0) for pod in pods if pod.deployment is not None} | set(moved_before)
     replacements: dict[tuple[str, int], drain.Replacement] = {}
     placement_why: dict[str, str] = {}
@@ -210,7 +218,7 @@ def _gather(
         for condition in (deployment.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Placed" and condition.get("status") == "False":
                 placement_why[deployment_name] = condition.get("message", "")
-    return drain.World(node=node_state, pods=pods, replacements=replacements, placement_why=placement_why)
+    return drain.World(node=node_state, pods=pods, replacements=replacements, placement_why=placement_why, other_pods=other_pods)
 
 
 def _dra_gpus(kube: Kube, pod: Mapping[str, Any], drivers: Sequence[str]) -> int:
@@ -222,11 +230,13 @@ def _dra_gpus(kube: Kube, pod: Mapping[str, Any], drivers: Sequence[str]) -> int
     return sum(len(facts.claim_holds(claim, drivers)) for claim in claims if claim is not None)
 
 
-def _gpu_pod(pod: Mapping[str, Any], dra_gpus: int = 0) -> drain.GpuPod | None:
+def _gpu_pod(
+    pod: Mapping[str, Any], dra_gpus: int = 0, shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES
+) -> drain.GpuPod | None:
     """The pod as a drain sees it; None for pods that hold no GPU (as a resource or, ``dra_gpus``,
     through DRA) or have finished."""
     metadata, status = pod["metadata"], pod.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed") or facts.gpu_requests(pod) + dra_gpus <= 0:
+    if status.get("phase") in ("Succeeded", "Failed") or facts.gpu_requests(pod, shared) + dra_gpus <= 0:
         return None
     owners = metadata.get("ownerReferences") or []
     daemonset = any(owner.get("kind") == "DaemonSet" and owner.get("controller") for owner in owners)
@@ -243,6 +253,20 @@ def _gpu_pod(pod: Mapping[str, Any], dra_gpus: int = 0) -> drain.GpuPod | None:
         terminating=metadata.get("deletionTimestamp") is not None,
         daemonset=daemonset,
     )
+
+
+def _other_pod(pod: Mapping[str, Any]) -> str | None:
+    """namespace/name of a running pod that holds no GPU and that a drain of the node would move;
+    None for GPU pods, finished pods, DaemonSet pods and static pods (they stay on every node)."""
+    metadata, status = pod["metadata"], pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed") or facts.gpu_requests(pod) > 0:
+        return None
+    owners = metadata.get("ownerReferences") or []
+    if any(owner.get("kind") == "DaemonSet" and owner.get("controller") for owner in owners):
+        return None
+    if "kubernetes.io/config.mirror" in (metadata.get("annotations") or {}):
+        return None
+    return f"{metadata['namespace']}/{metadata['name']}"
 
 
 def _restore(kube: Kube, name: str, node: str, was_cordoned: bool, state: drain.NodeState) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from egpu_api import keys
 from egpu_api.assignments import parse_assignments, pod_key
 from egpu_api.gpus import WHOLE_GPU_MODES
-from egpu_api.power import parse_request
+from egpu_api.power import PowerContractError, parse_request, parse_status
 
 #: Kept importable under this name (tests use it); defined in egpu_api.keys.
 OWNERS_ANNOTATION = keys.POWER_OWNERS_ANNOTATION
@@ -47,6 +47,29 @@ def parse_owners(text: str | None) -> tuple[dict[str, str], str | None]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         return {}, f"{OWNERS_ANNOTATION} is not a JSON object of GPU UUID to owner: {text[:80]!r}"
     return dict(value), None
+
+
+def request_problem(annotations: Mapping[str, str]) -> str | None:
+    """Why the node's power request cannot be read (the contract's sentence), or None."""
+    try:
+        parse_request(annotations.get(keys.POWER_REQUEST_ANNOTATION))
+    except PowerContractError as error:
+        return str(error)
+    return None
+
+
+def _last_requested(annotations: Mapping[str, str], owners: Mapping[str, str]) -> dict[str, int]:
+    """For an unreadable request: each owned GPU's watts as the agent last saw them requested, so
+    rewriting the request keeps the other owners' limits instead of dropping them to the default."""
+    try:
+        status = parse_status(annotations.get(keys.POWER_STATUS_ANNOTATION))
+    except PowerContractError:
+        return {}
+    return {
+        uuid: entry.requested_watts
+        for uuid, entry in status.items()
+        if uuid in owners and entry.requested_watts is not None and entry.requested_watts > 0
+    }
 
 
 def owned_by(nodes: Mapping[str, Mapping[str, Any]], owner: str) -> list[str]:
@@ -105,11 +128,11 @@ def desired_annotations(
     ``assigned``: the GPUs its pods got, where the node says (see ``assigned_gpus``); those are
     the owner's, whoever the owners annotation named before (a count made before the agent said).
     None: the first ``replicas_here`` GPUs it owns or no one does."""
+    owners, _ = parse_owners(annotations.get(OWNERS_ANNOTATION))
     try:
         request = parse_request(annotations.get(keys.POWER_REQUEST_ANNOTATION))
-    except ValueError:
-        request = {}
-    owners, _ = parse_owners(annotations.get(OWNERS_ANNOTATION))
+    except PowerContractError:
+        request = _last_requested(annotations, owners)
     if assigned is not None:
         wanted = [uuid for uuid in gpu_uuids if uuid in assigned]
     else:

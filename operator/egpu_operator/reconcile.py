@@ -364,7 +364,8 @@ def apply_power(
             shares: dict[str, int] = shares, garbage: list[str] = garbage,
         ) -> Mapping[str, str]:  # fmt: skip
             nonlocal assigned
-            garbage[:] = [problem] if (problem := power.parse_owners(annotations.get(power.OWNERS_ANNOTATION))[1]) else []
+            problems = (power.parse_owners(annotations.get(power.OWNERS_ANNOTATION))[1], power.request_problem(annotations))
+            garbage[:] = [problem for problem in problems if problem]
             # Read with the owners, in one read-modify-write: which GPU each pod got, if the node says.
             assigned = power.assigned_gpus(annotations, metadata["namespace"], here, facts.gpu_uuids)
             exact = None if assigned is None else {uuid for gpus in assigned.values() for uuid in gpus} if whole else set()
@@ -387,11 +388,14 @@ def apply_power(
 
 
 def _report_garbage(kube: Kube, cache: Cache, deployment: Mapping[str, Any], node: str, problem: str) -> None:
-    """Once per node and value: the operator ignored (and rewrote) an owners annotation it cannot read."""
+    """Once per node and value: the operator ignored (and rewrote) a power annotation it cannot read
+    (the owners, or the request: rebuilt from the agent's status for the other owners' GPUs)."""
     if not cache.first_report(node, problem):
         return
-    kube.event(deployment, "PowerOwnersIgnored", f"node {node}: {problem}; ignored and rewritten", warning=True)
-    log.warning("power owners annotation ignored", extra={"node": node, "why": problem})
+    request = problem.startswith(f"annotation {keys.POWER_REQUEST_ANNOTATION}")
+    reason = "PowerRequestRewritten" if request else "PowerOwnersIgnored"
+    kube.event(deployment, reason, f"node {node}: {problem}; ignored and rewritten", warning=True)
+    log.warning("power annotation ignored", extra={"node": node, "reason": reason, "why": problem})
 
 
 def release_power(kube: Kube, deployment: Mapping[str, Any], nodes: Iterable[str]) -> None:

@@ -42,13 +42,23 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.maintenance import TERMINAL_PHASES
-from egpu_operator import facts, leader, maintenance, power
+from egpu_operator import agentpods, facts, leader, maintenance, metrics, power
 from egpu_operator.cache import Cache
 from egpu_operator.config import OperatorConfig
 from egpu_operator.health import HealthServer
 from egpu_operator.kube import Kube
 from egpu_operator.liveness import Liveness, Verdicts
-from egpu_operator.metrics import AGENTS, API_VISIBLE, DISRUPTION, ERRORS, LEADER, LEADER_CONFLICT, REGISTRY, TRIGGERS
+from egpu_operator.metrics import (
+    AGENTS,
+    AGENTS_RESTARTING,
+    API_VISIBLE,
+    DISRUPTION,
+    ERRORS,
+    LEADER,
+    LEADER_CONFLICT,
+    REGISTRY,
+    TRIGGERS,
+)
 from egpu_operator.nodewatch import NodeWatch
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
@@ -63,7 +73,10 @@ LOOP_BEAT_S = 1.0
 LOOP_STALL_S = 30.0
 DeploymentKey = tuple[str, str]
 #: The kopf indexes the operator reads (``handlers`` registers them under these ids).
-INDEXES = ("heartbeats_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index", "services_index")
+INDEXES = (
+    "heartbeats_index", "agent_pods_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index",
+    "services_index",
+)  # fmt: skip
 #: And those of GPUs allocated through DRA, registered when DRA drivers are configured.
 DRA_INDEXES = ("dra_devices_index", "dra_held_index", "replica_claims_index")
 
@@ -82,12 +95,13 @@ class Operator:
         self.exit: Callable[[int], None] = os._exit  # on lost leadership; a test replaces it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._election: threading.Thread | None = None
-        self.cache = Cache(config.liveness)
+        self.cache = Cache(config.liveness, shared_gpu_resources=config.shared_gpu_resources)
         self.queue = WorkQueue()
         self.maintenance_queue = WorkQueue()
         self.indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
         self.node_watch: NodeWatch | None = None
         self._disruption = False  # last verdict, to log a change once
+        self._restarting: set[str] = set()  # nodes held unknown as restarting at the last judgment, to log each once
         self._stopping = threading.Event()
         self._captured = asyncio.Event()
         self._indexed = asyncio.Event()
@@ -103,6 +117,7 @@ class Operator:
         """/metrics, /healthz and /readyz on the configured port (0: none)."""
         if not self.config.metrics_port:
             return None
+        metrics.watch_readiness(lambda: self.readiness_problem() is None)
         return HealthServer(self.config.metrics_port, REGISTRY, self.health_problem, self.readiness_problem).start()
 
     def health_problem(self, now: float | None = None) -> str | None:
@@ -367,15 +382,22 @@ class Operator:
         judged = [
             name for name, node in nodes_now.items() if keys.LABEL_SCHEMA_LABEL in node["metadata"]["labels"] or name in leases
         ]
-        verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC))
+        agent_pods = [pod for store in self.indexes["agent_pods_index"].values() for pod in store]
+        restarts = agentpods.restarts(agent_pods, judged)
+        verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC), restarts)
         for state in Liveness:
             AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
+        metrics.observe_agents({node: state.value for node, state in verdicts.by_node.items()}, [s.value for s in Liveness])
+        AGENTS_RESTARTING.set(len(verdicts.restarting))
         DISRUPTION.set(int(verdicts.disruption))
         if verdicts.disruption != self._disruption:
             self._disruption = verdicts.disruption
             message = "most node agents look dead at once: treating it as a control-plane problem, removing nothing"
             extra = {"dead": verdicts.dead_seen, "judged": len(judged)}
             (log.warning if self._disruption else log.info)(message if self._disruption else "full disruption over", extra=extra)
+        for node in verdicts.restarting.keys() - self._restarting:
+            log.info("node agent silent but restarting: not judged dead", extra={"node": node, "seen": verdicts.restarting[node]})
+        self._restarting = set(verdicts.restarting)
         return verdicts
 
     # -- GPUMaintenances -----------------------------------------------------------------------
@@ -399,6 +421,7 @@ class Operator:
                     self.config.max_parallel_maintenances,
                     None,
                     self.config.dra_drivers,
+                    self.config.shared_gpu_resources,
                 )
                 again = phase is not None and phase not in TERMINAL_PHASES
             except Exception as error:

@@ -32,9 +32,9 @@ def test_the_node_cannot_be_changed(kube: Kubectl) -> None:
     body = {
         "apiVersion": "egpu-operator.io/v1alpha1",
         "kind": "GPUMaintenance",
-        # Completed from the start: the operator, if running, never touches the node.
+        # A node that does not exist: the operator, if running, touches none.
         "metadata": {"name": "immutable"},
-        "spec": {"nodeName": "pi5-rtx4090", "reason": "test", "completed": True},
+        "spec": {"nodeName": "no-such-node", "reason": "test"},
     }
     kube.run("create", "-f", "-", stdin=json.dumps(body))
     try:

@@ -19,7 +19,8 @@ from egpu_api.inference import ServiceSpec
 from egpu_localcluster import LocalCluster
 from egpu_localcluster.kubectl import Kubectl
 from egpu_operator import service
-from egpu_operator.pods import disruption_budget, replica_pod
+from egpu_operator.pods import disruption_budget, replica_pod, resource_claim
+from tests.e2e.deployments import deployment
 from tests.e2e.helpers import wait_for
 from tests.unit.chart.helm import NAMESPACE, OPERATOR_SA, release_on_local_cluster, token_kubeconfig
 
@@ -41,6 +42,8 @@ def cluster() -> Iterator[LocalCluster]:
         cluster.kubectl.wait_default_service_account(MODELS)
         # A powerful ServiceAccount of the namespace, as a tenant namespace may hold one.
         cluster.kubectl.run("create", "serviceaccount", "cluster-admin-sa", "-n", MODELS)
+        # Replicas go only where an InferenceDeployment is (the fence's second policy).
+        cluster.kubectl.run("apply", "-n", MODELS, "-f", "-", stdin=json.dumps(deployment("llm", "6G", 60)))
         yield cluster
 
 
@@ -109,10 +112,50 @@ def test_a_replica_on_a_shared_gpu_or_a_mig_mixed_slice_is_allowed(operator: Kub
     assert f"requests {resource}=2: a replica gets one GPU" in refusal(dry_run(operator, two))
 
 
+def dra_replica() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod and ResourceClaim the operator makes for a replica with gpuAllocation: DRA."""
+    pod = replica_pod(DEPLOYMENT, 0, NODE, load_seconds=20.0, dra=True)
+    uuid = "GPU-6f1f9a52-3c1e-4c43-9e52-0d7c2b1e9a10"
+    return pod, resource_claim(DEPLOYMENT, pod, f"gpu.nvidia.com/{NODE}/gpu-0", uuid, "gpu.nvidia.com")
+
+
+def test_a_dra_replica_and_its_claim_are_allowed_and_nothing_more(operator: Kubectl) -> None:
+    pod, claim = dra_replica()
+    accepted(dry_run(operator, claim))
+    accepted(dry_run(operator, pod))
+    foreign = json.loads(json.dumps(claim))
+    foreign["spec"]["devices"]["requests"][0]["exactly"]["deviceClassName"] = "nic.example.com"
+    assert "may make only ResourceClaims for one device of DeviceClass gpu.nvidia.com" in refusal(dry_run(operator, foreign))
+    many = json.loads(json.dumps(claim))
+    many["spec"]["devices"]["requests"][0]["exactly"] |= {"allocationMode": "All"}
+    assert "may make only ResourceClaims for one device" in refusal(dry_run(operator, many))
+    unowned = json.loads(json.dumps(claim))
+    del unowned["metadata"]["ownerReferences"]
+    assert "may create only ResourceClaims controlled by an InferenceDeployment" in refusal(dry_run(operator, unowned))
+    unowned["metadata"]["namespace"] = "kube-system"
+    assert "may not create resourceclaims in namespace kube-system" in refusal(dry_run(operator, unowned))
+    borrowed = json.loads(json.dumps(pod))
+    borrowed["spec"]["resourceClaims"][0]["resourceClaimName"] = "someone-elses-gpus"
+    assert "requests resource claim gpu" in refusal(dry_run(operator, borrowed))
+
+
 @pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", NAMESPACE])
 def test_a_pod_in_kube_system_or_the_release_namespace_is_refused(operator: Kubectl, namespace: str) -> None:
     message = refusal(dry_run(operator, pod_in(namespace)))
     assert f"the egpu-operator operator may not create pods in namespace {namespace}" in message
+
+
+def test_a_replica_in_a_namespace_without_an_inference_deployment_is_refused(cluster: LocalCluster, operator: Kubectl) -> None:
+    cluster.kubectl.run("create", "namespace", "bystanders")
+    try:
+        for manifest in (replica(), dra_replica()[1]):
+            manifest["metadata"]["namespace"] = "bystanders"
+            result = dry_run(operator, manifest)
+            assert result.returncode != 0, result.stdout
+            assert "egpu-operator-fence-namespaces" in result.stderr, result.stderr
+            assert "no params found" in result.stderr, result.stderr
+    finally:
+        cluster.kubectl.run("delete", "namespace", "bystanders", "--wait=false")
 
 
 def test_a_pod_without_an_owner_is_refused(operator: Kubectl) -> None:

@@ -31,6 +31,7 @@ from tests.unit.chart.helm import (
     helm,
     install,
     release_on_local_cluster,
+    set_args,
     token_kubeconfig,
 )
 
@@ -38,6 +39,9 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(bool(os.environ.get("EGPU_E2E_KUBECONFIG")), reason="installs the chart on a local cluster of its own"),
 ]
+#: Power actuation, in a namespace of the agent's own (made by the test, not by the chart).
+AGENTS = "egpu-agents"
+POWER = {"agent.powerActuation.enabled": "true", "agent.namespace": AGENTS}
 CRDS = {"customresourcedefinition.apiextensions.k8s.io/gpumaintenances.egpu-operator.io",
         "customresourcedefinition.apiextensions.k8s.io/inferencedeployments.egpu-operator.io"}  # fmt: skip
 
@@ -72,34 +76,48 @@ def test_upgrade_changes_objects_in_place(cluster: LocalCluster) -> None:
     assert agent["status"]["updatedNumberScheduled"] == agent["status"]["numberReady"] == 8
 
 
-def test_power_actuation_needs_a_privileged_namespace(cluster: LocalCluster) -> None:
-    """The namespace enforces "restricted": with CAP_SYS_ADMIN as root the agent's pods are refused."""
+def test_power_actuation_needs_a_privileged_namespace_of_its_own(cluster: LocalCluster) -> None:
+    """Not the release namespace (the chart refuses, naming agent.namespace); a namespace of its own that
+    enforces "restricted" refuses the agent's pods (root with CAP_SYS_ADMIN); labelled "privileged", it runs
+    them, and the release namespace stays "restricted"."""
     kube = cluster.kubectl
-    # Without --wait: the rollout cannot finish while the namespace refuses the new pods.
-    helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", "agent.powerActuation.enabled=true",
-         kubeconfig=cluster.kubeconfig)  # fmt: skip
+    refused = helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", "agent.powerActuation.enabled=true",
+                   kubeconfig=cluster.kubeconfig, check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "set agent.namespace to a namespace of its own" in refused.stderr
 
-    def refused() -> str | None:
-        events = kube.get_json("events", "-n", NAMESPACE, "--field-selector", "reason=FailedCreate")["items"]
+    kube.run("create", "namespace", AGENTS)
+    kube.run("label", "namespace", AGENTS, "pod-security.kubernetes.io/enforce=restricted")
+    # Without --wait: the rollout cannot finish while the namespace refuses the new pods.
+    helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *set_args(POWER), kubeconfig=cluster.kubeconfig)
+
+    def refused_by_pod_security() -> str | None:
+        events = kube.get_json("events", "-n", AGENTS, "--field-selector", "reason=FailedCreate")["items"]
         messages = [event["message"] for event in events if "violates PodSecurity" in event["message"]]
         return messages[0] if messages else None
 
-    message = wait_for(refused, timeout_s=20, what="the DaemonSet's pods to be refused by Pod Security")
+    message = wait_for(refused_by_pod_security, timeout_s=20, what="the DaemonSet's pods to be refused by Pod Security")
     assert "SYS_ADMIN" in message
-    kube.run("label", "namespace", NAMESPACE, "--overwrite", "pod-security.kubernetes.io/enforce=privileged")
-    install(cluster, {"agent.powerActuation.enabled": "true"}, command="upgrade")
-    pods = kube.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-agent")["items"]
+    kube.run("label", "namespace", AGENTS, "--overwrite", "pod-security.kubernetes.io/enforce=privileged")
+    install(cluster, POWER, command="upgrade")
+    pods = kube.get_json("pods", "-n", AGENTS, "-l", "app.kubernetes.io/component=node-agent")["items"]
+    assert len(pods) == 8
     assert all("--read-only" not in pod["spec"]["containers"][0]["args"] for pod in pods)
+    assert not kube.get_json("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-agent")["items"]
+    labels = kube.get_json("namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def test_uninstall_restores_the_default_limits_the_agent_set(cluster: LocalCluster) -> None:
     """The agent's code with the chart's credentials (a token bound to its pod on the Tesla P4 node), power
-    actuation on (the test before): it keeps its limit while the release stays and restores it once uninstalled."""
+    actuation on in the agent's namespace (the test before): it keeps its limit while the release stays and
+    restores it once uninstalled."""
     kube, name = cluster.kubectl, "x220-tesla-p4"
     with tempfile.TemporaryDirectory(prefix="egpu-helm-restore-") as folder:
-        config = token_kubeconfig(kube, AGENT_SA, Path(folder) / "agent.kubeconfig", bound_pod=agent_pod_on(kube, name))
+        pod = agent_pod_on(kube, name, namespace=AGENTS)
+        config = token_kubeconfig(kube, AGENT_SA, Path(folder) / "agent.kubeconfig", bound_pod=pod, namespace=AGENTS)
         host = FakeGpuHost(load_fleet().node(name), Path(folder) / "sys")
-        publisher = NodePublisher(api_client(config), name, NAMESPACE)
+        publisher = NodePublisher(api_client(config), name, AGENTS)
         agent = NodeAgent(AgentConfig(name), NvmlBackend(host.nvml, host.sysfs_root), publisher, AgentMetrics())
         args = argparse.Namespace(read_only=False, restore_power_on_exit="uninstall", daemonset_name=f"{RELEASE}-node-agent",
                                   node_name=name)  # fmt: skip
@@ -125,7 +143,7 @@ def test_uninstall_restores_the_default_limits_the_agent_set(cluster: LocalClust
         finally:
             publisher.close()
             kube.run("annotate", "node", name, "egpu-operator.io/power-limit-request-", check=False)
-    install(cluster, {"agent.powerActuation.enabled": "true"})  # as the next test expects
+    install(cluster, POWER)  # as the next test expects
 
 
 def test_uninstall_leaves_only_the_kept_crds(cluster: LocalCluster) -> None:

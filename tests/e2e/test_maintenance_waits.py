@@ -89,7 +89,7 @@ def test_disruption_budget_blocks_an_eviction_until_it_allows_it(kube: Kubectl, 
     wait_for(lambda: True if kube.get_json("pdb", "batch", "-n", workspace).get("status", {}).get("currentHealthy") == 1
              else None, 30, "the budget to count the pod")  # fmt: skip
 
-    gm.create(kube, "p4-dock", "x220-tesla-p4", reason="reseat the ExpressCard adapter")
+    gm.create(kube, "p4-dock", "x220-tesla-p4", reason="reseat the ExpressCard adapter", unmanagedGpuPods="Evict")
     blocked = gm.wait_condition(kube, "p4-dock", "Evacuated", "DisruptionBudget")
     assert f"eviction of {workspace}/batch-job refused" in blocked["message"]
     assert "disruption budget" in blocked["message"]
@@ -116,7 +116,10 @@ def test_a_drain_timeout_fails_and_leaves_the_node_cordoned(kube: Kubectl, works
               drainTimeoutSeconds=3)  # fmt: skip
     failed = gm.wait_phase(kube, "tb-firmware", "Failed", timeout_s=30)
     assert gm.condition(failed, "Failed")["reason"] == "DrainTimeout"
-    assert failed["status"]["message"] == (f"node not drained within 3 s; still on it: {workspace}/long-job; node left cordoned")
+    assert failed["status"]["message"] == (
+        f"node not drained within drainTimeoutSeconds (3 s); still on it: {workspace}/long-job; node left cordoned: "
+        "move or delete those pods, then set spec.completed=true (or delete this GPUMaintenance)"
+    )
     assert gm.node_spec(kube, "laptop-rtx3060-tb") == (True, "tb-firmware"), "left for a human"
     assert kube.get_json("pod", "long-job", "-n", workspace)["metadata"].get("deletionTimestamp") is None
     kube.run("delete", "gpumaint", "tb-firmware", "--wait=true", "--timeout=30s")

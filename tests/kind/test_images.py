@@ -83,7 +83,17 @@ def test_the_operator_starts_kopf_as_uid_65532(images: dict[str, str]) -> None:
     ]
 
 
-@pytest.mark.parametrize(("image", "absent"), [("operator", "pynvml"), ("node-agent", "kopf")])
+@pytest.mark.parametrize(
+    ("image", "absent"),
+    [("operator", "pynvml"), ("node-agent", "kopf"), ("node-agent", "aiohttp"), ("node-agent", "kubernetes.aio")],
+)
 def test_each_image_holds_only_what_it_needs(images: dict[str, str], image: str, absent: str) -> None:
     result = run(images[image], "-c", f"import {absent}", entrypoint="python3")
     assert f"No module named '{absent}'" in result.stderr
+
+
+def test_the_agent_image_ships_no_package_tools(images: dict[str, str]) -> None:
+    """Rebuilt, never upgraded in place: apt, dpkg, debconf and perl are pulled by every node for nothing."""
+    script = "import shutil; print([t for t in ('apt', 'apt-get', 'dpkg', 'debconf', 'perl') if shutil.which(t)])"
+    result = run(images["node-agent"], "-c", script, entrypoint="python3")
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr

@@ -24,6 +24,11 @@
 {{- printf "%s-node-agent" (include "egpu-operator.fullname" . | trunc 52 | trimSuffix "-") }}
 {{- end }}
 
+{{/* The node agent's namespace: agent.namespace, or the release namespace when that is empty. */}}
+{{- define "egpu-operator.agent.namespace" -}}
+{{- .Values.agent.namespace | default .Release.Namespace }}
+{{- end }}
+
 {{/* Labels on every object; pass (dict "root" $ "component" "operator"). */}}
 {{- define "egpu-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -55,7 +60,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The user name the API server gives the node agent's ServiceAccount tokens. */}}
 {{- define "egpu-operator.agent.username" -}}
-{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "egpu-operator.agent.name" .) }}
+{{- printf "system:serviceaccount:%s:%s" (include "egpu-operator.agent.namespace" .) (include "egpu-operator.agent.name" .) }}
 {{- end }}
 
 {{/* An allow-list of names as admission messages quote it: "a, b", or "none" when it is empty. */}}

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from egpu_api.crd import CRDS, SchemaError, render, structural
 from egpu_api.inference import InferenceDeploymentSpec
@@ -209,3 +209,34 @@ def test_zero_replicas_are_allowed_whatever_the_disruption_budget() -> None:
     spec = CRDS["egpu-operator.io_inferencedeployments.yaml"]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     (rule,) = spec["properties"]["spec"]["x-kubernetes-validations"]
     assert rule["rule"] == "!has(self.disruption) || self.replicas == 0 || self.disruption.minAvailable <= self.replicas"
+
+
+def test_model_name_refuses_control_characters_in_the_crd_and_the_model() -> None:
+    [rule] = [rule for rule in model_schema()["x-kubernetes-validations"] if rule["fieldPath"] == ".name"]
+    assert rule["rule"] == r"!self.name.matches(r'\p{Cc}')"
+    assert rule["message"].startswith("model.name must not contain control characters")
+    assert model_schema()["properties"]["name"]["maxLength"] == 253  # bounds the rule's CEL cost
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [
+        ("llama-3.1-8b-instruct", True),
+        ("Llama 3.1 8B Instruct (Q4_K_M)", True),
+        ("模型-名", True),
+        ("a\nb", False),
+        ("a\tb", False),
+        ("evil\x1b[2J", False),
+        ("del\x7f", False),
+        ("c1\x9b31m", False),
+        ("nul\x00", False),
+    ],
+)
+def test_model_names_are_printable_text(name: str, accepted: bool) -> None:
+    spec = {"model": {"name": name, "size": "1Gi"}, "placement": {"maxLoadSeconds": 10}, "template": {}}
+    if accepted:
+        assert InferenceDeploymentSpec.model_validate(spec).model.name == name
+    else:
+        with pytest.raises(ValidationError, match="must not contain control characters") as raised:
+            InferenceDeploymentSpec.model_validate(spec)
+        assert raised.value.errors()[0]["loc"] == ("model", "name")

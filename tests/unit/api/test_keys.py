@@ -23,6 +23,8 @@ def test_keys_owned_by_other_projects_are_spelled_as_they_define_them() -> None:
     assert keys.DRA_DEVICE_ANNOTATION == "egpu-operator.io/dra-device"
     assert keys.NFD_NVIDIA_PCI_LABEL == "feature.node.kubernetes.io/pci-10de.present"
     assert (keys.KWOK_NODE_ANNOTATION, keys.KWOK_NODE_ANNOTATION_VALUE) == ("kwok.x-k8s.io/node", "fake")
+    assert keys.CONTROLLER_REVISION_LABEL == "controller-revision-hash"
+    assert (keys.COMPONENT_LABEL, keys.AGENT_COMPONENT) == ("app.kubernetes.io/component", "node-agent")
 
 
 def test_keys_the_operator_writes_on_what_it_manages() -> None:

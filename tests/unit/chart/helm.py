@@ -129,12 +129,13 @@ def install(cluster: LocalCluster, values: dict[str, str] | None = None, command
     ).stdout  # fmt: skip
 
 
-def agent_pod_on(kube: Kubectl, node: str, timeout_s: float = 30) -> str:
-    """The name of the node agent DaemonSet's pod on ``node``, once the DaemonSet controller has made it."""
+def agent_pod_on(kube: Kubectl, node: str, timeout_s: float = 30, namespace: str = NAMESPACE) -> str:
+    """The name of the node agent DaemonSet's pod on ``node`` (in the agent's ``namespace``), once the
+    DaemonSet controller has made it."""
     deadline = time.monotonic() + timeout_s
     while True:
         pods = kube.get_json(
-            "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-agent", "--field-selector", f"spec.nodeName={node}"
+            "pods", "-n", namespace, "-l", "app.kubernetes.io/component=node-agent", "--field-selector", f"spec.nodeName={node}"
         )["items"]
         live = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
         if len(live) == 1:

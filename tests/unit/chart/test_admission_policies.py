@@ -18,6 +18,7 @@ OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{OPERATOR_SA}"
 OWN_NODE, OWN_LEASE_AND_EVENTS = f"{AGENT_SA}-own-node", f"{AGENT_SA}-own-lease-and-events"
 TENANT, REQUESTER = "egpu-operator-tenant-allow-lists", "egpu-operator-tenant-requester-rights"
 FENCE = f"{OPERATOR_SA}-fence"
+FENCE_NAMESPACES = f"{FENCE}-namespaces"
 
 
 def policies(values: dict[str, str] | None = None, *args: str) -> dict[str, dict[str, Any]]:
@@ -41,8 +42,8 @@ def rules(policy: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]:
 def test_every_policy_has_a_denying_binding() -> None:
     objects = render()
     names = {o["metadata"]["name"] for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
-    assert names == {OWN_NODE, OWN_LEASE_AND_EVENTS, TENANT, REQUESTER, FENCE}
-    for name in names:
+    assert names == {OWN_NODE, OWN_LEASE_AND_EVENTS, TENANT, REQUESTER, FENCE, FENCE_NAMESPACES}
+    for name in names - {FENCE_NAMESPACES}:
         binding = find(objects, "ValidatingAdmissionPolicyBinding", name)
         assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
         assert find(objects, "ValidatingAdmissionPolicy", name)["spec"]["failurePolicy"] == "Fail"
@@ -56,7 +57,25 @@ def test_agent_policies_match_only_the_agent_service_account(name: str) -> None:
 
 @pytest.mark.parametrize("values", [{"agent.ownNodePolicy.enabled": "false"}, {"agent.enabled": "false"}])
 def test_agent_policies_are_gated(values: dict[str, str]) -> None:
-    assert set(policies(values)) == {TENANT, REQUESTER, FENCE}
+    assert set(policies(values)) == {TENANT, REQUESTER, FENCE, FENCE_NAMESPACES}
+
+
+def test_the_operator_creates_replicas_only_where_an_inference_deployment_is() -> None:
+    """The binding's params are the InferenceDeployments of the request's namespace; none is a denial."""
+    objects = render()
+    policy = find(objects, "ValidatingAdmissionPolicy", FENCE_NAMESPACES)["spec"]
+    assert policy["paramKind"] == {"apiVersion": "egpu-operator.io/v1alpha1", "kind": "InferenceDeployment"}
+    assert rules({"spec": policy}) == [("", "pods", ("CREATE",)), ("resource.k8s.io", "resourceclaims", ("CREATE",))]
+    assert policy["matchConditions"][0]["expression"] == f'request.userInfo.username == "{OPERATOR_USER}"'
+    binding = find(objects, "ValidatingAdmissionPolicyBinding", FENCE_NAMESPACES)["spec"]
+    assert binding["validationActions"] == ["Deny"]
+    assert binding["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Deny"}, "no namespace: the request's own"
+    # Params are looked for before matchConditions: the binding itself is narrowed to replica-labelled objects.
+    selector = binding["matchResources"]["objectSelector"]["matchExpressions"]
+    assert selector == [{"key": "egpu-operator.io/inference-deployment", "operator": "Exists"}]
+    (outside,) = binding["matchResources"]["namespaceSelector"]["matchExpressions"]
+    assert outside["operator"] == "NotIn"
+    assert set(outside["values"]) == {NAMESPACE, "kube-system", "kube-public", "kube-node-lease"}
 
 
 def test_agent_policies_cover_its_node_lease_and_events() -> None:
@@ -87,7 +106,7 @@ def test_tenant_policies_apply_to_every_user_on_inference_deployment_writes(name
     assert rules(policy) == [("egpu-operator.io", "inferencedeployments", ("CREATE", "UPDATE"))]
     assert "matchConditions" not in policy["spec"]
     assert policy["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
-    assert set(policies({"tenancy.policy.enabled": "false"})) == {OWN_NODE, OWN_LEASE_AND_EVENTS, FENCE}
+    assert set(policies({"tenancy.policy.enabled": "false"})) == {OWN_NODE, OWN_LEASE_AND_EVENTS, FENCE, FENCE_NAMESPACES}
 
 
 def validation(policy: dict[str, Any], field: str) -> dict[str, Any]:
@@ -208,5 +227,8 @@ def test_fence_allows_the_tolerations_kubernetes_adds_to_every_pod() -> None:
     # One GPU in each form placement chooses: the contract's names, as keys.is_gpu_resource reads them.
     extra = variable(policies()[FENCE], "extraResources")
     assert (
-        f"r == '{keys.GPU_RESOURCE}' || r == '{keys.SHARED_GPU_RESOURCE}' || r.startsWith('{keys.MIG_RESOURCE_PREFIX}')" in extra
+        f"r == '{keys.GPU_RESOURCE}' || r in [\"{keys.SHARED_GPU_RESOURCE}\"] || r.startsWith('{keys.MIG_RESOURCE_PREFIX}')"
+        in extra
     )
+    renamed = variable(policies({"operator.gpuResources.sharedGpuResources": "{nvidia.com/gpu-ts}"})[FENCE], "extraResources")
+    assert 'r in ["nvidia.com/gpu-ts"]' in renamed

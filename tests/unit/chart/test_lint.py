@@ -9,7 +9,13 @@ from tests.unit.chart.helm import CHART, helm, set_args
     "values",
     [
         {},
-        {"metrics.serviceMonitor.enabled": "true", "agent.powerActuation.enabled": "true", "crds.keep": "false"},
+        {
+            "metrics.serviceMonitor.enabled": "true",
+            "agent.powerActuation.enabled": "true",
+            "agent.namespace": "egpu-agents",
+            "agent.createNamespace": "true",
+            "crds.keep": "false",
+        },
         {"agent.backend": "fake", "agent.fleetProfile": "nodes: []", "agent.nvidia.runtimeClassName": ""},
         {"agent.enabled": "false", "crds.enabled": "false", "tenancy.policy.enabled": "false"},
     ],

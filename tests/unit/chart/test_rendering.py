@@ -4,7 +4,11 @@ from typing import Any
 
 import pytest
 
+from egpu_api import keys
 from tests.unit.chart.helm import AGENT_SA, OPERATOR_SA, find, render
+
+#: Power actuation, which needs the agent in a namespace of its own (test_agent_namespace.py).
+POWER = {"agent.powerActuation.enabled": "true", "agent.namespace": "egpu-agents"}
 
 
 def agent_pod(values: dict[str, str] | None = None) -> dict[str, Any]:
@@ -159,24 +163,44 @@ def test_agent_read_only_by_default_with_every_capability_dropped() -> None:
     container = pod["containers"][0]
     assert "--read-only" in container["args"]
     assert "--backend=nvml" in container["args"]
-    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     assert pod["serviceAccountName"] == AGENT_SA
 
 
-def test_power_actuation_adds_sys_admin_as_root_and_drops_read_only() -> None:
-    pod = agent_pod({"agent.powerActuation.enabled": "true"})
+def test_power_actuation_adds_only_sys_admin_as_root_without_privilege_escalation() -> None:
+    pod = agent_pod(POWER)
     container = pod["containers"][0]
     assert "--read-only" not in container["args"]
-    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
-    # The API server rejects allowPrivilegeEscalation=false together with CAP_SYS_ADMIN.
-    assert "allowPrivilegeEscalation" not in container["securityContext"]
-    assert pod["securityContext"]["runAsUser"] == 0
+    assert container["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        # Spelled as Kubernetes names capabilities: the API server refuses "CAP_SYS_ADMIN" beside
+        # allowPrivilegeEscalation=false (tests/e2e/test_helm_agent_namespace.py shows it admits this).
+        "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+    }
+    assert pod["securityContext"] == {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "privileged" not in str(pod)
+    assert not any(key.startswith("host") for key in pod)
 
 
 def test_an_agent_that_sets_limits_restores_its_own_on_uninstall_and_may_read_only_its_daemonset() -> None:
-    objects = render({"agent.powerActuation.enabled": "true"})
+    objects = render(POWER)
     daemonset = find(objects, "DaemonSet")
     container = daemonset["spec"]["template"]["spec"]["containers"][0]
     assert "--restore-power-on-exit=uninstall" in container["args"]
@@ -184,7 +208,7 @@ def test_an_agent_that_sets_limits_restores_its_own_on_uninstall_and_may_read_on
     role = find(objects, "Role", AGENT_SA)
     assert {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [daemonset["metadata"]["name"]],
             "verbs": ["get"]} in role["rules"]  # fmt: skip
-    never = agent_pod({"agent.powerActuation.enabled": "true", "agent.powerActuation.restoreDefaultsOnExit": "never"})
+    never = agent_pod({**POWER, "agent.powerActuation.restoreDefaultsOnExit": "never"})
     assert "--restore-power-on-exit=never" in never["containers"][0]["args"]
 
 
@@ -233,6 +257,12 @@ def test_service_monitors(enabled: str, count: int) -> None:
     assert services == {"egpu-operator-metrics": 8080, "egpu-operator-node-agent-metrics": 9400}
 
 
+def test_the_operator_monitor_keeps_the_deployments_own_namespace_label() -> None:
+    """The alerts name an InferenceDeployment by its namespace label, which the target's would overwrite."""
+    objects = render({"metrics.serviceMonitor.enabled": "true"})
+    assert find(objects, "ServiceMonitor", "egpu-operator")["spec"]["endpoints"][0]["honorLabels"] is True
+
+
 def test_agent_disabled_leaves_only_the_operator() -> None:
     objects = render({"agent.enabled": "false"})
     kinds = {o["kind"] for o in objects}
@@ -249,6 +279,18 @@ def test_operator_gets_the_failure_safety_settings_and_the_agents_namespace() ->
     assert found["EGPU_OPERATOR_LEASE_TTL_SECONDS"] == "40"
     assert found["EGPU_OPERATOR_DISRUPTION_FRACTION"] == "0.55"
     assert found["EGPU_OPERATOR_AGENT_NAMESPACE"] == "egpu-system"
+    assert found["EGPU_OPERATOR_AGENT_ROLLOUT_GRACE_SECONDS"] == "600"
+
+
+def test_agent_rolls_one_node_at_a_time_and_its_pods_carry_the_label_the_operator_reads() -> None:
+    """The operator tells a restarting agent from a dead one by its pods' component label
+    (``keys.COMPONENT_LABEL``, ``keys.AGENT_COMPONENT``) in the release namespace."""
+    daemonset = find(render(), "DaemonSet")
+    assert daemonset["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    assert daemonset["spec"]["template"]["metadata"]["labels"][keys.COMPONENT_LABEL] == keys.AGENT_COMPONENT
+    assert daemonset["metadata"]["namespace"] == "egpu-system"
+    surged = find(render({"agent.maxSurge": "1", "agent.maxUnavailable": "0"}), "DaemonSet")
+    assert surged["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
 
 
 def test_model_cache_probe_mounts_the_folder_read_only_and_a_declared_rate_is_passed_on() -> None:
@@ -269,7 +311,7 @@ def test_model_cache_probe_mounts_the_folder_read_only_and_a_declared_rate_is_pa
 
 
 def test_pod_resources_are_mounted_read_only_where_the_agent_runs_as_root_on_real_gpus() -> None:
-    pod = agent_pod({"agent.powerActuation.enabled": "true"})
+    pod = agent_pod(POWER)
     container = pod["containers"][0]
     assert "--pod-resources-socket=/var/lib/kubelet/pod-resources/kubelet.sock" in container["args"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "pod-resources")
@@ -282,8 +324,8 @@ def test_pod_resources_are_mounted_read_only_where_the_agent_runs_as_root_on_rea
     "values",
     [
         {},  # read-only, non-root, Pod Security "restricted": no hostPath, and root's socket is out of reach
-        {"agent.powerActuation.enabled": "true", "agent.podResources.enabled": "false"},
-        {"agent.powerActuation.enabled": "true", "agent.backend": "fake"},  # the kubelet does not know fake GPUs
+        {**POWER, "agent.podResources.enabled": "false"},
+        {**POWER, "agent.backend": "fake"},  # the kubelet does not know fake GPUs
     ],
 )
 def test_otherwise_the_agent_is_told_not_to_ask_and_nothing_is_mounted(values: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from egpu_localcluster import cli
 from egpu_localcluster.cli import main, parser
+from egpu_localcluster.cluster import check_name
 
 
 def test_fleet_prints_one_row_per_gpu(capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,6 +84,30 @@ def test_down_of_a_cluster_that_does_not_exist_fails(
     assert main(["down", "--name", "stopped"]) == 1
     assert "found no cluster named 'stopped'" in capsys.readouterr().err
     assert not (tmp_path / "no-such").exists()  # looking does not create its folder
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../../tmp/x", "a/b", "..", ".", "", "Egpu", "egpu_test", "-egpu", "egpu-", "egpu\x1b[31m", "x" * 64, "egpu test"],
+)
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_a_name_that_is_not_a_dns_label_is_refused_before_anything_is_made(
+    command: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clusters = tmp_path / "clusters"
+    monkeypatch.setattr(cli, "CLUSTERS_DIR", clusters)
+    monkeypatch.setattr(cli, "ensure_tools", lambda: pytest.fail("no tools are needed to refuse a name"))
+    assert main([command, f"--name={name}"]) == 1
+    assert capsys.readouterr().err == (
+        f"egpu-localcluster: --name {name!r} is not a valid cluster name: use at most 63 lowercase letters, digits "
+        "and '-', starting and ending with a letter or digit, e.g. egpu-test\n"
+    )
+    assert sorted(tmp_path.rglob("*")) == [], "no folder made, inside or outside the clusters folder"
+
+
+@pytest.mark.parametrize("name", ["egpu", "a", "egpu-test-2", "0", "x" * 63])
+def test_dns_label_names_are_accepted(name: str) -> None:
+    assert check_name(name) == name
 
 
 def test_a_reader_that_leaves_early_gets_no_traceback() -> None:

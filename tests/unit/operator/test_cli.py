@@ -25,6 +25,7 @@ def args(**given: object) -> argparse.Namespace:
                 "maintenance_poll_seconds",
                 "max_parallel_maintenances",
                 "agent_namespace",
+                "shared_gpu_resources",
                 "dra_drivers",
                 "dra_device_class",
                 "lease_ttl_seconds",
@@ -32,6 +33,7 @@ def args(**given: object) -> argparse.Namespace:
                 "probe_interval_seconds",
                 "blind_after_seconds",
                 "disruption_fraction",
+                "agent_rollout_grace_seconds",
                 "leader_election_namespace",
                 "leader_election_lease_name",
                 "leader_election_identity",
@@ -53,9 +55,12 @@ def test_without_flags_or_environment_the_documented_defaults_hold() -> None:
         max_parallel_maintenances=1,
         auto_maintenance=False,
         agent_namespace="egpu-system",
+        shared_gpu_resources=("nvidia.com/gpu.shared",),
         dra_drivers=("gpu.nvidia.com",),
         dra_device_class="gpu.nvidia.com",
-        liveness=LivenessConfig(lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55),
+        liveness=LivenessConfig(
+            lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, disruption_fraction=0.55, rollout_grace_s=600
+        ),
         metrics_port=8080,
     )
 
@@ -68,6 +73,7 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         "EGPU_OPERATOR_MAX_PARALLEL_MAINTENANCES": "3",
         "EGPU_OPERATOR_AUTO_MAINTENANCE": "true",
         "EGPU_OPERATOR_AGENT_NAMESPACE": "gpu-agents",
+        "EGPU_OPERATOR_SHARED_GPU_RESOURCES": "nvidia.com/gpu.shared,nvidia.com/gpu-ts",
         "EGPU_OPERATOR_DRA_DRIVERS": "gpu.nvidia.com, gpu.example.com",
         "EGPU_OPERATOR_DRA_DEVICE_CLASS": "big-gpus",
         "EGPU_OPERATOR_LEASE_TTL_SECONDS": "30",
@@ -75,6 +81,7 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         "EGPU_OPERATOR_PROBE_INTERVAL_SECONDS": "1",
         "EGPU_OPERATOR_BLIND_AFTER_SECONDS": "4",
         "EGPU_OPERATOR_DISRUPTION_FRACTION": "0.5",
+        "EGPU_OPERATOR_AGENT_ROLLOUT_GRACE_SECONDS": "900",
     }
     assert build_config(args(metrics_port=0), environ) == OperatorConfig(
         workers=7,
@@ -83,9 +90,12 @@ def test_every_environment_variable_the_chart_sets_is_read() -> None:
         max_parallel_maintenances=3,
         auto_maintenance=True,
         agent_namespace="gpu-agents",
+        shared_gpu_resources=("nvidia.com/gpu.shared", "nvidia.com/gpu-ts"),
         dra_drivers=("gpu.nvidia.com", "gpu.example.com"),
         dra_device_class="big-gpus",
-        liveness=LivenessConfig(lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5),
+        liveness=LivenessConfig(
+            lease_ttl_s=30, grace_s=10, probe_interval_s=1, blind_after_s=4, disruption_fraction=0.5, rollout_grace_s=900
+        ),
         metrics_port=0,
     )
 

@@ -5,8 +5,19 @@ from typing import Any
 
 import pytest
 
-from egpu_api.maintenance import GPUMaintenanceSpec, GPUMaintenanceStatus
-from egpu_operator.drain import GpuPod, NodeState, Replacement, World, auto_maintenance, decide, record_moves, slot_wait, status
+from egpu_api.maintenance import DEFAULT_DRAIN_TIMEOUT_SECONDS, GPUMaintenanceSpec, GPUMaintenanceStatus
+from egpu_operator.drain import (
+    GpuPod,
+    NodeState,
+    Replacement,
+    World,
+    auto_maintenance,
+    decide,
+    listed,
+    record_moves,
+    slot_wait,
+    status,
+)
 from egpu_operator.facts import ready_by
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -51,8 +62,10 @@ def previous(phase: str, **fields: Any) -> GPUMaintenanceStatus:
         ("Evacuating", World(CORDONED, pods=[REPLICA]), {}, "Evacuating", [], "WaitingForReplacement"),
         ("Evacuating", World(CORDONED, pods=[REPLICA]), {"capacityPolicy": "AllowReducedCapacity"},
          "Evacuating", [], "WaitingForReplacement"),
-        # Unmanaged GPU pods per policy; DaemonSet pods never count.
-        ("Evacuating", World(CORDONED, pods=[UNMANAGED, DAEMON]), {}, "Evacuating", ["batch"], ""),
+        # Unmanaged GPU pods (bare pods, Jobs) are waited for unless evicting them is asked for,
+        # as kubectl drain without --force; DaemonSet pods never count.
+        ("Evacuating", World(CORDONED, pods=[UNMANAGED, DAEMON]), {}, "Evacuating", [], "WaitingForPods"),
+        ("Evacuating", World(CORDONED, pods=[UNMANAGED, DAEMON]), {"unmanagedGpuPods": "Evict"}, "Evacuating", ["batch"], ""),
         ("Evacuating", World(CORDONED, pods=[UNMANAGED]), {"unmanagedGpuPods": "Wait"}, "Evacuating", [], "WaitingForPods"),
         ("Evacuating", World(CORDONED, pods=[GpuPod("ns", "going", terminating=True)]), {}, "Evacuating", [], "WaitingForPods"),
         ("Evacuating", World(CORDONED, pods=[DAEMON]), {}, "Ready", [], ""),
@@ -91,10 +104,89 @@ def test_timeout_fails_and_leaves_the_node_cordoned() -> None:
     assert decision.failure is not None
     reason, message = decision.failure
     assert reason == "DrainTimeout"
-    assert message == "node not drained within 10 s; still on it: ns/llm-0-abc; node left cordoned"
+    assert message == (
+        "node not drained within drainTimeoutSeconds (10 s); still on it: ns/llm-0-abc; node left cordoned: "
+        "move or delete those pods, then set spec.completed=true (or delete this GPUMaintenance)"
+    )
     assert decision.restore is False
     # A Ready node has nothing left to time out.
     assert decide(spec(drainTimeoutSeconds=10), previous("Evacuating"), World(CORDONED), NOW).phase == "Ready"
+
+
+def test_the_drain_timeout_defaults_to_an_hour() -> None:
+    assert spec().drain_timeout_seconds == DEFAULT_DRAIN_TIMEOUT_SECONDS == 3600
+    an_hour_ago = previous("Evacuating", startedAt=(NOW - timedelta(seconds=3599)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert decide(spec(), an_hour_ago, World(CORDONED, pods=[UNMANAGED]), NOW).phase == "Evacuating"
+    past = previous("Evacuating", startedAt=(NOW - timedelta(seconds=3601)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    decision = decide(spec(), past, World(CORDONED, pods=[UNMANAGED]), NOW)
+    assert decision.failure is not None
+    assert decision.failure[0] == "DrainTimeout"
+    assert decision.failure[1].startswith("node not drained within drainTimeoutSeconds (3600 s); still on it: ns/batch;")
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        ([], ""),
+        (["a/1"], "a/1"),
+        ([f"a/{n}" for n in range(5)], "a/0, a/1, a/2, a/3, a/4"),
+        ([f"a/{n}" for n in range(6)], "a/0, a/1, a/2, a/3, a/4 and 1 more"),
+        ([f"a/{n}" for n in range(40)], "a/0, a/1, a/2, a/3, a/4 and 35 more"),
+    ],
+)
+def test_pod_lists_are_bounded(names: list[str], expected: str) -> None:
+    assert listed(names) == expected
+
+
+def test_waited_for_unmanaged_pods_are_named_in_status() -> None:
+    pods = [GpuPod("ns", f"job-{n}") for n in range(7)]
+    decision = decide(spec(), previous("Evacuating"), World(CORDONED, pods=pods), NOW)
+    written = status(decision, previous("Evacuating"), [], 1, {}, [], [], NOW)
+    assert written["unmanagedGpuPods"] == [f"ns/job-{n}" for n in range(7)]
+    assert written["message"] == (
+        "waiting for: ns/job-0, ns/job-1, ns/job-2, ns/job-3, ns/job-4 and 2 more (GPU pods not managed by "
+        "egpu-operator) to finish (unmanagedGpuPods: Wait; set it to Evict to evict them)"
+    )
+    drained = decide(spec(), previous("Evacuating"), World(CORDONED), NOW)
+    assert status(drained, previous("Evacuating"), [], 1, {}, [], [], NOW)["unmanagedGpuPods"] == [], "cleared once gone"
+
+
+@pytest.mark.parametrize(
+    ("others", "tail"),
+    [
+        ((), ""),
+        (("web/nginx",), "; 1 non-GPU pod(s) still run on the node and were not drained: web/nginx "
+                         "(drain them too before powering the node off)"),
+        (tuple(f"web/p{n}" for n in range(8)), "; 8 non-GPU pod(s) still run on the node and were not drained: "
+         "web/p0, web/p1, web/p2, web/p3, web/p4 and 3 more (drain them too before powering the node off)"),
+    ],
+)  # fmt: skip
+def test_ready_lists_the_non_gpu_pods_left(others: tuple[str, ...], tail: str) -> None:
+    decision = decide(spec(), previous("Evacuating"), World(CORDONED, other_pods=others), NOW)
+    written = status(decision, previous("Evacuating"), [], 1, {}, [], [], NOW)
+    assert written["phase"] == "Ready"
+    assert written["message"] == (
+        "no GPU workload left on the node: safe to service the GPUs; set spec.completed=true when done" + tail
+    )
+
+
+@pytest.mark.parametrize(
+    ("phase", "fields"),
+    [
+        # Completed while waiting for a slot (or created so, where the CRD is older than its rule).
+        ("Pending", {}),
+        # Failed before the cordon (the node did not exist), then completed.
+        ("Failed", {"startedAt": None, "nodeWasCordoned": None}),
+    ],
+)
+def test_a_maintenance_that_never_started_does_not_claim_an_evacuation(phase: str, fields: dict[str, Any]) -> None:
+    before = previous(phase, **fields) if phase != "Pending" else GPUMaintenanceStatus()
+    decision = decide(spec(completed=True), before, World(NodeState(unschedulable=True)), NOW)
+    assert (decision.phase, decision.restore, decision.never_started) == ("Completed", False, True)
+    written = status(decision, before, [], 1, {}, [], [], NOW)
+    assert written["message"] == "completed before the drain started: the node was neither cordoned nor drained"
+    kinds = {c["type"]: (c["status"], c["reason"]) for c in written["conditions"]}
+    assert kinds == {"Started": ("False", "NotStarted")}, "no Cordoned or Evacuated claim"
 
 
 def test_status_names_what_it_waits_for_and_refused_evictions() -> None:

@@ -1,10 +1,14 @@
 """One eviction backoff for both controllers, against ``FakeKube``: a refused eviction of a pod is
 asked again after 2, 4, 8 ... 60 s whichever controller asks, and a success starts it over."""
 
+import json
 from typing import Any
 
-from egpu_operator.fakekube import BUDGET_REFUSAL, FakeKube
-from egpu_operator.kube import Evictor
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from egpu_operator.fakekube import BUDGET_REFUSAL, TWO_BUDGETS_REFUSAL, FakeKube
+from egpu_operator.kube import ApiKube, Evictor
 from egpu_operator.workqueue import Backoff
 from tests.unit.operator.cluster import Clock
 
@@ -71,3 +75,43 @@ def test_the_backoff_doubles_to_its_cap_and_forgets() -> None:
     assert [backoff.failed("k") for _ in range(7)] == [2, 4, 8, 16, 32, 60, 60]
     backoff.forget("k")
     assert backoff.failed("k") == 2
+
+
+def test_two_budgets_over_one_pod_are_a_refusal_with_the_same_backoff() -> None:
+    kube, clock = guarded(), Clock()
+    kube.pdbs[("ml", "llm-too")] = {"metadata": {"namespace": "ml", "name": "llm-too"},
+                                    "spec": {"minAvailable": 0, "selector": {"matchLabels": LABELS}}}  # fmt: skip
+    evictor = Evictor(clock)
+    for _ in range(20):  # ten seconds of a controller asking twice a second
+        assert evictor.evict(kube, "ml", "llm-0", "maintenance") == TWO_BUDGETS_REFUSAL
+        clock.now += 0.5
+    assert len(kube.refused_evictions) == 3, "asked at 0, 2 and 6 s: the backoff, not every time"
+
+
+class RefusingCore:
+    """``CoreV1Api`` as far as an eviction goes: answers with ``status`` and ``body``."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status, self.body = status, body
+
+    def create_namespaced_pod_eviction(self, *args: Any, **kwargs: Any) -> None:
+        error = ApiException(status=self.status, reason="Internal Server Error")
+        error.body = self.body
+        raise error
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "refusal"),
+    [
+        (404, "pods \"llm-0\" not found", None),
+        (429, BUDGET_REFUSAL, BUDGET_REFUSAL),
+        (500, "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+         TWO_BUDGETS_REFUSAL),
+        (500, "", "the API server refused the eviction (HTTP 500): Internal Server Error"),
+        (403, "evictions is forbidden", "the API server refused the eviction (HTTP 403): evictions is forbidden"),
+    ],
+)  # fmt: skip
+def test_every_answer_but_404_is_a_refusal_quoting_the_api_server(status: int, message: str, refusal: str | None) -> None:
+    kube = ApiKube.__new__(ApiKube)  # only the eviction path, against a stub of the client
+    kube._core = RefusingCore(status, json.dumps({"message": message}) if message else "")
+    assert kube.evict_pod("ml", "llm-0") == refusal

@@ -130,8 +130,62 @@ def test_a_node_first_seen_without_a_lease_gets_the_grace_too() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"lease_ttl_s": 0}, {"grace_s": -1}, {"disruption_fraction": 0}, {"disruption_fraction": 1.5}, {"blind_after_s": 3}],
+    [
+        {"lease_ttl_s": 0},
+        {"grace_s": -1},
+        {"disruption_fraction": 0},
+        {"disruption_fraction": 1.5},
+        {"blind_after_s": 3},
+        {"rollout_grace_s": -1},
+    ],
 )
 def test_bad_thresholds_are_refused(fields: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         LivenessConfig(**fields)
+
+
+ROLLOUT = LivenessConfig(lease_ttl_s=40, grace_s=20, probe_interval_s=2, blind_after_s=6, rollout_grace_s=300)
+
+
+def judge_n0(world: World, restarts: dict[str, str] | None) -> tuple[Liveness, dict[str, str]]:
+    verdicts = world.beats.judge(NODES, world.visibility, world.now, world.wall, restarts)
+    return verdicts["n0"], dict(verdicts.restarting)
+
+
+@pytest.mark.parametrize(
+    ("silent_s", "restarts", "expected", "held"),
+    [
+        (45, {"n0": "agent pod a is starting"}, Liveness.UNKNOWN, {}),  # within TTL + grace: unknown anyway
+        (70, None, Liveness.DEAD, {}),  # silent past TTL + grace, no sign of a restart: dead as before
+        (70, {"n0": "agent pod a is starting"}, Liveness.UNKNOWN, {"n0": "agent pod a is starting"}),
+        (350, {"n0": "agent pod a is starting"}, Liveness.UNKNOWN, {"n0": "agent pod a is starting"}),
+        (370, {"n0": "agent pod a is starting"}, Liveness.DEAD, {}),  # past TTL + grace + rollout grace: dead
+        (70, {"n1": "agent pod b is starting"}, Liveness.DEAD, {}),  # another node's restart is not n0's
+    ],
+    ids=["before-horizon", "no-restart", "restarting", "restarting-near-bound", "restart-past-bound", "other-node"],
+)
+def test_a_restarting_agent_is_unknown_for_a_bounded_time(
+    silent_s: int, restarts: dict[str, str] | None, expected: Liveness, held: dict[str, str]
+) -> None:
+    world = World()
+    world.beats = Heartbeats(ROLLOUT)
+    world.run(100)
+    world.run(silent_s, agents=set(NODES) - {"n0"})
+    assert judge_n0(world, restarts) == (expected, held)
+
+
+def test_a_restart_needs_clear_sight_too() -> None:
+    """Blind, a restarting node is unknown and not reported as held back: nothing was held."""
+    world = World()
+    world.beats = Heartbeats(ROLLOUT)
+    world.run(100)
+    world.run(70, agents=set(NODES) - {"n0"}, operator=False)
+    assert judge_n0(world, {"n0": "agent pod a is starting"}) == (Liveness.UNKNOWN, {})
+
+
+def test_a_zero_rollout_grace_turns_the_rule_off() -> None:
+    world = World()
+    world.beats = Heartbeats(LivenessConfig(rollout_grace_s=0))
+    world.run(100)
+    world.run(70, agents=set(NODES) - {"n0"})
+    assert judge_n0(world, {"n0": "agent pod a is starting"}) == (Liveness.DEAD, {})

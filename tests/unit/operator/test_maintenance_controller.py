@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from egpu_operator import drain
+from egpu_operator.fakekube import TWO_BUDGETS_REFUSAL
 from tests.unit.operator.cluster import NAMESPACE, Cluster, deployment
 
 NODE = "pi5-rtx4090"
@@ -79,7 +80,7 @@ def test_a_refused_eviction_is_asked_again_after_a_backoff(cluster: Cluster) -> 
             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "batch"}}},
         }
     )
-    cluster.kube.add_maintenance(maintenance())
+    cluster.kube.add_maintenance(maintenance(unmanagedGpuPods="Evict"))
     cluster.step("reseat")
     cluster.step("reseat")
     assert cluster.kube.refused_evictions == [f"{NAMESPACE}/batch"]
@@ -151,3 +152,64 @@ def test_a_spec_stored_under_an_older_schema_fails_in_one_sentence(cluster: Clus
     assert set(status) == {"phase", "message"}
     assert status["message"].startswith("spec cannot be used: 1 validation error for GPUMaintenanceSpec")
     assert "\n" not in status["message"]
+
+
+def plain_pod(name: str, gpus: int = 0, phase: str = "Running", **metadata: Any) -> dict[str, Any]:
+    limits = {"nvidia.com/gpu": str(gpus)} if gpus else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, **metadata},
+        "spec": {"nodeName": NODE, "containers": [{"name": "c", "resources": {"limits": limits}}]},
+        "status": {"phase": phase},
+    }
+
+
+def test_ready_names_the_non_gpu_pods_a_drain_would_still_move(cluster: Cluster) -> None:
+    daemon = [{"kind": "DaemonSet", "name": "node-exporter", "controller": True, "apiVersion": "apps/v1", "uid": "1"}]
+    for pod in (
+        plain_pod("web-1"),
+        plain_pod("web-0"),
+        plain_pod("done", phase="Succeeded"),
+        plain_pod("node-exporter-x", ownerReferences=daemon),
+        plain_pod("kube-proxy-static", annotations={"kubernetes.io/config.mirror": "abc"}),
+    ):
+        cluster.kube.create_pod(pod)
+    cluster.kube.add_maintenance(maintenance())
+    cluster.step("reseat")
+    assert cluster.step("reseat") == "Ready"
+    assert cluster.kube.maintenances["reseat"]["status"]["message"] == (
+        "no GPU workload left on the node: safe to service the GPUs; set spec.completed=true when done; "
+        f"2 non-GPU pod(s) still run on the node and were not drained: {NAMESPACE}/web-0, {NAMESPACE}/web-1 "
+        "(drain them too before powering the node off)"
+    )
+
+
+def test_a_bare_gpu_pod_is_waited_for_by_default_never_evicted(cluster: Cluster) -> None:
+    cluster.kube.create_pod(plain_pod("batch", gpus=1))
+    cluster.kube.add_maintenance(maintenance())
+    for _ in range(3):
+        assert cluster.step("reseat") in ("Cordoned", "Evacuating")
+    assert (NAMESPACE, "batch") in cluster.kube.pods
+    assert not [write for write in cluster.kube.writes if write[0] == "evict"]
+    assert cluster.kube.maintenances["reseat"]["status"]["unmanagedGpuPods"] == [f"{NAMESPACE}/batch"]
+    cluster.kube.delete_pod(NAMESPACE, "batch")  # the job finished
+    assert cluster.step("reseat") == "Ready"
+    assert cluster.kube.maintenances["reseat"]["status"]["unmanagedGpuPods"] == []
+
+
+def test_two_budgets_over_a_pod_are_named_in_status_and_asked_at_the_backoff_pace(cluster: Cluster) -> None:
+    cluster.kube.create_pod(plain_pod("batch", gpus=1, labels={"app": "batch"}))
+    for name in ("batch", "batch-too"):
+        cluster.kube.apply_pdb({"metadata": {"name": name, "namespace": NAMESPACE},
+                                "spec": {"minAvailable": 0, "selector": {"matchLabels": {"app": "batch"}}}})  # fmt: skip
+    cluster.kube.add_maintenance(maintenance(unmanagedGpuPods="Evict"))
+    cluster.step("reseat")
+    for _ in range(20):  # ten seconds of steps twice a second
+        cluster.step("reseat")
+        cluster.clock.now += 0.5
+    assert cluster.kube.refused_evictions == [f"{NAMESPACE}/batch"] * 3, "at 0, 2 and 6 s"
+    status = cluster.kube.maintenances["reseat"]["status"]
+    assert status["message"] == f"waiting for: eviction of {NAMESPACE}/batch refused: {TWO_BUDGETS_REFUSAL}"
+    assert "This pod has more than one PodDisruptionBudget" in status["message"]
+    assert next(c for c in status["conditions"] if c["type"] == "Evacuated")["reason"] == "DisruptionBudget"

@@ -55,3 +55,20 @@ def test_the_nodes_an_owner_holds_limits_on_are_read_from_the_owners_annotation(
         "d": node(None),
     }
     assert power.owned_by(nodes, "ml/llm") == ["a"]
+
+
+@pytest.mark.parametrize("garbage", ['{"GPU-a": -5}', '{"GPU-b": 65.5}', "[180]", '{"GPU-b": "65W"}', "null", "{not json"])
+def test_an_unreadable_request_is_rewritten_keeping_the_other_owners_watts(garbage: str) -> None:
+    status = {"GPU-b": {"requestedWatts": 150, "targetWatts": 150, "appliedWatts": 150, "setByAgentWatts": 150}}
+    annotations = {
+        "egpu-operator.io/power-limit-request": garbage,
+        "egpu-operator.io/power-limit-owners": json.dumps({"GPU-a": "ai/one", "GPU-b": "ai/two"}),
+        "egpu-operator.io/power-limit-status": json.dumps(status),
+    }
+    problem = power.request_problem(annotations)
+    assert problem is not None
+    assert problem.startswith('annotation egpu-operator.io/power-limit-request must be JSON like {"GPU-<uuid>": 200}')
+    values, shares = desired_annotations(annotations, "ai/one", 1, UUIDS, DEFAULTS, 200, None)
+    assert shares == {"GPU-a": 200}
+    assert json.loads(values["egpu-operator.io/power-limit-request"]) == {"GPU-a": 200, "GPU-b": 150}, "ai/two's kept"
+    assert power.request_problem(values) is None

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from egpu_operator import cache as cache_module
+from egpu_operator import facts
 from egpu_operator.placement import MAX_REFUSED_NODES
 from tests.unit.operator.cluster import NAMESPACE, Cluster, deployment
 
@@ -226,3 +227,23 @@ def test_renamed_shared_gpus_are_asked_for_by_their_name(nodes: dict[str, Any]) 
     cluster.reconcile()
     assert "1/1 nodes adequate" not in cluster.condition("Placed")["message"]
     assert "1 no free GPU" in cluster.condition("Placed")["message"]
+
+
+def test_a_shared_gpu_renamed_to_a_name_of_the_clusters_choice_is_counted_once_configured(nodes: dict[str, Any]) -> None:
+    """The device plugin's per-resource ``rename`` may pick any name; --shared-gpu-resources lists them."""
+    node = nodes[PI]
+    del node["status"]["allocatable"]["nvidia.com/gpu"]
+    node["status"]["allocatable"]["nvidia.com/gpu-ts"] = "4"
+    unconfigured = Cluster({PI: node})
+    unconfigured.kube.add_deployment(deployment())
+    unconfigured.reconcile()
+    assert unconfigured.pods_of() == {}, "an unknown extended resource is not a GPU"
+    cluster = Cluster({PI: node})
+    cluster.cache = cache_module.Cache(clock=cluster.clock, shared_gpu_resources=("nvidia.com/gpu.shared", "nvidia.com/gpu-ts"))
+    cluster.kube.add_deployment(deployment(replicas=2))
+    cluster.reconcile()
+    limits = [pod["spec"]["containers"][0]["resources"]["limits"] for pod in cluster.kube.pods.values()]
+    assert limits == [{"nvidia.com/gpu-ts": "1"}] * 2
+    shared = ("nvidia.com/gpu-ts",)
+    assert [facts.gpu_requests(pod, shared) for pod in cluster.kube.pods.values()] == [1, 1]
+    assert [facts.gpu_requests(pod) for pod in cluster.kube.pods.values()] == [0, 0]

@@ -30,6 +30,7 @@ copied on the loop first (``_replicas_snapshot``), never read live from the thre
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -248,10 +249,9 @@ class Operator:
             "leadership lost: exiting so that this replica restarts as a follower",
             extra={"reason": reason, "exit_code": leader.LOST_EXIT_CODE},
         )
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (*logging.getLogger().handlers, sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # nothing may keep this process from exiting
+                stream.flush()
         self.exit(leader.LOST_EXIT_CODE)
 
     # -- loops ---------------------------------------------------------------------------------

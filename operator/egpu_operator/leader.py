@@ -251,7 +251,7 @@ class Elector:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], datetime] = lambda: datetime.now(UTC)
     state: State = State.FOLLOWER
-    renewed_at: float | None = None  # monotonic, after our last successful write of the Lease
+    renewed_at: float | None = None  # monotonic, when our last successful write of the Lease was sent
     _seen: Observation | None = None
     _other: Observation | None = None  # the other release's Lease, while the claim names it
     _refusal: str | None = None
@@ -325,12 +325,14 @@ class Elector:
             return False
         record = self._seen.record
         spec = lease_spec(config, record, self.wall())
+        # Counted from before the request: a follower cannot have seen the renewal any earlier.
+        sent_at = self.clock()
         if record is None:
             written = self.api.create_lease(config.namespace, config.lease_name, spec)
         else:
             written = self.api.update_lease(config.namespace, config.lease_name, spec, record.version)
         if written:
-            self.renewed_at = self.clock()
+            self.renewed_at = sent_at
             if decision.action is not Action.RENEW or self.state is State.FOLLOWER:
                 log.info("Lease acquired", extra=self._extra(reason=decision.reason))
         # A renewal refused as stale (409) proves nothing yet: the next round reads the Lease again.

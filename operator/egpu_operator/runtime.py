@@ -219,13 +219,13 @@ class Operator:
     def stop(self) -> None:
         """On SIGTERM: stop the threads of our own and drop queued reconciles; one already running
         finishes its current API call (each write is whole on its own, and the next start resumes
-        from what the API server holds). The leader hands its Lease back, waiting at most 2 s for
+        from what the API server holds). The leader hands its Lease back, waiting at most 1 s for
         the API server, so a follower takes over at its next look instead of after the Lease expires."""
         self._stopping.set()
         if self.elector is not None:
             releasing = threading.Thread(target=self.elector.release, name="egpu-leader-release", daemon=True)
             releasing.start()
-            releasing.join(timeout=2.0)
+            releasing.join(timeout=1.0)
         if self.node_watch is not None:
             self.node_watch.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)

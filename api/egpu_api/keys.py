@@ -176,3 +176,10 @@ AUTO_MAINTENANCE_LABEL: Final = f"{PREFIX}auto-maintenance"
 POWER_FINALIZER: Final = f"{PREFIX}power-limits"
 #: On a GPUMaintenance that touched its node: the node is given back before it goes.
 MAINTENANCE_FINALIZER: Final = f"{PREFIX}maintenance"
+
+
+#: On the InferenceDeployment CRD (cluster-scoped, shared by every release): ``namespace/name`` of the
+#: leader Lease of the one release that acts in the cluster; another release's operator refuses to act.
+OPERATOR_LEASE_ANNOTATION: Final = f"{PREFIX}operator-lease"
+#: The CRD that carries that claim.
+CLAIM_CRD: Final = f"inferencedeployments.{API_GROUP}"

@@ -4,8 +4,9 @@
   egpu-operator run --kubeconfig k.yaml      # a development cluster
   egpu-operator crds                         # print the CRDs this version expects
 
-One replica at a time (the chart uses a Recreate strategy): kopf runs standalone, without
-peering. Logs are JSON lines; /metrics, /healthz and /readyz are on --metrics-port (default 8080).
+Any number of replicas, one leader: only the replica holding the leader Lease writes (``leader``);
+kopf runs standalone, without peering, in every replica to keep its indexes warm. Logs are JSON
+lines; /metrics, /healthz and /readyz are on --metrics-port (default 8080).
 
 Every setting is a flag whose default comes from an environment variable (the chart sets
 those); this module is the only one that reads them, into one ``OperatorConfig``.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from egpu_api.crd import CRDS, render
 from egpu_operator.config import OperatorConfig
+from egpu_operator.leader import LeaderConfig
 from egpu_operator.liveness import LivenessConfig
 
 
@@ -89,6 +91,26 @@ _LIVENESS_SETTINGS = tuple(
 )  # fmt: skip
 
 
+_LEADER_DEFAULTS = LeaderConfig()
+_LEADER_SETTINGS = tuple(
+    _Setting(field, flag, env, parse, getattr(_LEADER_DEFAULTS, field), text)
+    for field, flag, env, parse, text in (
+        ("namespace", "--leader-election-namespace", "EGPU_OPERATOR_LEADER_ELECTION_NAMESPACE", str,
+         "namespace of the leader Lease (the release namespace)"),
+        ("lease_name", "--leader-election-lease-name", "EGPU_OPERATOR_LEADER_ELECTION_LEASE_NAME", str,
+         "name of the leader Lease"),
+        ("identity", "--leader-election-identity", "EGPU_OPERATOR_LEADER_ELECTION_IDENTITY", str,
+         "holderIdentity of this replica, unique among live replicas (the pod name); empty: <hostname>_<random>"),
+        ("lease_duration_s", "--leader-lease-duration-seconds", "EGPU_OPERATOR_LEADER_LEASE_DURATION_SECONDS", float,
+         "a leader Lease unchanged this long is taken over"),
+        ("renew_deadline_s", "--leader-renew-deadline-seconds", "EGPU_OPERATOR_LEADER_RENEW_DEADLINE_SECONDS", float,
+         "a leader whose last renewal is older than this writes nothing until it renews"),
+        ("retry_period_s", "--leader-retry-period-seconds", "EGPU_OPERATOR_LEADER_RETRY_PERIOD_SECONDS", float,
+         "how often the leader Lease is renewed, or looked at by a follower"),
+    )
+)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="egpu-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -108,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     safety = run.add_argument_group("failure safety (README.md: Failure safety)")
     for setting in _LIVENESS_SETTINGS:
         safety.add_argument(setting.flag, default=None, help=setting.help())
+    election = run.add_argument_group("leader election (docs/helm.md: Two replicas, one leader)")
+    for setting in _LEADER_SETTINGS:
+        election.add_argument(setting.flag, default=None, help=setting.help())
     commands.add_parser("crds", help="print the CustomResourceDefinitions")
     args = parser.parse_args(argv)
 
@@ -141,7 +166,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Operat
     """The settings from flags, else their environment variables, else the defaults; or one
     sentence naming the setting that is wrong."""
     values: dict[str, object] = {}
-    for setting in (*_SETTINGS, *_LIVENESS_SETTINGS):
+    for setting in (*_SETTINGS, *_LIVENESS_SETTINGS, *_LEADER_SETTINGS):
         raw = getattr(args, setting.dest)
         raw = raw if raw is not None else environ.get(setting.env)
         if raw is None:
@@ -156,10 +181,16 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Operat
         liveness_config = LivenessConfig(**liveness)  # type: ignore[arg-type]
     except ValueError as error:
         return f"failure-safety settings: {error}; see egpu-operator run --help"
+    leader = {setting.field: values.pop(setting.field) for setting in _LEADER_SETTINGS if setting.field in values}
+    try:
+        leader_config = LeaderConfig(**leader)  # type: ignore[arg-type]
+    except ValueError as error:
+        return f"{error}; see egpu-operator run --help"
     auto = bool(args.auto_maintenance) or _flag(environ.get("EGPU_OPERATOR_AUTO_MAINTENANCE", "false"))
     try:
         return OperatorConfig(
             liveness=liveness_config,
+            leader=leader_config,
             auto_maintenance=auto,
             metrics_port=args.metrics_port,
             **values,  # type: ignore[arg-type]
@@ -177,7 +208,7 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     from kubernetes import client
 
     from egpu_operator import handlers, metrics
-    from egpu_operator.kube import ApiKube
+    from egpu_operator.kube import ApiKube, ApiLeases
     from egpu_operator.runtime import Operator
     from egpu_runtime import kube, logs
 
@@ -187,7 +218,8 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     except Exception as error:
         print(f"egpu-operator: cannot load Kubernetes credentials: {error}", file=sys.stderr)
         return 4
-    operator = Operator(config, ApiKube(client.ApiClient(configuration)), client.ApiClient(configuration))
+    api = client.ApiClient
+    operator = Operator(config, ApiKube(api(configuration)), api(configuration), ApiLeases(api(configuration)))
     registry = kopf.OperatorRegistry()
     handlers.register(registry, operator)
     metrics.serve_defaults(_version())

@@ -9,6 +9,7 @@ and a setting cannot change under a running operator.
 from dataclasses import dataclass, field
 
 from egpu_api import keys
+from egpu_operator.leader import LeaderConfig
 from egpu_operator.liveness import LivenessConfig
 
 
@@ -40,6 +41,8 @@ class OperatorConfig:
     dra_device_class: str = keys.DRA_GPU_DEVICE_CLASS
     #: How agents are judged alive, unknown or dead (``liveness``).
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    #: Where the leader Lease is and its timing (``leader``): only the replica holding it writes.
+    leader: LeaderConfig = field(default_factory=LeaderConfig)
     #: Port of /metrics, /healthz and /readyz; 0 serves none of them.
     metrics_port: int = 8080
 

@@ -343,3 +343,61 @@ def _ready(pod: Mapping[str, Any]) -> bool:
 
 if TYPE_CHECKING:
     _conforms: Kube = FakeKube()  # mypy checks the fake against the protocol
+
+
+class FakeLeases:
+    """``leader.LeaseApi`` in memory: Leases by (namespace, name) and the cluster claim, with
+    resourceVersion preconditions as the API server checks them. ``fail`` makes every call raise
+    (the API server away); ``crd_installed`` False makes the claim's CRD absent."""
+
+    def __init__(self) -> None:
+        self.leases: dict[Key, dict[str, Any]] = {}
+        self.claim: str | None = None
+        self.crd_installed = True
+        self.fail = False
+        self.writes: list[tuple[str, str]] = []
+        self._versions = itertools.count(1)
+        self._claim_version = "0"
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._check()
+        lease = self.leases.get((namespace, name))
+        return copy.deepcopy(lease) if lease is not None else None
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> bool:
+        self._check()
+        if (namespace, name) in self.leases:
+            return False
+        self.put_lease(namespace, name, spec)
+        self.writes.append(("create", f"{namespace}/{name}"))
+        return True
+
+    def update_lease(self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str) -> bool:
+        self._check()
+        lease = self.leases.get((namespace, name))
+        if lease is None or lease["metadata"]["resourceVersion"] != resource_version:
+            return False
+        self.put_lease(namespace, name, spec)
+        self.writes.append(("update", f"{namespace}/{name}"))
+        return True
+
+    def put_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        """Test helper: a Lease as another replica (or release) wrote it."""
+        metadata = {"name": name, "namespace": namespace, "resourceVersion": str(next(self._versions))}
+        self.leases[(namespace, name)] = {"metadata": metadata, "spec": copy.deepcopy(dict(spec))}
+
+    def get_claim(self) -> tuple[str | None, str] | None:
+        self._check()
+        return (self.claim, self._claim_version) if self.crd_installed else None
+
+    def set_claim(self, value: str, resource_version: str) -> bool:
+        self._check()
+        if not self.crd_installed or resource_version != self._claim_version:
+            return False
+        self.claim, self._claim_version = value, str(next(self._versions))
+        self.writes.append(("claim", value))
+        return True
+
+    def _check(self) -> None:
+        if self.fail:
+            raise ConnectionError("the API server is away")

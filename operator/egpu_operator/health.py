@@ -4,7 +4,9 @@
   the work queues is running; 503 naming what is not. A kubelet restarts an operator whose loop is
   wedged or whose workers died, which ``/metrics`` (served from a thread of its own) never showed.
 - ``/readyz`` (the readiness probe): 200 once the first listings are in (the node watch listed
-  every node and kopf's indexes are captured); before that the operator places nothing.
+  every node and kopf's indexes are captured); before that the operator places nothing. A
+  follower (``leader``) answers 200 too: its indexes are warm, so it can take over at once, and a
+  rolling update that waits for the new pod's readiness goes on while the old pod still leads.
 
 Both answer from a thread of their own and only read what the operator records, so a probe
 never waits on the API server.

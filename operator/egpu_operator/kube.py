@@ -468,6 +468,79 @@ class ApiKube:
             log.warning("could not record event", extra={"reason": reason, "status": error.status})
 
 
+class ApiLeases:
+    """``leader.LeaseApi`` against a real API server: the release's leader Lease and the cluster
+    claim on the InferenceDeployment CRD. Short timeouts: a round must not outlast the renew deadline."""
+
+    TIMEOUT_S = 5.0
+
+    def __init__(self, api_client: Any) -> None:
+        self._leases: Any = client.CoordinationV1Api(api_client)
+        self._crds: Any = client.ApiextensionsV1Api(api_client)
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self._leases.read_namespaced_lease(
+                name, namespace, _preload_content=False, _request_timeout=self.TIMEOUT_S
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(json.loads(response.data))
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> bool:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": dict(spec)}
+        return self._conditional(
+            lambda: self._leases.create_namespaced_lease(namespace, body, _preload_content=False, _request_timeout=self.TIMEOUT_S)
+        )
+
+    def update_lease(self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str) -> bool:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "spec": dict(spec),
+        }
+        return self._conditional(
+            lambda: self._leases.replace_namespaced_lease(
+                name, namespace, body, _preload_content=False, _request_timeout=self.TIMEOUT_S
+            )
+        )
+
+    def get_claim(self) -> tuple[str | None, str] | None:
+        try:
+            response = self._crds.read_custom_resource_definition(
+                keys.CLAIM_CRD, _preload_content=False, _request_timeout=self.TIMEOUT_S
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        metadata = json.loads(response.data)["metadata"]
+        return (metadata.get("annotations") or {}).get(keys.OPERATOR_LEASE_ANNOTATION), str(metadata["resourceVersion"])
+
+    def set_claim(self, value: str, resource_version: str) -> bool:
+        # A resourceVersion in a merge patch is a precondition: two releases cannot both take the claim.
+        patch = {"metadata": {"resourceVersion": resource_version, "annotations": {keys.OPERATOR_LEASE_ANNOTATION: value}}}
+        return self._conditional(
+            lambda: self._crds.patch_custom_resource_definition(
+                keys.CLAIM_CRD, patch, _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=self.TIMEOUT_S
+            )
+        )
+
+    @staticmethod
+    def _conditional(write: Callable[[], Any]) -> bool:
+        """True when written; False on 409 (it exists, or changed since it was read)."""
+        try:
+            _drained(write())
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+
 def _claims(namespace: str) -> dict[str, str]:
     """Where DRA's ResourceClaims of ``namespace`` are, for the client's generic object calls."""
     return {"group": "resource.k8s.io", "version": "v1", "namespace": namespace, "plural": "resourceclaims"}

@@ -62,6 +62,12 @@ AGENT_LIVENESS = Gauge(
     registry=REGISTRY,
 )
 READY = Gauge("egpu_operator_ready", "1 while the operator's /readyz answers 200 (its first listings are in)", registry=REGISTRY)
+LEADER = Gauge("egpu_operator_leader", "1 while this replica holds the leader Lease and acts, else 0", registry=REGISTRY)
+LEADER_CONFLICT = Gauge(
+    "egpu_operator_leader_conflict",
+    "1 while another release's operator holds the cluster and this one refuses to act",
+    registry=REGISTRY,
+)
 API_VISIBLE = Gauge("egpu_operator_api_server_ready", "1 while the API server's /readyz answers", registry=REGISTRY)
 DEPLOYMENT = ["namespace", "name"]
 DESIRED_REPLICAS = Gauge(

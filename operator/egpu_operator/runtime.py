@@ -21,12 +21,19 @@ Why a queue and not a kopf daemon per deployment: at 1,000 nodes and 100 deploym
 per-object bookkeeping for 100 waiting daemons took about 30% of the operator's CPU
 (docs/measurements.md). A queue keeps the work proportional to what changed.
 
+Two replicas, one leader (``leader``): every replica keeps kopf's indexes and the node watch
+warm, but only the one holding the leader Lease runs the workers, and its writes are fenced
+(``leader.Fenced``). A replica that loses the Lease exits, so it restarts as a follower.
+
 Thread safety: kopf changes its indexes on the event loop; what a pool thread reads of them is
 copied on the loop first (``_replicas_snapshot``), never read live from the thread.
 """
 
 import asyncio
+import contextlib
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,13 +43,23 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.maintenance import TERMINAL_PHASES
-from egpu_operator import agentpods, facts, maintenance, metrics, power
+from egpu_operator import agentpods, facts, leader, maintenance, metrics, power
 from egpu_operator.cache import Cache
 from egpu_operator.config import OperatorConfig
 from egpu_operator.health import HealthServer
 from egpu_operator.kube import Kube
 from egpu_operator.liveness import Liveness, Verdicts
-from egpu_operator.metrics import AGENTS, AGENTS_RESTARTING, API_VISIBLE, DISRUPTION, ERRORS, REGISTRY, TRIGGERS
+from egpu_operator.metrics import (
+    AGENTS,
+    AGENTS_RESTARTING,
+    API_VISIBLE,
+    DISRUPTION,
+    ERRORS,
+    LEADER,
+    LEADER_CONFLICT,
+    REGISTRY,
+    TRIGGERS,
+)
 from egpu_operator.nodewatch import NodeWatch
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
@@ -67,10 +84,18 @@ DRA_INDEXES = ("dra_devices_index", "dra_held_index", "replica_claims_index")
 
 class Operator:
     """One running operator. ``kube`` does the writes; ``watch_client`` is a client of its own for
-    the long-running node watch and the API probe."""
+    the long-running node watch and the API probe. With ``leases`` the replica takes part in the
+    leader election and writes only while it leads; without, it acts alone (unit tests)."""
 
-    def __init__(self, config: OperatorConfig, kube: Kube, watch_client: Any) -> None:
+    def __init__(self, config: OperatorConfig, kube: Kube, watch_client: Any, leases: leader.LeaseApi | None = None) -> None:
         self.config, self.kube, self._watch_client = config, kube, watch_client
+        self.elector: leader.Elector | None = None
+        if leases is not None:
+            self.elector = leader.Elector(config.leader.with_identity(), leases, self._on_lead, self._on_lost, self._on_refuse)
+            self.kube = leader.Fenced(kube, self.elector.confirm)
+        self.exit: Callable[[int], None] = os._exit  # on lost leadership; a test replaces it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._election: threading.Thread | None = None
         self.cache = Cache(config.liveness, shared_gpu_resources=config.shared_gpu_resources)
         self.queue = WorkQueue()
         self.maintenance_queue = WorkQueue()
@@ -105,12 +130,16 @@ class Operator:
         if stalled_s > LOOP_STALL_S:
             return f"the event loop has not turned for {stalled_s:.0f} s"
         stopped = sorted(task.get_name() for task in self._loops if task.done())
+        if self._election is not None and not self._election.is_alive() and not self._stopping.is_set():
+            stopped.append(self._election.name)
         if stopped:
             return f"stopped: {', '.join(stopped)}"
         return None
 
     def readiness_problem(self) -> str | None:
-        """None once the first listings are in (/readyz); else which are still awaited."""
+        """None once the first listings are in (/readyz); else which are still awaited. A follower is
+        ready too: its indexes are warm, so it can take over at once (and a rolling update, which
+        waits for the new pod's readiness, goes on while the old pod still leads)."""
         if self.ready:
             return None
         waiting = [
@@ -151,7 +180,7 @@ class Operator:
         return self._indexed.is_set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
 
         def node_changed() -> None:  # from the watch thread
             loop.call_soon_threadsafe(self._nodes_changed.set)
@@ -166,6 +195,19 @@ class Operator:
         self._spawn(self._ready(self.node_watch), "egpu-ready", lasting=False)
         self._last_beat = time.monotonic()
         self._spawn(self._beat(), "egpu-loop-beat")
+        LEADER.set(0)
+        if self.elector is None:
+            self._start_workers()
+        else:
+            election = threading.Thread(target=self.elector.run, args=(self._stopping,), name="egpu-leader-election", daemon=True)
+            self._election = election
+            self._election.start()
+
+    def _start_workers(self) -> None:
+        """What only the leader runs: the reconcile and maintenance workers and what feeds them."""
+        if self.elector is not None:  # a follower's queue may hold keys from before: look at everything once
+            LEADER.set(1)
+            self._spawn(self._enqueue_all_once_indexed("leader"), "egpu-leader-resync", lasting=False)
         for number in range(self.config.workers):
             self._spawn(self._worker(), f"egpu-worker-{number}")
         self._spawn(self._resync(), "egpu-resync")
@@ -178,13 +220,40 @@ class Operator:
     def stop(self) -> None:
         """On SIGTERM: stop the threads of our own and drop queued reconciles; one already running
         finishes its current API call (each write is whole on its own, and the next start resumes
-        from what the API server holds)."""
+        from what the API server holds). The leader hands its Lease back, waiting at most 1 s for
+        the API server, so a follower takes over at its next look instead of after the Lease expires."""
         self._stopping.set()
+        if self.elector is not None:
+            releasing = threading.Thread(target=self.elector.release, name="egpu-leader-release", daemon=True)
+            releasing.start()
+            releasing.join(timeout=1.0)
         if self.node_watch is not None:
             self.node_watch.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for task in self._tasks:
             task.cancel()
+
+    # -- leadership (called from the election thread, or a writer's thread through the fence) ----
+
+    def _on_lead(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_workers)
+
+    def _on_refuse(self, reason: str | None) -> None:
+        LEADER_CONFLICT.set(0 if reason is None else 1)
+
+    def _on_lost(self, reason: str) -> None:
+        """Exit rather than step down: reconciles in flight, queued retries and kopf's state would
+        all have to be unwound; a restarted process is a clean follower with nothing in flight."""
+        LEADER.set(0)
+        log.error(
+            "leadership lost: exiting so that this replica restarts as a follower",
+            extra={"reason": reason, "exit_code": leader.LOST_EXIT_CODE},
+        )
+        for stream in (*logging.getLogger().handlers, sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # nothing may keep this process from exiting
+                stream.flush()
+        self.exit(leader.LOST_EXIT_CODE)
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -213,6 +282,10 @@ class Operator:
         TRIGGERS.labels(source).inc(len(keys_now))
         for key in keys_now:
             self.queue.add(key)
+
+    async def _enqueue_all_once_indexed(self, source: str) -> None:
+        await self._indexed.wait()
+        self._enqueue_all(source)
 
     async def _resync(self) -> None:
         await self._indexed.wait()

@@ -93,8 +93,11 @@ def simulator(kube: Kubectl, fleet: FleetProfile) -> Iterator[FleetSimulator]:
 
 
 def e2e_operator(kubeconfig: Path, log: Path) -> OperatorProcess:
-    """The operator as the suite runs it: resyncing every 3 s, so tests of missed events stay short."""
-    return OperatorProcess(kubeconfig, log, env={"EGPU_OPERATOR_RESYNC_SECONDS": "3"})
+    """The operator as the suite runs it: resyncing every 3 s, so tests of missed events stay short. One
+    leader identity across restarts, as a pod's name: a restarted (even SIGKILLed) operator resumes its
+    own Lease at once instead of waiting for it to expire."""
+    env = {"EGPU_OPERATOR_RESYNC_SECONDS": "3", "EGPU_OPERATOR_LEADER_ELECTION_IDENTITY": "e2e-operator"}
+    return OperatorProcess(kubeconfig, log, env=env)
 
 
 class PodLog:

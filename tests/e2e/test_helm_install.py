@@ -38,7 +38,7 @@ def test_release_is_deployed_with_every_workload_up(cluster: LocalCluster) -> No
     daemonset = kube.get_json("daemonset", "-n", NAMESPACE, f"{RELEASE}-node-agent")
     # Every fleet node carries the NFD label, so every one runs an agent.
     assert daemonset["status"]["numberReady"] == daemonset["status"]["desiredNumberScheduled"] == 8
-    assert kube.get_json("deployment", "-n", NAMESPACE, RELEASE)["status"]["readyReplicas"] == 1
+    assert kube.get_json("deployment", "-n", NAMESPACE, RELEASE)["status"]["readyReplicas"] == 2
     for crd in ("inferencedeployments.egpu-operator.io", "gpumaintenances.egpu-operator.io"):
         assert kube.get_json("crd", crd)["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
 
@@ -62,6 +62,8 @@ def test_admission_policy_compiles_without_warnings(cluster: LocalCluster) -> No
         ("create", "poddisruptionbudgets.policy", "any-namespace"),
         ("patch", "gpumaintenances.egpu-operator.io/status", None),
         ("create", "events", "any-namespace"),
+        ("update", f"leases.coordination.k8s.io/{RELEASE}", NAMESPACE),
+        ("patch", "customresourcedefinitions.apiextensions.k8s.io/inferencedeployments.egpu-operator.io", None),
     ],
 )
 def test_operator_may_do_what_its_code_does(cluster: LocalCluster, verb: str, resource: str, namespace: str | None) -> None:
@@ -79,6 +81,9 @@ def test_operator_may_do_what_its_code_does(cluster: LocalCluster, verb: str, re
         ("update", "pods", "any-namespace"),
         ("get", "configmaps", NAMESPACE),
         ("create", "leases.coordination.k8s.io", NAMESPACE),
+        ("update", "leases.coordination.k8s.io/egpu-node-agent-pi5-rtx4090", NAMESPACE),
+        ("update", f"leases.coordination.k8s.io/{RELEASE}", "kube-system"),
+        ("patch", "customresourcedefinitions.apiextensions.k8s.io/gpumaintenances.egpu-operator.io", None),
         ("delete", "inferencedeployments.egpu-operator.io", "any-namespace"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),

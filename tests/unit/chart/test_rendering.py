@@ -25,14 +25,98 @@ def env(container: dict[str, Any]) -> dict[str, Any]:
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
 
 
-def test_operator_is_one_replica_replaced_not_rolled() -> None:
+def test_operator_is_two_replicas_rolled_with_a_warm_follower() -> None:
     deployment = find(render(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert find(render({"operator.replicas": "3"}), "Deployment")["spec"]["replicas"] == 3
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["egpu-operator"]
     assert container["args"] == ["run", "--metrics-port=8080"]
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_operator_leader_election_settings_come_from_values() -> None:
+    defaults = env(operator_pod()["containers"][0])
+    assert defaults["EGPU_OPERATOR_LEADER_ELECTION_NAMESPACE"] == "egpu-system"
+    assert defaults["EGPU_OPERATOR_LEADER_ELECTION_LEASE_NAME"] == "egpu-operator"
+    assert defaults["EGPU_OPERATOR_LEADER_ELECTION_IDENTITY"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    timing = ("LEASE_DURATION", "RENEW_DEADLINE", "RETRY_PERIOD")
+    assert [defaults[f"EGPU_OPERATOR_LEADER_{name}_SECONDS"] for name in timing] == ["15", "10", "2"]
+    changed = env(operator_pod({"operator.leaderElection.leaseDurationSeconds": "30"})["containers"][0])
+    assert changed["EGPU_OPERATOR_LEADER_LEASE_DURATION_SECONDS"] == "30"
+
+
+OPERATOR_PODS = {
+    "matchLabels": {
+        "app.kubernetes.io/component": "operator",
+        "app.kubernetes.io/instance": "egpu-operator",
+        "app.kubernetes.io/name": "egpu-operator",
+    }
+}
+
+
+def test_operator_pods_prefer_nodes_of_their_own_so_a_one_node_cluster_still_runs_both() -> None:
+    affinity = operator_pod()["affinity"]
+    assert affinity["podAntiAffinity"] == {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": OPERATOR_PODS}}
+        ]
+    }
+    assert "nodeAffinity" in affinity  # the default node preference stays
+    required = operator_pod({"operator.podAntiAffinity": "required"})["affinity"]["podAntiAffinity"]
+    assert required == {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": OPERATOR_PODS}
+        ]
+    }
+    assert "podAntiAffinity" not in operator_pod({"operator.podAntiAffinity": "none"})["affinity"]
+
+
+def test_an_anti_affinity_of_the_users_own_wins() -> None:
+    own = {"operator.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight": "1",
+           "operator.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey":
+               "topology.kubernetes.io/zone"}  # fmt: skip
+    terms = operator_pod(own)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert terms == [{"weight": 1, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone"}}]
+
+
+def test_operator_budget_lets_a_drain_take_one_pod_at_a_time() -> None:
+    budget = find(render(), "PodDisruptionBudget", "egpu-operator")
+    assert budget["metadata"]["namespace"] == "egpu-system"
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": OPERATOR_PODS}
+    assert not [o for o in render({"operator.podDisruptionBudget.enabled": "false"}) if o["kind"] == "PodDisruptionBudget"]
+
+
+def test_operator_may_update_only_its_own_lease_in_the_release_namespace_and_read_and_mark_one_crd() -> None:
+    objects = render()
+    role = find(objects, "Role", "egpu-operator-leader-election")
+    assert role["metadata"]["namespace"] == "egpu-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["egpu-operator"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    lease = find(objects, "Lease", "egpu-operator")  # the chart makes it: the operator needs no "create"
+    assert (lease["metadata"]["namespace"], lease["spec"]) == ("egpu-system", {})
+    binding = find(objects, "RoleBinding", "egpu-operator-leader-election")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": "egpu-system"}]
+    assert binding["roleRef"]["kind"] == "Role"
+    cluster_rules = find(objects, "ClusterRole", "egpu-operator")["rules"]
+    lease_rules = [rule for rule in cluster_rules if "leases" in rule["resources"]]
+    assert lease_rules == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]}]
+    crd_rules = [rule for rule in cluster_rules if rule["apiGroups"] == ["apiextensions.k8s.io"]]
+    assert crd_rules == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": ["inferencedeployments.egpu-operator.io"],
+            "verbs": ["get", "patch"],
+        }
+    ]
 
 
 def test_operator_probes_ask_the_operator_itself_not_its_metrics() -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from egpu_operator.cli import build_config, main
 from egpu_operator.config import OperatorConfig
+from egpu_operator.leader import LeaderConfig
 from egpu_operator.liveness import LivenessConfig
 
 
@@ -33,6 +34,12 @@ def args(**given: object) -> argparse.Namespace:
                 "blind_after_seconds",
                 "disruption_fraction",
                 "agent_rollout_grace_seconds",
+                "leader_election_namespace",
+                "leader_election_lease_name",
+                "leader_election_identity",
+                "leader_lease_duration_seconds",
+                "leader_renew_deadline_seconds",
+                "leader_retry_period_seconds",
             )
         },
     }
@@ -149,3 +156,23 @@ def test_version_and_a_bad_log_level_are_one_line_each(capsys: pytest.CaptureFix
     assert main(["run", "--log-level", "bogus"]) == 2
     error = capsys.readouterr().err
     assert error == "egpu-operator: --log-level 'bogus' is not a log level; use one of debug, info, warning, error, critical\n"
+
+
+def test_leader_election_settings_come_from_flags_or_environment() -> None:
+    environ = {
+        "EGPU_OPERATOR_LEADER_ELECTION_NAMESPACE": "gpu-ops",
+        "EGPU_OPERATOR_LEADER_ELECTION_LEASE_NAME": "egpu-operator",
+        "EGPU_OPERATOR_LEADER_ELECTION_IDENTITY": "egpu-operator-7d9f-abcde",
+        "EGPU_OPERATOR_LEADER_LEASE_DURATION_SECONDS": "6",
+    }
+    config = build_config(args(leader_renew_deadline_seconds="4", leader_retry_period_seconds="1"), environ)
+    assert isinstance(config, OperatorConfig)
+    assert config.leader == LeaderConfig("gpu-ops", "egpu-operator", "egpu-operator-7d9f-abcde", 6.0, 4.0, 1.0)
+
+
+def test_leader_timing_out_of_order_is_one_sentence() -> None:
+    message = build_config(args(leader_renew_deadline_seconds="20"), {})
+    assert message == (
+        "leader election needs 0 < retry period < renew deadline < lease duration (got 2, 20 and 15 s); "
+        "see egpu-operator run --help"
+    )

@@ -1,9 +1,10 @@
-"""The one place the InferenceDeployment controller's writes reach the API server (the API layer).
+"""The one place the controllers' writes reach the API server (the API layer).
 
-``apply`` performs a ``Writes`` in its field order through ``kube`` and records what happened in
-an ``Outcome``: a refused pod, eviction, Service or status is data there, never an exception
-that skips the writes after it. The ``Cache`` hears what it must remember (a refused pod's GPU
-is forgotten at once; a budget written; an Event told once).
+``apply`` (InferenceDeployment) and ``apply_maintenance`` (GPUMaintenance) perform a
+``Writes`` in its field order through ``kube`` and record what happened in an ``Outcome``: a
+refused pod, eviction, Service or status is data there, never an exception that skips the
+writes after it. The ``Cache`` hears what it must remember (a refused pod's GPU is forgotten
+at once; a budget written; an Event told once).
 """
 
 import logging
@@ -12,11 +13,13 @@ from collections.abc import Mapping
 from egpu_api import keys
 from egpu_operator import power
 from egpu_operator.cache import Cache
+from egpu_operator.controllers import gpumaintenance as maintenance
 from egpu_operator.controllers.inferencedeployment import Event, Outcome, PodCreate, Writes
 from egpu_operator.kube import Kube, PodRefused, StatusRefused
 from egpu_operator.placement import PodView
 
 log = logging.getLogger("egpu_operator.reconcile")
+maintenance_log = logging.getLogger("egpu_operator.maintenance")
 
 
 def apply(kube: Kube, cache: Cache, writes: Writes, outcome: Outcome) -> Outcome:
@@ -143,3 +146,41 @@ def _namespace(writes: Writes) -> str:
 
 def _name(writes: Writes) -> str:
     return str(writes.subject["metadata"]["name"])
+
+
+# -- GPUMaintenance ---------------------------------------------------------------------------------
+
+
+def apply_maintenance(kube: Kube, cache: Cache, writes: maintenance.Writes, outcome: maintenance.Outcome) -> maintenance.Outcome:
+    """The finalizer added, the cordon recorded, the node patched, the evictions (an Event for each
+    made), the Events, the status, the finalizer released; refused evictions land in ``outcome``."""
+    if writes.add_finalizer is not None:
+        kube.set_maintenance_finalizers(writes.name, writes.add_finalizer.resource_version, writes.add_finalizer.finalizers)
+    if writes.cordon_record is not None:
+        kube.patch_maintenance_status(writes.name, writes.cordon_record)
+    if writes.node_patch is not None:
+        kube.patch_node(writes.node, writes.node_patch)
+    for eviction in writes.evictions:
+        _evict(kube, cache, writes, eviction, outcome)
+    for event in writes.events:
+        kube.maintenance_event(writes.subject, event.reason, event.message, warning=event.warning)
+    if writes.status is not None:
+        kube.patch_maintenance_status(writes.name, writes.status)
+    if writes.release_finalizer is not None:
+        release = writes.release_finalizer
+        kube.set_maintenance_finalizers(writes.name, release.resource_version, release.finalizers)
+    return outcome
+
+
+def _evict(
+    kube: Kube, cache: Cache, writes: maintenance.Writes, eviction: maintenance.Eviction, outcome: maintenance.Outcome
+) -> None:
+    pod = eviction.pod
+    refusal = cache.evictions.evict(kube, pod.namespace, pod.name, "maintenance")
+    if refusal is not None:
+        outcome.refused[pod.key] = refusal
+        return
+    maintenance_log.info("pod evicted", extra={"maintenance": writes.name, "pod": pod.key, "why": eviction.why})
+    kube.maintenance_event(writes.subject, "Evicted", f"evicted {pod.key}: {eviction.why}")
+    if not eviction.replaced and pod.key not in outcome.evicted:
+        outcome.evicted.append(pod.key)  # unmanaged, or a replica dropped under AllowReducedCapacity

@@ -24,7 +24,7 @@ from egpu_operator.cache import Cache
 from egpu_operator.controllers import applier
 from egpu_operator.controllers import gpumaintenance as controller
 from egpu_operator.kube import Kube
-from egpu_operator.metrics import MAINTENANCES
+from egpu_operator.metrics import DEFAULT, OperatorMetrics
 
 log = logging.getLogger("egpu_operator.maintenance")
 
@@ -41,6 +41,7 @@ def step(
     now: datetime | None = None,
     dra_drivers: Sequence[str] = (keys.DRA_GPU_DRIVER,),
     shared: tuple[str, ...] = keys.SHARED_GPU_RESOURCES,
+    recorder: OperatorMetrics = DEFAULT,
 ) -> str | None:
     """Move one maintenance forward; returns its phase afterwards (None once it is gone).
 
@@ -49,7 +50,7 @@ def step(
     everything = kube.list_maintenances()
     counts = controller.phases(everything)
     for phase in PHASES:
-        MAINTENANCES.labels(phase).set(counts.get(phase, 0))
+        recorder.maintenances.labels(phase).set(counts.get(phase, 0))
     maintenance = next((m for m in everything if m["metadata"]["name"] == name), None)
     if maintenance is None:
         return None

@@ -78,6 +78,7 @@ def reconcile(
     pdb_min_available: int | None = None,
     service_now: Mapping[str, Any] | None = None,
     claims: Iterable[str] = (),
+    recorder: metrics.OperatorMetrics = metrics.DEFAULT,
 ) -> bool:
     """Bring one deployment's pods, power limits, disruption budget and Service toward its spec.
 
@@ -85,19 +86,20 @@ def reconcile(
     its Service as the index shows it (``service.view``; None: none), ``claims`` the names of the
     ResourceClaims the operator made for its DRA replicas. Returns True
     when it should run again after a backoff: an eviction was refused (a PodDisruptionBudget
-    said no) or the API server refused a replica pod (quota, Pod Security, an invalid template)."""
+    said no) or the API server refused a replica pod (quota, Pod Security, an invalid template).
+    ``recorder``: where its metrics go (the process's by default)."""
     now = datetime.now(UTC)
     key = controller.key_of(deployment)
     parsed = controller.parse(deployment)
     if isinstance(parsed, Invalid):
-        return _report_invalid(kube, cache, parsed, now)
+        return _report_invalid(kube, cache, parsed, now, recorder)
     pods_now = list(replica_pods)
     if not cache.caught_up(key, pods_now):
-        metrics.RECONCILES.labels("waiting").inc()
+        recorder.reconciles.labels("waiting").inc()
         return False  # the pod events still on their way will bring it back
     pending = cache.budget_pending(key, controller.wanted_budget(parsed[0]), pdb_min_available)
     view = controller.gather(deployment, parsed, fleet, pods_now, pending, service_now, claims, now)
-    result = _place(cache, view, fleet)
+    result = _place(cache, view, fleet, recorder)
     outcome = applier.apply(kube, cache, controller.decide(view, result), Outcome(after=list(view.pods)))
     if outcome.created or outcome.deleted:
         cache.expect(key, outcome.created, outcome.deleted)
@@ -105,12 +107,12 @@ def reconcile(
     report = controller.decide_report(view, result, outcome)
     applier.apply(kube, cache, report, outcome)
     applier.apply(kube, cache, controller.decide_status_refused(view, outcome), outcome)
-    _observe(cache, view, result, outcome, report)
+    _observe(cache, view, result, outcome, report, recorder)
     # A refusal (pod, eviction, status) is asked again with the work queue's backoff, not at once.
     return outcome.retry or bool(outcome.refusals) or outcome.status_refusal is not None
 
 
-def _observe(cache: Cache, view: View, result: Plan, outcome: Outcome, report: Writes) -> None:
+def _observe(cache: Cache, view: View, result: Plan, outcome: Outcome, report: Writes, recorder: metrics.OperatorMetrics) -> None:
     """The deployment's metrics, and whether it counts as infeasible."""
     stuck = bool(result.unplaced or result.unschedulable or outcome.refusals)
     cache.infeasible(view.key, stuck)
@@ -118,19 +120,19 @@ def _observe(cache: Cache, view: View, result: Plan, outcome: Outcome, report: W
     if report.status is not None:
         placed = report.status["conditions"]
     ok = next((c.get("status") for c in placed if c.get("type") == "Placed"), "False") == "True"
-    metrics.RECONCILES.labels("placed" if ok else "unplaced").inc()
+    recorder.reconciles.labels("placed" if ok else "unplaced").inc()
     ready = (report.status or view.current).get("readyReplicas") or 0
-    metrics.observe_deployment(view.metadata["namespace"], view.metadata["name"], view.spec.replicas, int(ready), stuck)
+    recorder.observe_deployment(view.metadata["namespace"], view.metadata["name"], view.spec.replicas, int(ready), stuck)
 
 
-def _report_invalid(kube: Kube, cache: Cache, invalid: Invalid, now: datetime) -> bool:
+def _report_invalid(kube: Kube, cache: Cache, invalid: Invalid, now: datetime, recorder: metrics.OperatorMetrics) -> bool:
     outcome = applier.apply(kube, cache, controller.decide_invalid(invalid, now), Outcome(after=[]))
     applier.apply(kube, cache, controller.decide_status_refused(invalid, outcome), outcome)
-    metrics.RECONCILES.labels("invalid").inc()
+    recorder.reconciles.labels("invalid").inc()
     return False
 
 
-def _place(cache: Cache, view: View, fleet: Fleet) -> Plan:
+def _place(cache: Cache, view: View, fleet: Fleet, recorder: metrics.OperatorMetrics) -> Plan:
     """One placement decision at a time, against free GPUs and resources less those assumed for pods
     not yet seen; what it chooses for new pods is assumed taken until the usage index counts them.
     Nodes where the scheduler refused this deployment's pods lately are left out (``Cache.scheduler_refusals``)."""
@@ -148,7 +150,7 @@ def _place(cache: Cache, view: View, fleet: Fleet) -> Plan:
             view.demand, view.spec.replicas, list(fleet.facts.values()), free, view.pods, loading, fleet.vram_used,
             requested, refused, refused_lately,
         )  # fmt: skip
-        metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
+        recorder.placement_seconds.observe(time.perf_counter() - started)
         for create in result.creates:
             asks = fit.take(view.demand.requests, create.holds)
             cache.assume(pods.pod_name(view.metadata["name"], create.replica, create.node), create.node, asks)

@@ -12,16 +12,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from egpu_api import keys
 from egpu_api.power import PowerLimitStatus
-from egpu_operator import facts, power, reconcile
+from egpu_operator import facts, metrics, power, reconcile
 from egpu_operator.cache import Cache
 from egpu_operator.controllers import applier
 from egpu_operator.controllers import inferencedeployment as controller
 from egpu_operator.controllers.inferencedeployment import Invalid, Outcome, View
 from egpu_operator.fakekube import FakeKube
 from egpu_operator.liveness import Liveness, Verdicts
+from egpu_operator.metrics import OperatorMetrics
 from egpu_operator.placement import NodeFacts, Plan, PodView, plan
 
 NOW = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
@@ -290,3 +292,17 @@ def test_a_refused_status_is_told_once_and_retried(nodes: dict[str, Any], refusa
         deployment = kube.deployments[(NS, "llm")]
     assert kube.writes.count(("patch", f"inferencedeployment/{NS}/llm/status")) == 2
     assert kube.reasons().count("StatusRefused") == 1
+
+
+def test_the_metrics_go_to_the_recorder_passed_in(nodes: dict[str, Any]) -> None:
+    kube, cache = FakeKube({PI: nodes[PI]}), Cache()
+    deployment = kube.add_deployment(body())
+    recorder = OperatorMetrics(CollectorRegistry())
+    default_before = generate_latest(metrics.REGISTRY).decode()
+    seen_fleet = reconcile.Fleet(cache, kube.nodes, _alive_on(kube), {})
+    reconcile.reconcile(kube, cache, deployment, seen_fleet, [], recorder=recorder)
+    text = generate_latest(recorder.registry).decode()
+    assert f'egpu_operator_deployment_replicas_desired{{name="llm",namespace="{NS}"}} 1.0' in text
+    assert 'egpu_operator_reconciles_total{result="placed"} 1.0' in text
+    assert "egpu_operator_placement_seconds_count 1.0" in text
+    assert generate_latest(metrics.REGISTRY).decode().count(f'namespace="{NS}",') == default_before.count(f'namespace="{NS}",')

@@ -33,6 +33,14 @@ class OperatorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._placement_collectors()
+        self._operator_collectors()
+        self._fleet_collectors()
+        self._readiness_collectors()
+        self._object_collectors()
+
+    def _placement_collectors(self) -> None:
+        """The process, the build, reconciles and placement."""
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         PlatformCollector(registry=self.registry)
         self.build = Info("egpu_operator_build", "Version of the operator", registry=self.registry)
@@ -48,6 +56,9 @@ class OperatorMetrics:
         self.infeasible = Gauge(
             "egpu_operator_infeasible_deployments", "Deployments with replicas that cannot be placed", registry=self.registry
         )
+
+    def _operator_collectors(self) -> None:
+        """The operator process: errors, API requests, work-queue triggers, evictions."""
         self.errors = Counter("egpu_operator_errors", "Errors by kind", ["kind"], registry=self.registry)
         self.api_requests = Counter(
             "egpu_operator_api_requests", "Requests the operator sent to the API server", ["verb"], registry=self.registry
@@ -61,6 +72,9 @@ class OperatorMetrics:
             ["by", "result"],
             registry=self.registry,
         )
+
+    def _fleet_collectors(self) -> None:
+        """Maintenances by phase and the node agents as the operator judges them."""
         self.maintenances = Gauge("egpu_operator_gpu_maintenances", "GPUMaintenances by phase", ["phase"], registry=self.registry)
         self.agents = Gauge(
             "egpu_operator_node_agents",
@@ -84,6 +98,9 @@ class OperatorMetrics:
             ["node", "liveness"],
             registry=self.registry,
         )
+
+    def _readiness_collectors(self) -> None:
+        """Readiness, leadership and the API server as this process sees them."""
         self.ready = Gauge(
             "egpu_operator_ready",
             "1 while the operator's /readyz answers 200 (its first listings are in)",
@@ -100,6 +117,9 @@ class OperatorMetrics:
         self.api_visible = Gauge(
             "egpu_operator_api_server_ready", "1 while the API server's /readyz answers", registry=self.registry
         )
+
+    def _object_collectors(self) -> None:
+        """Per-deployment and per-maintenance series, named by the object."""
         deployment_labels = ["namespace", "name"]
         self.desired_replicas: Gauge = Gauge(
             "egpu_operator_deployment_replicas_desired",

@@ -13,7 +13,7 @@ PodDisruptionBudget still has the last word.
 """
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -219,12 +219,33 @@ def status(
             f"{listed(decision.unmanaged)} (GPU pods not managed by egpu-operator) to finish "
             "(unmanagedGpuPods: Wait; set it to Evict to evict them)"
         )
+    message = _message(decision, waiting)
+
+    def cond(kind: str, ok: bool, reason: str, text: str) -> Condition:
+        return condition(previous_conditions, kind, ok, reason, text, generation, now)
+
+    was_cordoned = decision.status.get("node_was_cordoned", previous.node_was_cordoned)
+    written = GPUMaintenanceStatus(
+        phase=decision.phase,
+        message=message,
+        moved=[MovedReplica.model_validate(entry) for entry in moved],
+        evicted=list(evicted),
+        unmanaged_gpu_pods=decision.unmanaged,
+        observed_generation=generation,
+        conditions=_conditions(decision, message, bool(refused), bool(was_cordoned), cond),
+        **decision.status,
+    )
+    return wire(written)
+
+
+def _message(decision: Decision, waiting: Sequence[str]) -> str:
+    """The status's one line: what the maintenance is at, or waits for."""
     phase = decision.phase
     if decision.failure is not None:
-        message = decision.failure[1]
-    elif phase == "Pending":
-        message = f"waiting to start: {'; '.join(waiting)}" if waiting else "waiting to start"
-    elif phase == "Ready":
+        return decision.failure[1]
+    if phase == "Pending":
+        return f"waiting to start: {'; '.join(waiting)}" if waiting else "waiting to start"
+    if phase == "Ready":
         message = "no GPU workload left on the node: safe to service the GPUs; set spec.completed=true when done"
         if decision.other_pods:
             count = len(decision.other_pods)
@@ -232,22 +253,24 @@ def status(
                 f"; {count} non-GPU pod(s) still run on the node and were not drained: {listed(decision.other_pods)}"
                 " (drain them too before powering the node off)"
             )
-    elif phase == "Completed" and decision.never_started:
-        message = "completed before the drain started: the node was neither cordoned nor drained"
-    elif phase == "Completed":
-        message = "node returned to service"
-    elif phase == "Cordoned":
-        message = "node cordoned; waiting for the cordon to be seen before moving replicas"
-    else:
-        message = f"waiting for: {'; '.join(waiting)}" if waiting else "evicting GPU pods"
+        return message
+    if phase == "Completed" and decision.never_started:
+        return "completed before the drain started: the node was neither cordoned nor drained"
+    if phase == "Completed":
+        return "node returned to service"
+    if phase == "Cordoned":
+        return "node cordoned; waiting for the cordon to be seen before moving replicas"
+    return f"waiting for: {'; '.join(waiting)}" if waiting else "evicting GPU pods"
 
-    def cond(kind: str, ok: bool, reason: str, text: str) -> Condition:
-        return condition(previous_conditions, kind, ok, reason, text, generation, now)
 
+def _conditions(
+    decision: Decision, message: str, refused: bool, was_cordoned: bool, cond: Callable[[str, bool, str, str], Condition]
+) -> list[Condition]:
+    """Started, Cordoned, Evacuated and Failed as the phase has them (``refused``: an eviction was refused)."""
+    phase = decision.phase
     started = phase != "Pending" and not decision.never_started
     not_started_reason = "NotStarted" if decision.never_started else "WaitingForSlot"
     conditions = [cond("Started", started, "Started" if started else not_started_reason, "drain started" if started else message)]
-    was_cordoned = decision.status.get("node_was_cordoned", previous.node_was_cordoned)
     if started and phase != "Completed":
         cordon_note = " (an administrator had cordoned it before; it stays cordoned afterwards)" if was_cordoned else ""
         conditions.append(cond("Cordoned", True, "Cordoned", f"node cordoned{cordon_note}"))
@@ -264,17 +287,7 @@ def status(
         conditions.append(cond("Evacuated", done, reason, "no GPU workload on the node" if done else message))
     if decision.failure is not None:
         conditions.append(cond("Failed", True, decision.failure[0], decision.failure[1]))
-    written = GPUMaintenanceStatus(
-        phase=phase,
-        message=message,
-        moved=[MovedReplica.model_validate(entry) for entry in moved],
-        evicted=list(evicted),
-        unmanaged_gpu_pods=decision.unmanaged,
-        observed_generation=generation,
-        conditions=conditions,
-        **decision.status,
-    )
-    return wire(written)
+    return conditions
 
 
 def record_moves(previous: Sequence[Mapping[str, Any]], world: World) -> list[dict[str, Any]]:

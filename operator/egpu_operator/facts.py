@@ -35,26 +35,8 @@ def node_facts(
     """``liveness``: of the node's agent, as ``egpu_operator.liveness`` judged it from its Lease;
     ``shared``: the names time-sliced or MPS GPUs may be advertised under."""
     metadata = node.get("metadata", {})
-    name = metadata.get("name", "")
     labels: Mapping[str, str] = metadata.get("labels") or {}
-    spec = node.get("spec") or {}
-    allocatable = (node.get("status") or {}).get("allocatable") or {}
-    taints = tuple(
-        (str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
-        for t in spec.get("taints") or []
-        if t.get("effect") in ("NoSchedule", "NoExecute")
-    )
-    common: dict[str, Any] = {
-        "name": name,
-        "taints": taints,
-        "labels": dict(labels),
-        "unschedulable": bool(spec.get("unschedulable")),
-        "maintenance": keys.MAINTENANCE_LABEL in labels,
-        "liveness": liveness,
-        "allocatable": resources(allocatable),
-        **_gpu_resources(allocatable, labels, shared),
-        "gpu_units": _int(labels.get(keys.GPU_COUNT_LABEL)) or 0,
-    }
+    common = _common(node, labels, liveness, shared)
     if labels.get(keys.LABEL_SCHEMA_LABEL) != keys.LABEL_SCHEMA:
         if keys.LABEL_SCHEMA_LABEL in labels:
             return NodeFacts(problem=f"label schema {labels[keys.LABEL_SCHEMA_LABEL]!r} not understood", **common)
@@ -90,6 +72,28 @@ def node_facts(
         power_defaults=defaults,
         **common,
     )
+
+
+def _common(node: Mapping[str, Any], labels: Mapping[str, str], liveness: Liveness, shared: tuple[str, ...]) -> dict[str, Any]:
+    """What every node has, agent or not: name, taints, cordon, resources."""
+    spec = node.get("spec") or {}
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    taints = tuple(
+        (str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+        for t in spec.get("taints") or []
+        if t.get("effect") in ("NoSchedule", "NoExecute")
+    )
+    return {
+        "name": node.get("metadata", {}).get("name", ""),
+        "taints": taints,
+        "labels": dict(labels),
+        "unschedulable": bool(spec.get("unschedulable")),
+        "maintenance": keys.MAINTENANCE_LABEL in labels,
+        "liveness": liveness,
+        "allocatable": resources(allocatable),
+        **_gpu_resources(allocatable, labels, shared),
+        "gpu_units": _int(labels.get(keys.GPU_COUNT_LABEL)) or 0,
+    }
 
 
 def _gpu_resources(allocatable: Mapping[str, Any], labels: Mapping[str, str], shared: tuple[str, ...]) -> dict[str, Any]:

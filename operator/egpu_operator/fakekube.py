@@ -48,6 +48,8 @@ class FakeKube:
         self.refuse_pods: Callable[[Mapping[str, Any]], str | None] = lambda _: None
         #: Given a status patch, why the API server refuses it (None: it is stored).
         self.refuse_status: Callable[[Mapping[str, Any]], str | None] = lambda _: None
+        #: node -> annotations other writers land between a read and a write of ``update_node_annotations``.
+        self.node_races: dict[str, list[Mapping[str, str]]] = {}
         self._versions = itertools.count(1)
 
     # -- test helpers --------------------------------------------------------------------------
@@ -191,6 +193,12 @@ class FakeKube:
     def update_node_annotations(self, node: str, change: Callable[[Mapping[str, str]], Mapping[str, str]]) -> dict[str, str]:
         annotations = self.nodes[node].setdefault("metadata", {}).setdefault("annotations", {})
         wanted = dict(change(dict(annotations)))
+        while self.node_races.get(node):
+            # Another writer got in between the read and the write: the write conflicts (409), and
+            # the read-modify-write starts again from what that writer left, as ApiKube's does.
+            annotations.update(self.node_races[node].pop(0))
+            self.writes.append(("conflict", f"node/{node}"))
+            wanted = dict(change(dict(annotations)))
         if any(annotations.get(key) != value for key, value in wanted.items()):
             self.writes.append(("patch", f"node/{node}"))
             annotations.update(wanted)

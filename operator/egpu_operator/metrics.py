@@ -25,76 +25,174 @@ from prometheus_client import (
 from egpu_api.maintenance import PHASES
 from egpu_runtime import timestamps
 
-REGISTRY = CollectorRegistry()
-ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
-PlatformCollector(registry=REGISTRY)
-BUILD = Info("egpu_operator_build", "Version of the operator", registry=REGISTRY)
-RECONCILES = Counter("egpu_operator_reconciles", "Reconciles of InferenceDeployments", ["result"], registry=REGISTRY)
-PLACEMENT_SECONDS = Histogram(
-    "egpu_operator_placement_seconds",
-    "Time to compute one deployment's placement",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-    registry=REGISTRY,
-)
-INFEASIBLE = Gauge("egpu_operator_infeasible_deployments", "Deployments with replicas that cannot be placed", registry=REGISTRY)
-ERRORS = Counter("egpu_operator_errors", "Errors by kind", ["kind"], registry=REGISTRY)
-API_REQUESTS = Counter("egpu_operator_api_requests", "Requests the operator sent to the API server", ["verb"], registry=REGISTRY)
-TRIGGERS = Counter("egpu_operator_triggers", "Reasons a deployment was put on the work queue", ["source"], registry=REGISTRY)
-EVICTIONS = Counter(
-    "egpu_operator_evictions", "Evictions requested, by who asked and the answer", ["by", "result"], registry=REGISTRY
-)
-MAINTENANCES = Gauge("egpu_operator_gpu_maintenances", "GPUMaintenances by phase", ["phase"], registry=REGISTRY)
-AGENTS = Gauge(
-    "egpu_operator_node_agents", "Node agents by judged liveness (alive, unknown, dead)", ["liveness"], registry=REGISTRY
-)
-AGENTS_RESTARTING = Gauge(
-    "egpu_operator_node_agents_restarting",
-    "Silent node agents held unknown, not dead, because their pod is being replaced or starting",
-    registry=REGISTRY,
-)
-DISRUPTION = Gauge(
-    "egpu_operator_fleet_disruption", "1 while most agents look dead at once and nothing is removed", registry=REGISTRY
-)
-AGENT_LIVENESS = Gauge(
-    "egpu_operator_node_agent_liveness",
-    "1 for the judged liveness (alive, unknown, dead) of a node's agent, 0 for the others",
-    ["node", "liveness"],
-    registry=REGISTRY,
-)
-READY = Gauge("egpu_operator_ready", "1 while the operator's /readyz answers 200 (its first listings are in)", registry=REGISTRY)
-LEADER = Gauge("egpu_operator_leader", "1 while this replica holds the leader Lease and acts, else 0", registry=REGISTRY)
-LEADER_CONFLICT = Gauge(
-    "egpu_operator_leader_conflict",
-    "1 while another release's operator holds the cluster and this one refuses to act",
-    registry=REGISTRY,
-)
-API_VISIBLE = Gauge("egpu_operator_api_server_ready", "1 while the API server's /readyz answers", registry=REGISTRY)
+
+class OperatorMetrics:
+    """Every collector of the operator, on one registry: passed to the controllers, never reached as module state.
+
+    ``DEFAULT`` is the process's instance (its registry is the one /metrics serves); a test makes its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._placement_collectors()
+        self._operator_collectors()
+        self._fleet_collectors()
+        self._readiness_collectors()
+        self._object_collectors()
+
+    def _placement_collectors(self) -> None:
+        """The process, the build, reconciles and placement."""
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=self.registry)
+        self.build = Info("egpu_operator_build", "Version of the operator", registry=self.registry)
+        self.reconciles = Counter(
+            "egpu_operator_reconciles", "Reconciles of InferenceDeployments", ["result"], registry=self.registry
+        )
+        self.placement_seconds = Histogram(
+            "egpu_operator_placement_seconds",
+            "Time to compute one deployment's placement",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self.infeasible = Gauge(
+            "egpu_operator_infeasible_deployments", "Deployments with replicas that cannot be placed", registry=self.registry
+        )
+
+    def _operator_collectors(self) -> None:
+        """The operator process: errors, API requests, work-queue triggers, evictions."""
+        self.errors = Counter("egpu_operator_errors", "Errors by kind", ["kind"], registry=self.registry)
+        self.api_requests = Counter(
+            "egpu_operator_api_requests", "Requests the operator sent to the API server", ["verb"], registry=self.registry
+        )
+        self.triggers = Counter(
+            "egpu_operator_triggers", "Reasons a deployment was put on the work queue", ["source"], registry=self.registry
+        )
+        self.evictions = Counter(
+            "egpu_operator_evictions",
+            "Evictions requested, by who asked and the answer",
+            ["by", "result"],
+            registry=self.registry,
+        )
+
+    def _fleet_collectors(self) -> None:
+        """Maintenances by phase and the node agents as the operator judges them."""
+        self.maintenances = Gauge("egpu_operator_gpu_maintenances", "GPUMaintenances by phase", ["phase"], registry=self.registry)
+        self.agents = Gauge(
+            "egpu_operator_node_agents",
+            "Node agents by judged liveness (alive, unknown, dead)",
+            ["liveness"],
+            registry=self.registry,
+        )
+        self.agents_restarting = Gauge(
+            "egpu_operator_node_agents_restarting",
+            "Silent node agents held unknown, not dead, because their pod is being replaced or starting",
+            registry=self.registry,
+        )
+        self.disruption = Gauge(
+            "egpu_operator_fleet_disruption",
+            "1 while most agents look dead at once and nothing is removed",
+            registry=self.registry,
+        )
+        self.agent_liveness = Gauge(
+            "egpu_operator_node_agent_liveness",
+            "1 for the judged liveness (alive, unknown, dead) of a node's agent, 0 for the others",
+            ["node", "liveness"],
+            registry=self.registry,
+        )
+
+    def _readiness_collectors(self) -> None:
+        """Readiness, leadership and the API server as this process sees them."""
+        self.ready = Gauge(
+            "egpu_operator_ready",
+            "1 while the operator's /readyz answers 200 (its first listings are in)",
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "egpu_operator_leader", "1 while this replica holds the leader Lease and acts, else 0", registry=self.registry
+        )
+        self.leader_conflict = Gauge(
+            "egpu_operator_leader_conflict",
+            "1 while another release's operator holds the cluster and this one refuses to act",
+            registry=self.registry,
+        )
+        self.api_visible = Gauge(
+            "egpu_operator_api_server_ready", "1 while the API server's /readyz answers", registry=self.registry
+        )
+
+    def _object_collectors(self) -> None:
+        """Per-deployment and per-maintenance series, named by the object."""
+        deployment_labels = ["namespace", "name"]
+        self.desired_replicas: Gauge = Gauge(
+            "egpu_operator_deployment_replicas_desired",
+            "spec.replicas of an InferenceDeployment",
+            deployment_labels,
+            registry=self.registry,
+        )
+        self.ready_replicas: Gauge = Gauge(
+            "egpu_operator_deployment_replicas_ready",
+            "Ready replica pods of an InferenceDeployment",
+            deployment_labels,
+            registry=self.registry,
+        )
+        self.deployment_infeasible: Gauge = Gauge(
+            "egpu_operator_deployment_infeasible",
+            "1 while an InferenceDeployment has replicas no node can take (or pods the API server refused), else 0",
+            deployment_labels,
+            registry=self.registry,
+        )
+        maintenance_labels = ["name", "node"]
+        self.maintenance_phase: Gauge = Gauge(
+            "egpu_operator_gpu_maintenance_phase",
+            "1 for the phase a GPUMaintenance is in, 0 for the other phases",
+            [*maintenance_labels, "phase"],
+            registry=self.registry,
+        )
+        self.maintenance_ready_since: Gauge = Gauge(
+            "egpu_operator_gpu_maintenance_ready_timestamp_seconds",
+            "While a GPUMaintenance is Ready (its node cordoned and free of GPU work): its status.readyAt, in Unix seconds",
+            maintenance_labels,
+            registry=self.registry,
+        )
+
+    def observe_deployment(self, namespace: str, name: str, desired: int, ready: int, infeasible: bool) -> None:
+        self.desired_replicas.labels(namespace, name).set(desired)
+        self.ready_replicas.labels(namespace, name).set(ready)
+        self.deployment_infeasible.labels(namespace, name).set(1 if infeasible else 0)
+
+    def forget_deployment(self, namespace: str, name: str) -> None:
+        """A deleted deployment's series go with it."""
+        for gauge in (self.desired_replicas, self.ready_replicas, self.deployment_infeasible):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+
+
+#: The process's metrics, served on /metrics. The module-level names are its collectors, kept for
+#: the modules that still write them directly (runtime, handlers, the API layer).
+DEFAULT = OperatorMetrics()
+REGISTRY = DEFAULT.registry
+BUILD = DEFAULT.build
+RECONCILES = DEFAULT.reconciles
+PLACEMENT_SECONDS = DEFAULT.placement_seconds
+INFEASIBLE = DEFAULT.infeasible
+ERRORS = DEFAULT.errors
+API_REQUESTS = DEFAULT.api_requests
+TRIGGERS = DEFAULT.triggers
+EVICTIONS = DEFAULT.evictions
+MAINTENANCES = DEFAULT.maintenances
+AGENTS = DEFAULT.agents
+AGENTS_RESTARTING = DEFAULT.agents_restarting
+DISRUPTION = DEFAULT.disruption
+AGENT_LIVENESS = DEFAULT.agent_liveness
+READY = DEFAULT.ready
+LEADER = DEFAULT.leader
+LEADER_CONFLICT = DEFAULT.leader_conflict
+API_VISIBLE = DEFAULT.api_visible
+DESIRED_REPLICAS = DEFAULT.desired_replicas
+READY_REPLICAS = DEFAULT.ready_replicas
+DEPLOYMENT_INFEASIBLE = DEFAULT.deployment_infeasible
+MAINTENANCE_PHASE = DEFAULT.maintenance_phase
+MAINTENANCE_READY_SINCE = DEFAULT.maintenance_ready_since
 DEPLOYMENT = ["namespace", "name"]
-DESIRED_REPLICAS = Gauge(
-    "egpu_operator_deployment_replicas_desired", "spec.replicas of an InferenceDeployment", DEPLOYMENT, registry=REGISTRY
-)
-READY_REPLICAS = Gauge(
-    "egpu_operator_deployment_replicas_ready", "Ready replica pods of an InferenceDeployment", DEPLOYMENT, registry=REGISTRY
-)
-DEPLOYMENT_INFEASIBLE = Gauge(
-    "egpu_operator_deployment_infeasible",
-    "1 while an InferenceDeployment has replicas no node can take (or pods the API server refused), else 0",
-    DEPLOYMENT,
-    registry=REGISTRY,
-)
 MAINTENANCE = ["name", "node"]
-MAINTENANCE_PHASE = Gauge(
-    "egpu_operator_gpu_maintenance_phase",
-    "1 for the phase a GPUMaintenance is in, 0 for the other phases",
-    [*MAINTENANCE, "phase"],
-    registry=REGISTRY,
-)
-MAINTENANCE_READY_SINCE = Gauge(
-    "egpu_operator_gpu_maintenance_ready_timestamp_seconds",
-    "While a GPUMaintenance is Ready (its node cordoned and free of GPU work): its status.readyAt, in Unix seconds",
-    MAINTENANCE,
-    registry=REGISTRY,
-)
 
 
 def serve_defaults(version: str) -> None:
@@ -104,16 +202,12 @@ def serve_defaults(version: str) -> None:
 
 
 def observe_deployment(namespace: str, name: str, desired: int, ready: int, infeasible: bool) -> None:
-    DESIRED_REPLICAS.labels(namespace, name).set(desired)
-    READY_REPLICAS.labels(namespace, name).set(ready)
-    DEPLOYMENT_INFEASIBLE.labels(namespace, name).set(1 if infeasible else 0)
+    DEFAULT.observe_deployment(namespace, name, desired, ready, infeasible)
 
 
 def forget_deployment(namespace: str, name: str) -> None:
     """A deleted deployment's series go with it."""
-    for gauge in (DESIRED_REPLICAS, READY_REPLICAS, DEPLOYMENT_INFEASIBLE):
-        with contextlib.suppress(KeyError):
-            gauge.remove(namespace, name)
+    DEFAULT.forget_deployment(namespace, name)
 
 
 def watch_readiness(ready: Callable[[], bool]) -> None:

@@ -366,75 +366,124 @@ def plan(
     nodes refused it lately (``refused_lately``, ten minutes); after that, or with nowhere to go,
     its pod stays pending (the scheduler
     binds it when the node frees up) and the plan says why: never a create-and-delete loop."""
-    result = Plan(considered=len(nodes))
-    loads = Counter(loading or {})
-    by_name = {node.name: node for node in nodes}
-    refused = refused or {}
-    adequate, free = _adequate(nodes, demand, free_gpus, result, vram_used or {}, requested, refused)
-    live = [pod for pod in pods if not pod.terminating]
+    state = _planning(demand, replicas, nodes, free_gpus, pods, loading, vram_used, requested, refused or {}, refused_lately)
     slots: dict[int, list[PodView]] = {}
-    for pod in live:
-        slots.setdefault(pod.replica, []).append(pod)
-    per_node = Counter(pod.node for pod in live if pod.replica < replicas)
-    spread = _Spread(demand, nodes, per_node)
-    taken: Counter[tuple[str, str]] = Counter()  # (node, MIG slice resource or DRA device key) given out by this plan
-    may_move = max(refused_lately, len(refused)) < MAX_REFUSED_NODES
+    for pod in pods:
+        if not pod.terminating:
+            slots.setdefault(pod.replica, []).append(pod)
+    _scale_down(state.result, slots, replicas)
+    for replica in range(replicas):
+        _place_replica(state, replica, slots.get(replica, []))
+    return state.result
 
-    # Scale down: every pod of a slot at or above the desired count goes, highest slot first.
+
+@dataclass
+class _Planning:
+    """What one ``plan`` call carries from replica to replica: the plan so far, and what it has given out."""
+
+    demand: Demand
+    result: Plan
+    by_name: dict[str, NodeFacts]
+    adequate: dict[str, NodeFacts]
+    free: dict[str, int]
+    loads: Counter[str]
+    per_node: Counter[str]
+    spread: "_Spread"
+    requested: Mapping[str, Mapping[str, int]] | None
+    may_move: bool  # a replica the scheduler refused may try another node
+    taken: Counter[tuple[str, str]] = field(default_factory=Counter)  # (node, MIG slice or DRA device key) given out
+
+
+def _planning(
+    demand: Demand,
+    replicas: int,
+    nodes: Sequence[NodeFacts],
+    free_gpus: Mapping[str, int],
+    pods: Sequence[PodView],
+    loading: Mapping[str, int] | None,
+    vram_used: Mapping[str, int] | None,
+    requested: Mapping[str, Mapping[str, int]] | None,
+    refused: Mapping[str, str],
+    refused_lately: int,
+) -> _Planning:
+    result = Plan(considered=len(nodes))
+    adequate, free = _adequate(nodes, demand, free_gpus, result, vram_used or {}, requested, refused)
+    per_node = Counter(pod.node for pod in pods if not pod.terminating and pod.replica < replicas)
+    return _Planning(
+        demand, result, {node.name: node for node in nodes}, adequate, free, Counter(loading or {}), per_node,
+        _Spread(demand, nodes, per_node), requested, max(refused_lately, len(refused)) < MAX_REFUSED_NODES,
+    )  # fmt: skip
+
+
+def _scale_down(result: Plan, slots: Mapping[int, list[PodView]], replicas: int) -> None:
+    """Every pod of a slot at or above the desired count goes, highest slot first."""
     for replica in sorted((r for r in slots if r >= replicas), reverse=True):
         result.deletes += [pod.name for pod in slots[replica]]
         result.why |= {pod.name: "scale down" for pod in slots[replica]}
 
-    for replica in range(replicas):
-        current = slots.get(replica, [])
-        held = [pod for pod in current if pod.gated]
-        if held:
-            result.gated += 1  # the template's schedulingGates hold it; whoever set them lifts them
-            continue
-        pending = [pod for pod in current if pod.unschedulable]
-        current = [pod for pod in current if not pod.unschedulable]
-        good = [pod for pod in current if pod.node in adequate or (pod.node in by_name and holds(by_name[pod.node], demand))]
-        if good:
-            # Settled, or a surge finished: keep one pod, drop the rest once it is Ready. An adequate
-            # node beats one that merely holds its pod (a surge away from it is under way).
-            keeper = max(good, key=lambda pod: (pod.node in adequate, pod.ready, -demand.load_seconds(by_name[pod.node])))
-            _drop(result, per_node, pending, f"refused by the scheduler; {keeper.name} serves")
-            if keeper.ready:
-                extra = [pod.name for pod in current if pod is not keeper]
-                result.evictions += extra
-                result.why |= dict.fromkeys(extra, f"replaced by {keeper.name}")
-            continue
-        for pod in current:
-            why = removal_now(by_name.get(pod.node), pod.node)
-            if why is not None:
-                _drop(result, per_node, [pod], why)
-        target = _best(adequate, free, per_node, demand, loads, spread) if may_move or not pending else None
-        if pending and (target is None or target is WAIT):
-            # Nowhere else to go: the pod stays pending where it is, and the scheduler's words say why.
-            result.unschedulable.append(f"replica {replica}: {pending[0].scheduler_message or 'unschedulable'}")
-            continue
-        _drop(result, per_node, pending, "refused by the scheduler")
-        if target is WAIT:
-            result.waiting += 1
-            continue
-        if target is None:
-            if any(pod.name not in result.deletes for pod in current):
-                result.stranded += 1
-            else:
-                result.unplaced += 1
-            continue
-        free[target.name] -= 1
-        per_node[target.name] += 1
-        spread.add(target)
-        load = demand.estimate(target, loads[target.name])
-        loads[target.name] += 1
-        used = (requested or {}).get(target.name) or {}
-        device = _device(target, demand, used, taken) if demand.dra else None
-        resource = "" if demand.dra else _gpu_resource(target, demand, used, taken)
-        result.creates.append(
-            Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib, resource, device)
-        )
-    return result
+
+def _place_replica(state: _Planning, replica: int, current: list[PodView]) -> None:
+    """One replica slot: held by its gates, settled (surplus evicted once the keeper is Ready), or placed anew."""
+    result, demand, by_name = state.result, state.demand, state.by_name
+    if any(pod.gated for pod in current):
+        result.gated += 1  # the template's schedulingGates hold it; whoever set them lifts them
+        return
+    pending = [pod for pod in current if pod.unschedulable]
+    current = [pod for pod in current if not pod.unschedulable]
+    good = [pod for pod in current if pod.node in state.adequate or (pod.node in by_name and holds(by_name[pod.node], demand))]
+    if good:
+        # Settled, or a surge finished: keep one pod, drop the rest once it is Ready. An adequate
+        # node beats one that merely holds its pod (a surge away from it is under way).
+        keeper = max(good, key=lambda pod: (pod.node in state.adequate, pod.ready, -demand.load_seconds(by_name[pod.node])))
+        _drop(result, state.per_node, pending, f"refused by the scheduler; {keeper.name} serves")
+        if keeper.ready:
+            extra = [pod.name for pod in current if pod is not keeper]
+            result.evictions += extra
+            result.why |= dict.fromkeys(extra, f"replaced by {keeper.name}")
+        return
+    for pod in current:
+        why = removal_now(by_name.get(pod.node), pod.node)
+        if why is not None:
+            _drop(result, state.per_node, [pod], why)
+    _move(state, replica, current, pending)
+
+
+def _move(state: _Planning, replica: int, current: list[PodView], pending: list[PodView]) -> None:
+    """A replica with no good pod: a new one on the best adequate node, or why there is none."""
+    result = state.result
+    target = None
+    if state.may_move or not pending:
+        target = _best(state.adequate, state.free, state.per_node, state.demand, state.loads, state.spread)
+    if pending and (target is None or target is WAIT):
+        # Nowhere else to go: the pod stays pending where it is, and the scheduler's words say why.
+        result.unschedulable.append(f"replica {replica}: {pending[0].scheduler_message or 'unschedulable'}")
+        return
+    _drop(result, state.per_node, pending, "refused by the scheduler")
+    if target is WAIT:
+        result.waiting += 1
+    elif target is None:
+        if any(pod.name not in result.deletes for pod in current):
+            result.stranded += 1
+        else:
+            result.unplaced += 1
+    else:
+        _create(state, replica, target)
+
+
+def _create(state: _Planning, replica: int, target: NodeFacts) -> None:
+    """A new replica on ``target``, taken from what this plan still has to give out there."""
+    demand = state.demand
+    state.free[target.name] -= 1
+    state.per_node[target.name] += 1
+    state.spread.add(target)
+    load = demand.estimate(target, state.loads[target.name])
+    state.loads[target.name] += 1
+    used = (state.requested or {}).get(target.name) or {}
+    device = _device(target, demand, used, state.taken) if demand.dra else None
+    resource = "" if demand.dra else _gpu_resource(target, demand, used, state.taken)
+    state.result.creates.append(
+        Create(replica, target.name, load.seconds, str(load.bottleneck or ""), demand.vram_mib, resource, device)
+    )
 
 
 #: Nodes that refused one deployment's replicas, within their backoff, past which a refused replica

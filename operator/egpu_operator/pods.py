@@ -13,10 +13,11 @@ fixed initial delays kill big models on slow links.
 import copy
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from egpu_api import keys
+from egpu_api.inference import InferenceDeploymentSpec
 
 LOAD_ESTIMATE_ANNOTATION = keys.ESTIMATED_LOAD_ANNOTATION
 STARTUP_MARGIN_S = 60
@@ -136,10 +137,42 @@ def replica_pod(
     gpu_resource: str = keys.GPU_RESOURCE,
     dra: bool = False,
 ) -> dict[str, Any]:
-    """``dra``: the GPU comes through a ResourceClaim named as the pod (``resource_claim``), not ``gpu_resource``."""
-    metadata = deployment["metadata"]
+    """``dra``: the GPU comes through a ResourceClaim named as the pod (``resource_claim``), not ``gpu_resource``.
+
+    The door for a deployment as a plain dict (tooling, tests); the controller uses ``replica_pod_of``."""
     spec = deployment["spec"]
-    template = spec.get("template") or {}
+    tolerations = (spec.get("placement") or {}).get("tolerations") or []
+    return _replica_pod(
+        deployment["metadata"], spec.get("template") or {}, tolerations, replica, node, load_seconds, vram_mib, gpu_resource, dra
+    )
+
+
+def replica_pod_of(
+    metadata: Mapping[str, Any],
+    spec: InferenceDeploymentSpec,
+    replica: int,
+    node: str,
+    load_seconds: float,
+    vram_mib: int | None = None,
+    gpu_resource: str = keys.GPU_RESOURCE,
+    dra: bool = False,
+) -> dict[str, Any]:
+    """``replica_pod`` from the typed spec."""
+    tolerations = spec.placement.tolerations
+    return _replica_pod(metadata, spec.template, tolerations, replica, node, load_seconds, vram_mib, gpu_resource, dra)
+
+
+def _replica_pod(
+    metadata: Mapping[str, Any],
+    template: Mapping[str, Any],
+    tolerations: Sequence[Mapping[str, Any]],
+    replica: int,
+    node: str,
+    load_seconds: float,
+    vram_mib: int | None,
+    gpu_resource: str,
+    dra: bool,
+) -> dict[str, Any]:
     pod_spec = replica_spec(template, None if dra else gpu_resource)
     if dra:
         with_claim(pod_spec, pod_name(metadata["name"], replica, node))
@@ -151,9 +184,8 @@ def replica_pod(
         if probe is not None:
             probe["failureThreshold"] = startup_failure_threshold(load_seconds, int(probe.get("periodSeconds", 10)))
     pod_spec["affinity"] = pinned(pod_spec.get("affinity"), node)
-    tolerations = (spec.get("placement") or {}).get("tolerations") or []
     if tolerations:
-        pod_spec["tolerations"] = [*(pod_spec.get("tolerations") or []), *tolerations]
+        pod_spec["tolerations"] = [*(pod_spec.get("tolerations") or []), *copy.deepcopy(list(tolerations))]
 
     return {
         "apiVersion": "v1",

@@ -19,6 +19,7 @@ on a MIG slice, a vGPU or a time-sliced share it would cap every other tenant on
 import json
 import math
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from egpu_api import keys
@@ -159,3 +160,60 @@ def desired_annotations(
         OWNERS_ANNOTATION: json.dumps(owners, sort_keys=True, separators=(",", ":")),
     }
     return values, shares
+
+
+@dataclass(frozen=True)
+class PowerWant:
+    """What one deployment (``owner``) wants of one node's power limits: its replicas there, the limit.
+
+    The controller decides this; ``node_decision`` merges it with the node's annotations as they
+    are when written (other owners write the same annotations, so the merge is redone on each
+    read of a read-modify-write, never against a view that may be a moment old)."""
+
+    node: str
+    owner: str  # namespace/name
+    namespace: str
+    pods: tuple[str, ...]  # the replicas on the node, lowest replica first
+    whole: bool  # each GPU unit is one whole physical GPU (see ``whole_gpus``); else no limit by count
+    gpu_uuids: tuple[str, ...]
+    power_defaults: tuple[int, ...]
+    limit_watts: int | None
+    fraction: float | None
+
+
+@dataclass(frozen=True)
+class PowerDecision:
+    """A ``PowerWant`` merged with a node's annotations: the values to write, this owner's GPU -> watts,
+    which GPU each pod got where the node says (None: by count), and annotations that were unreadable."""
+
+    values: dict[str, str]
+    shares: dict[str, int]
+    assigned: dict[str, tuple[str, ...]] | None
+    problems: tuple[str, ...]
+
+    def pod_limits(self, want: PowerWant) -> dict[str, tuple[str, int]]:
+        return pod_limits(want.pods, self.shares, want.gpu_uuids, self.assigned)
+
+    def waiting(self, want: PowerWant) -> set[str]:
+        """Pods with a limit to get whose GPU the agent has not reported yet."""
+        if self.assigned is None or not want.whole or not (want.limit_watts or want.fraction):
+            return set()
+        return {pod for pod, gpus in self.assigned.items() if not gpus}
+
+
+def node_decision(want: PowerWant, annotations: Mapping[str, str]) -> PowerDecision:
+    """The annotations ``want`` leads to on a node that holds ``annotations`` now."""
+    problems = (parse_owners(annotations.get(OWNERS_ANNOTATION))[1], request_problem(annotations))
+    assigned = assigned_gpus(annotations, want.namespace, want.pods, want.gpu_uuids)
+    exact = None if assigned is None else {uuid for gpus in assigned.values() for uuid in gpus} if want.whole else set()
+    count = len(want.pods) if want.whole else 0
+    values, shares = desired_annotations(
+        annotations, want.owner, count, want.gpu_uuids, want.power_defaults, want.limit_watts, want.fraction, exact
+    )
+    return PowerDecision(values, shares, assigned, tuple(problem for problem in problems if problem))
+
+
+def release(owner: str, annotations: Mapping[str, str]) -> dict[str, str]:
+    """The annotations with every limit ``owner`` requested dropped (its deployment is being deleted)."""
+    values, _ = desired_annotations(annotations, owner, 0, (), (), None, None)
+    return values

@@ -10,7 +10,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 from egpu_api import keys
-from egpu_api.inference import ApiModel, Condition, InferenceDeploymentStatus, PowerStatus, ReplicaPlacement
+from egpu_api.inference import (
+    ApiModel,
+    Condition,
+    InferenceDeploymentSpec,
+    InferenceDeploymentStatus,
+    PowerStatus,
+    ReplicaPlacement,
+)
 from egpu_api.power import PowerLimitStatus
 from egpu_operator.placement import Demand, NodeFacts, Plan, PodView
 from egpu_operator.power import whole_gpus
@@ -34,7 +41,9 @@ def condition(
 
 
 def build(
-    deployment: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    current: Mapping[str, Any],  # the status as it stands
+    spec: InferenceDeploymentSpec,
     demand: Demand,
     result: Plan,
     pods: Sequence[PodView],
@@ -45,13 +54,12 @@ def build(
     refusals: Sequence[str] = (),  # the API server's reasons for replica pods it refused just now
     power_waiting: Collection[str] = (),  # pods whose GPU the node agent has not reported yet
 ) -> dict[str, Any]:
-    metadata, spec = deployment["metadata"], deployment["spec"]
-    previous = (deployment.get("status") or {}).get("conditions") or []
+    previous = current.get("conditions") or []
     generation = int(metadata.get("generation", 0))
-    desired = int(spec.get("replicas", 1))
+    desired = spec.replicas
     live = sorted((pod for pod in pods if not pod.terminating), key=lambda pod: (pod.replica, pod.name))
 
-    wants_power = (spec.get("power") or None) is not None
+    wants_power = spec.power is not None
     placements = [
         _placement(pod, nodes.get(pod.node), demand, wants_power, power, power_status, pod.name in power_waiting) for pod in live
     ]

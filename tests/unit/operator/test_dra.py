@@ -8,10 +8,11 @@ import pytest
 
 from egpu_api import keys
 from egpu_api.fleet import load_fleet
+from egpu_api.inference import InferenceDeploymentSpec
 from egpu_localcluster.nodes import resource_slice
 from egpu_operator import facts
+from egpu_operator.controllers.inferencedeployment import pod_writes, stale_claims
 from egpu_operator.placement import DRA_HOLD, Create, Device, Plan, PodView
-from egpu_operator.reconcile import pod_writes, stale_claims
 from tests.unit.operator.cluster import NAMESPACE, Cluster, deployment
 
 PI = "pi5-rtx4090"
@@ -189,7 +190,9 @@ def test_stale_claims_are_those_without_a_pod_and_not_about_to_be_made() -> None
     assert stale_claims(["llm-0-aaaaa", "llm-1-bbbbb"], pods) == ["llm-1-bbbbb"], "a terminating pod keeps its claim"
     device = Device("gpu.nvidia.com", "n1", "gpu-0", "GPU-1", 24564)
     body = deployment(placement=DRA) | {"metadata": {"name": "llm", "namespace": NAMESPACE, "uid": "u"}}
-    writes = pod_writes(body, Plan(creates=[Create(1, "n1", 10.0, device=device)]), "gpu.nvidia.com", ["llm-1-bbbbb"])
+    spec = InferenceDeploymentSpec.model_validate(body["spec"])
+    made = Plan(creates=[Create(1, "n1", 10.0, device=device)])
+    writes = pod_writes(body["metadata"], spec, made, "gpu.nvidia.com", ["llm-1-bbbbb"])
     (pod_name,) = writes.claims
     assert writes.claim_deletes == ([] if pod_name == "llm-1-bbbbb" else ["llm-1-bbbbb"])
 

@@ -7,9 +7,10 @@ import pytest
 from egpu_api import keys
 from egpu_api.inference import InferenceDeploymentSpec
 from egpu_operator import pods
+from egpu_operator.controllers.inferencedeployment import pod_writes
 from egpu_operator.liveness import Liveness
 from egpu_operator.placement import Demand, plan
-from egpu_operator.reconcile import POWER_FINALIZER, pod_writes
+from egpu_operator.reconcile import POWER_FINALIZER
 from tests.unit.operator.cluster import NAMESPACE, Cluster, deployment
 
 
@@ -170,7 +171,7 @@ def test_the_pod_writes_are_decided_before_any_is_made(cluster: Cluster) -> None
     fleet = cluster.fleet()
     demand = Demand.of_spec(InferenceDeploymentSpec.model_validate(body["spec"]))
     decided = plan(demand, 2, list(fleet.facts.values()), fleet.free, [])
-    writes = pod_writes(body, decided)
-    assert [manifest["metadata"]["labels"][keys.REPLICA_LABEL] for _, manifest in writes.creates] == ["0", "1"]
+    writes = pod_writes(body["metadata"], InferenceDeploymentSpec.model_validate(body["spec"]), decided)
+    assert [made.manifest["metadata"]["labels"][keys.REPLICA_LABEL] for made in writes.creates] == ["0", "1"]
     assert (writes.deletes, writes.evictions) == ([], [])
     assert cluster.kube.writes == []

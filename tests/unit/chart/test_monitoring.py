@@ -24,7 +24,8 @@ from tests.unit.chart.helm import REPO, find, render
 
 ENABLED = {"metrics.prometheusRule.enabled": "true", "metrics.grafanaDashboard.enabled": "true"}
 ALERTS = {"EgpuGpuLost", "EgpuPcieLinkDowntrained", "EgpuPowerLimitNotApplied", "EgpuOperatorAbsent",
-          "EgpuOperatorNotReady", "EgpuOperatorNoLeader", "EgpuOperatorConflict", "EgpuFleetDisruption", "EgpuNodeAgentDead", "EgpuDeploymentUnplaceable",
+          "EgpuOperatorNotReady", "EgpuOperatorNoLeader", "EgpuOperatorConflict", "EgpuFleetDisruption", "EgpuNodeAgentDead",
+          "EgpuDeploymentUnplaceable",
           "EgpuDeploymentReplicasNotReady", "EgpuMaintenanceStuck", "EgpuMaintenanceFailed",
           "EgpuMaintenanceReadyTooLong"}  # fmt: skip
 #: Dashboard variables, as Grafana would expand them for "All".

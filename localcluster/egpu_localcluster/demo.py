@@ -16,6 +16,7 @@ from egpu_localcluster.demo_maintenance import show_maintenance
 from egpu_localcluster.kubectl import Kubectl, KubectlError
 from egpu_localcluster.operator_process import free_port, install_crds, operator_command, wait_ready
 from egpu_localcluster.table import render
+from egpu_operator.explain import explain
 
 AGENT_NAMESPACE = "egpu-system"
 P = keys.PREFIX
@@ -98,10 +99,10 @@ def show(cluster: LocalCluster, fleet: FleetProfile) -> None:
     print(placement_table(deployments))
     nodes = kubectl.get_json("nodes")["items"]
     leases = kubectl.get_json("leases", "-n", AGENT_NAMESPACE)["items"]
-    used = gpus_in_use(kubectl.get_json("pods", "--all-namespaces")["items"])
+    pods = kubectl.get_json("pods", "--all-namespaces")["items"]
     for item in deployments:
         print(f"\n== {item['metadata']['name']}: why not elsewhere ==")
-        print(verdict_table(item, nodes, leases, used))
+        print(verdict_table(item, nodes, leases, pods))
     show_maintenance(kubectl)
 
 
@@ -127,20 +128,6 @@ def wait_for_placement(kubectl: Kubectl, names: list[str], timeout_s: float = 90
         if time.monotonic() > deadline:
             raise KubectlError(f"deployments not settled within {timeout_s:.0f} s; see operator.log in the cluster folder")
         time.sleep(0.5)
-
-
-def gpus_in_use(pods: list[dict[str, Any]]) -> dict[str, int]:
-    """node -> GPUs its bound pods hold (limits, as the device plugin counts them)."""
-    used: dict[str, int] = {}
-    for pod in pods:
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        for container in pod["spec"].get("containers", []):
-            gpus = int(((container.get("resources") or {}).get("limits") or {}).get(keys.GPU_RESOURCE, 0))
-            node_name = pod["spec"].get("nodeName")
-            if gpus and node_name:
-                used[node_name] = used.get(node_name, 0) + gpus
-    return used
 
 
 def placement_table(deployments: list[dict[str, Any]]) -> str:
@@ -169,40 +156,17 @@ def placement_table(deployments: list[dict[str, Any]]) -> str:
     return render(("DEPLOYMENT", "REPLICA", "NODE", "LINK", "MB/s", "EST. LOAD", "POWER W REQ/APPLIED", "READY"), rows)
 
 
-def verdict_table(item: dict[str, Any], nodes: list[dict[str, Any]], leases: list[dict[str, Any]], used: dict[str, int]) -> str:
-    """Each node's verdict for one deployment, with the reason the operator's placement gives."""
-    from egpu_api.inference import InferenceDeploymentSpec
-    from egpu_operator.facts import lease_time, node_facts
-    from egpu_operator.liveness import Liveness, LivenessConfig
-    from egpu_operator.placement import Demand, rejection
-
-    demand = Demand.of_spec(InferenceDeploymentSpec.model_validate(item["spec"]))
-    beats = {lease["metadata"]["name"].removeprefix(keys.AGENT_LEASE_PREFIX): lease_time(lease) for lease in leases}
-    chosen = {p["node"]: p["replica"] for p in (item.get("status") or {}).get("placements") or []}
-    now = datetime.now(UTC)
-    ttl_s = LivenessConfig().lease_ttl_s
-    rows = []
-    for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
-        # One snapshot cannot prove an agent dead (the operator watches for that); fresh or not sure.
-        renewed = beats.get(node["metadata"]["name"])
-        fresh = renewed is not None and (now - renewed).total_seconds() <= ttl_s
-        facts = node_facts(node, Liveness.ALIVE if fresh else Liveness.UNKNOWN)
-        reason = rejection(facts, demand)
-        load = demand.estimate(facts)
-        cost = f"{load.seconds:.1f} s, {load.bottleneck}" if load.bottleneck is not None else "load unknown"
-        if facts.name in chosen:
-            verdict = f"chosen (replica {chosen[facts.name]}), {cost}"
-        elif reason is None and used.get(facts.name, 0) >= facts.gpu_allocatable:
-            verdict = f"adequate ({cost}), but every GPU is taken"
-        elif reason is None:
-            verdict = f"adequate ({cost}), not needed: faster or spread choices won"
-        else:
-            verdict = reason
-        rows.append([facts.name, f"{facts.vram_mib} MiB", f"{facts.bandwidth_mbps} MB/s", verdict])
-    header = (
-        f"needs {demand.vram_mib} MiB and >= {demand.min_bandwidth_mbps} MB/s; modes {', '.join(sorted(demand.allowed_modes))}"
-    )
-    return header + "\n" + render(("NODE", "VRAM", "LINK", "VERDICT"), rows)
+def verdict_table(
+    item: dict[str, Any], nodes: list[dict[str, Any]], leases: list[dict[str, Any]], pods: list[dict[str, Any]]
+) -> str:
+    """Each node's verdict for one deployment, with the reason the operator's placement gives
+    (``egpu_operator.explain``: ``ExplainError`` when its spec cannot be read)."""
+    explanation = explain(item, nodes, leases, pods, datetime.now(UTC))
+    rows = [
+        [verdict.node, f"{verdict.vram_mib} MiB", f"{verdict.bandwidth_mbps} MB/s", verdict.sentence()]
+        for verdict in explanation.nodes
+    ]
+    return explanation.requirement.sentence() + "\n" + render(("NODE", "VRAM", "LINK", "VERDICT"), rows)
 
 
 def wait_for_labels(kubectl: Kubectl, names: list[str], timeout_s: float = 60) -> list[dict[str, Any]]:

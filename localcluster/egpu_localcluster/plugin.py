@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from egpu_api import keys
-from egpu_localcluster.demo import gpus_in_use, label_table, placement_table, verdict_table
+from egpu_localcluster.demo import label_table, placement_table, verdict_table
 from egpu_localcluster.kubectl import Kubectl, KubectlError
 from egpu_localcluster.table import render
+from egpu_operator.explain import ExplainError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     kubectl = Kubectl(Path(binary), args.kubeconfig or _default_kubeconfig())
     try:
         print(_COMMANDS[args.command](kubectl, args))
-    except KubectlError as error:
+    except (KubectlError, ExplainError) as error:
         print(f"kubectl egpu: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader (head, less) left early: nothing more to say
@@ -78,11 +79,11 @@ def why(kubectl: Kubectl, args: argparse.Namespace) -> str:
     item = kubectl.get_json("inferencedeployment", args.name, "-n", args.namespace)
     nodes = kubectl.get_json("nodes")["items"]
     leases = kubectl.get_json("leases", "-n", args.agent_namespace)["items"]
-    used = gpus_in_use(kubectl.get_json("pods", "--all-namespaces")["items"])
+    pods = kubectl.get_json("pods", "--all-namespaces")["items"]
     conditions = (item.get("status") or {}).get("conditions") or []
     placed = next((c for c in conditions if c.get("type") == "Placed"), None)
     head = f"Placed={placed['status']} {placed['reason']}: {placed['message']}" if placed else "not reconciled yet"
-    return f"{args.namespace}/{args.name}: {head}\n{verdict_table(item, nodes, leases, used)}"
+    return f"{args.namespace}/{args.name}: {head}\n{verdict_table(item, nodes, leases, pods)}"
 
 
 def maintenance(kubectl: Kubectl, _: argparse.Namespace) -> str:

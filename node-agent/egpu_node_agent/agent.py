@@ -10,6 +10,7 @@ so a request does not wait for the next tick.
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from egpu_api import keys
@@ -29,7 +30,7 @@ from egpu_node_agent.labels import gpu_statuses, node_labels
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import GpuBackend, PowerLimitError
 from egpu_node_agent.power import PowerAction, PowerPlan, plan_power, plan_restore
-from egpu_node_agent.publisher import NodePublisher
+from egpu_node_agent.publisher import Publisher
 from egpu_node_agent.readings import GpuReading
 
 log = logging.getLogger("egpu_node_agent.agent")
@@ -54,7 +55,7 @@ class NodeAgent:
         self,
         config: AgentConfig,
         backend: GpuBackend,
-        publisher: NodePublisher,
+        publisher: Publisher,
         metrics: AgentMetrics,
         measured: dict[str, tuple[int, int]] | None = None,
         assignments: AssignmentSource | None = None,
@@ -67,63 +68,106 @@ class NodeAgent:
         self.backend = backend
         self.publisher = publisher
         self.metrics = metrics
-        self._last_lease = 0.0
+        self._last_lease = -float("inf")  # the first poll renews
         self._last_telemetry = -float("inf")
         self._health: dict[str, str] = {}  # uuid -> last health, to raise events on transitions
         self._reported: set[str] = set()  # error messages already raised as events
         # The malformed power request last reported; None while the request is well formed. A bad
         # value is reported once each time it changes, not once per process nor once per poll.
         self._bad_request: str | None = None
+        # Why the last read of the GPUs failed; None while they read. Reported once per failure.
+        self._blind_reason: str | None = None
 
     def run(self, stop: threading.Event) -> None:
-        """Poll until ``stop`` is set; an API or NVML hiccup is logged and counted, never fatal."""
+        """Poll until ``stop`` is set; an API or NVML hiccup is logged and counted, never fatal.
+        Whoever sets ``stop`` also sets ``publisher.changed``, or the loop sleeps out its interval."""
         while not stop.is_set():
             try:
                 self.poll()
             except Exception as error:
-                self.metrics.errors.labels(self.config.node_name, type(error).__name__).inc()
+                self._count_error(error)
                 log.warning("poll failed", extra={"node": self.config.node_name, "error": str(error)})
             self.publisher.changed.wait(self.config.poll_interval_s)
             self.publisher.changed.clear()
             stop.wait(self.config.min_poll_gap_s)
 
     def poll(self) -> None:
+        """One pass: read, act on power, publish what changed, renew the Lease. A GPU read that fails
+        makes the poll ``_blind``; a write the API server refuses is retried by the next poll."""
         node = self.config.node_name
         with self.metrics.poll_seconds.labels(node).time():
             telemetry = time.monotonic() - self._last_telemetry >= self.config.telemetry_interval_s
-            readings = self.backend.read(telemetry)
+            try:
+                readings = self.backend.read(telemetry)
+            except Exception as error:
+                self._blind(error)
+                return
+            self._blind_reason = None
             if telemetry:
                 self._last_telemetry = time.monotonic()
-            request, previous = self._power_annotations()
-            # A malformed request is no request for no GPU: keep every limit (and its status) as it is.
-            plan = (
-                PowerPlan([], dict(previous))
-                if request is None
-                else plan_power(request, previous, readings, self.config.read_only)
-            )
-            power_status = plan.status
-            self._note_ownership_changes(previous, power_status, plan.left)
-            if plan.actions and not self.config.read_only and self._apply(plan.actions, power_status):
-                readings = self.backend.read(telemetry=False)  # publish the limits as NVML now reports them
+            readings, power_status = self._act_on_power(readings)
             gpus = gpu_statuses(readings, self.measured)
             self._note_health_changes(gpus)
             self._compare_gfd(readings)
-            annotations: dict[str, str | None] = {
-                keys.GPUS_ANNOTATION: dump_gpus(gpus),
-                keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
-            }
-            if self.assignments is None:
-                # Not asked (turned off, fake GPUs): what an earlier run published would go stale.
-                annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = None
-            elif (assigned := self._assignments(self.assignments)) is not None:
-                annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = dump_assignments(assigned)
-            if self.publisher.publish(node_labels(gpus, self.config.storage_read_mbps), annotations):
-                self.metrics.publishes.labels(node).inc()
-            self._keep_condition(gpus)
+            self._write("publish", lambda: self._publish(gpus, power_status))
+            self._write("set_condition", lambda: self._keep_condition(gpus))
             self._renew_lease()
         links = {gpu.uuid: gpu.link for gpu in gpus if gpu.link is not None}
         shared = {gpu.uuid: gpu.path for gpu in gpus}
         self.metrics.observe(node, readings, {gpu.uuid: gpu.health for gpu in gpus}, telemetry, power_status, links, shared)
+
+    def _act_on_power(self, readings: list[GpuReading]) -> tuple[list[GpuReading], dict[str, PowerLimitStatus]]:
+        """Plan and apply the requested limits; the readings as NVML reports them afterwards, and the status."""
+        request, previous = self._power_annotations()
+        # A malformed request is no request for no GPU: keep every limit (and its status) as it is.
+        plan = (
+            PowerPlan([], dict(previous)) if request is None else plan_power(request, previous, readings, self.config.read_only)
+        )
+        self._note_ownership_changes(previous, plan.status, plan.left)
+        if plan.actions and not self.config.read_only and self._apply(plan.actions, plan.status):
+            readings = self.backend.read(telemetry=False)  # publish the limits as NVML now reports them
+        return readings, plan.status
+
+    def _publish(self, gpus: list[GpuStatus], power_status: dict[str, PowerLimitStatus]) -> None:
+        annotations: dict[str, str | None] = {
+            keys.GPUS_ANNOTATION: dump_gpus(gpus),
+            keys.POWER_STATUS_ANNOTATION: dump_status(power_status) if power_status else None,
+        }
+        if self.assignments is None:
+            # Not asked (turned off, fake GPUs): what an earlier run published would go stale.
+            annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = None
+        elif (assigned := self._assignments(self.assignments)) is not None:
+            annotations[keys.GPU_ASSIGNMENTS_ANNOTATION] = dump_assignments(assigned)
+        if self.publisher.publish(node_labels(gpus, self.config.storage_read_mbps), annotations):
+            self.metrics.publishes.labels(self.config.node_name).inc()
+
+    def _write(self, what: str, write: Callable[[], None]) -> None:
+        """Run one write to the node; if the API server refuses it, log and count it and go on: the
+        Lease is still renewed (the agent is alive, the API server had a moment), and the next poll
+        diffs against the node as last seen, so it sends the same write again."""
+        try:
+            write()
+        except Exception as error:
+            self._count_error(error)
+            log.warning(
+                "write failed; retried next poll", extra={"node": self.config.node_name, "write": what, "error": str(error)}
+            )
+
+    def _blind(self, error: Exception) -> None:
+        """The GPUs cannot be read (driver unloaded, NVML failing): unknown, not healthy and not gone.
+        The labels stay as last published, the GPUHealthy condition turns Unknown, an Event says why once
+        per failure, and the Lease is not renewed: it vouches that the published facts are current, and
+        a Lease left to age is what makes the operator send new replicas elsewhere (unknown liveness)."""
+        self._count_error(error)
+        message = f"cannot read the GPUs: {error}; labels are kept as last read until NVML answers again"
+        log.warning(message, extra={"node": self.config.node_name, "reason": "GPUReadFailed"})
+        if message != self._blind_reason:
+            self._blind_reason = message
+            self.publisher.event("GPUReadFailed", message)
+        self._write("set_condition", lambda: self._set_condition(None, "GPUReadFailed", message))
+
+    def _count_error(self, error: Exception) -> None:
+        self.metrics.errors.labels(self.config.node_name, type(error).__name__).inc()
 
     # -- power ---------------------------------------------------------------------------------
 
@@ -272,7 +316,10 @@ class NodeAgent:
             reason, message = "PCIeLinkDegraded", "; ".join(f"GPU {g.index}: {', '.join(g.reasons)}" for g in degraded)
         else:
             reason, message = "AllGPUsHealthy", f"{len(gpus)} GPU(s) healthy"
-        self.publisher.set_condition(not lost and not degraded, reason, message[:1024])
+        self._set_condition(not lost and not degraded, reason, message)
+
+    def _set_condition(self, healthy: bool | None, reason: str, message: str) -> None:
+        self.publisher.set_condition(healthy, reason, message[:1024])
 
     def _compare_gfd(self, readings: list[GpuReading]) -> None:
         """Flag GPU Feature Discovery labels that disagree with NVML: an Event and a log line once per
@@ -291,6 +338,8 @@ class NodeAgent:
             log.warning(message, extra={"node": self.config.node_name, "reason": reason})
 
     def _renew_lease(self) -> None:
+        """Renew every quarter of the Lease's duration; a failed renewal raises (counted by ``run``)
+        and is tried again on the next poll, as ``_last_lease`` moves only on success."""
         now = time.monotonic()
         if now - self._last_lease >= self.config.lease_duration_s / 4:
             self.publisher.heartbeat(self.config.lease_duration_s)

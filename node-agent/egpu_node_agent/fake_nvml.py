@@ -321,5 +321,12 @@ class FakeGpuHost:
             if gpu.power_mw is not None:
                 gpu.power_mw = (gpu.power_mw[1], gpu.power_mw[1], gpu.power_mw[2], gpu.power_mw[3])
 
+    def unload_driver(self) -> None:
+        """The driver goes away under a running agent: every NVML call fails (uninitialised) until ``load_driver``."""
+        self.nvml.initialised = False
+
+    def load_driver(self) -> None:
+        self.nvml.initialised = True
+
     def fail_init(self, code: int = NVML_ERROR_DRIVER_NOT_LOADED) -> None:
         self.nvml.init_error = code

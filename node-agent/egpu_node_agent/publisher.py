@@ -1,5 +1,8 @@
 """The node agent's only door to the API server: its own node, its Lease, its Events.
 
+``Publisher`` is the seam the agent's poll loop is written against; ``NodePublisher`` is the
+Kubernetes implementation, ``fake_publisher.FakePublisher`` the one kept in memory for tests.
+
 The agent may change only its own node and, on it, only keys under the project prefix;
 every write here goes to ``node_name`` and ``diff`` drops foreign keys, so it never even
 attempts more (the chart's admission policy enforces it on top).
@@ -12,7 +15,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -44,8 +47,48 @@ def diff(
     return patch
 
 
+class Publisher(Protocol):
+    """What the agent's poll loop needs of the API server, for its own node only.
+
+    Contract (what the agent relies on):
+    - ``labels()`` and ``annotations()`` are the node's as last seen, without a request: the power
+      request is read from them, and they are what ``publish`` diffs against.
+    - ``publish(labels, annotations)`` writes only the project keys that differ (``diff``) and says
+      whether it wrote; ``labels`` None leaves the labels alone. On an API error it raises and
+      remembers nothing, so the next poll sends the same patch again: that is the retry.
+    - ``set_condition(healthy, ...)`` keeps the GPUHealthy node condition (``None``: Unknown, the
+      GPUs could not be read); writes only on a change; raises on an API error.
+    - ``heartbeat(duration_s)`` renews (or creates) the agent's Lease; raises on an API error.
+    - ``event(...)`` is best effort and never raises: an Event lost is only logged.
+    - ``changed`` is set when the node changes under the agent (a new power request), so the loop
+      wakes early; the loop clears it. ``patches`` counts the writes to the node.
+    """
+
+    changed: threading.Event
+    patches: int
+
+    def labels(self) -> dict[str, str]: ...
+
+    def annotations(self) -> dict[str, str]: ...
+
+    def publish(self, labels: Mapping[str, str] | None, annotations: Mapping[str, str | None]) -> bool: ...
+
+    def set_condition(self, healthy: bool | None, reason: str, message: str) -> bool: ...
+
+    def heartbeat(self, duration_s: int) -> None: ...
+
+    def event(self, reason: str, message: str, warning: bool = True) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def condition_status(healthy: bool | None) -> str:
+    """A node condition's status: None is "Unknown", which no consumer may read as healthy."""
+    return "Unknown" if healthy is None else "True" if healthy else "False"
+
+
 class NodePublisher:
-    """Reads and writes one node through the Kubernetes API."""
+    """``Publisher`` through the Kubernetes API: reads and writes one node, its Lease, its Events."""
 
     def __init__(self, api_client: Any, node_name: str, namespace: str) -> None:
         self.node_name = node_name
@@ -110,9 +153,9 @@ class NodePublisher:
         )
         return True
 
-    def set_condition(self, healthy: bool, reason: str, message: str) -> bool:
+    def set_condition(self, healthy: bool | None, reason: str, message: str) -> bool:
         """Keep the GPUHealthy node condition; patches only when status, reason or message change."""
-        status = "True" if healthy else "False"
+        status = condition_status(healthy)
         current = conditions.find(self.node().get("status", {}).get("conditions") or [], keys.GPU_HEALTHY_CONDITION)
         if current and (current.get("status"), current.get("reason"), current.get("message")) == (
             status,

@@ -8,27 +8,18 @@ import pytest
 from egpu_api import keys
 from egpu_node_agent.agent import AgentConfig, NodeAgent
 from egpu_node_agent.fake_nvml import FakeGpuHost
+from egpu_node_agent.fake_publisher import FakePublisher
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
-from tests.unit.node_agent.test_assignments import RecordingPublisher
 
 NODE = "switch-4x-a5000"
 
 
-class EventPublisher(RecordingPublisher):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple[str, str]] = []
-
-    def event(self, reason: str, message: str, warning: bool = True) -> None:
-        self.events.append((reason, message))
-
-
 @pytest.fixture
-def agent(fake_host: Callable[[str], FakeGpuHost]) -> tuple[NodeAgent, EventPublisher, FakeGpuHost]:
+def agent(fake_host: Callable[[str], FakeGpuHost]) -> tuple[NodeAgent, FakePublisher, FakeGpuHost]:
     host = fake_host(NODE)
-    publisher = EventPublisher()
-    node_agent = NodeAgent(AgentConfig(NODE), NvmlBackend(host.nvml, host.sysfs_root), publisher, AgentMetrics())  # type: ignore[arg-type]
+    publisher = FakePublisher(NODE)
+    node_agent = NodeAgent(AgentConfig(NODE), NvmlBackend(host.nvml, host.sysfs_root), publisher, AgentMetrics())
     return node_agent, publisher, host
 
 
@@ -51,7 +42,7 @@ def limit_watts(host: FakeGpuHost) -> int:
     ],
 )
 def test_a_malformed_request_keeps_the_limit_and_says_why(
-    agent: tuple[NodeAgent, EventPublisher, FakeGpuHost], value: str, problem: str
+    agent: tuple[NodeAgent, FakePublisher, FakeGpuHost], value: str, problem: str
 ) -> None:
     node_agent, publisher, host = agent
     node_agent.poll()
@@ -66,7 +57,7 @@ def test_a_malformed_request_keeps_the_limit_and_says_why(
         node_agent.poll()
     assert limit_watts(host) == 180, "kept, not reverted to the 230 W default"
     assert publisher.node_annotations[keys.POWER_STATUS_ANNOTATION] == status, "the status still says whose limit it is"
-    assert publisher.events == [
+    assert [(event.reason, event.message) for event in publisher.events] == [
         (
             "InvalidPowerRequest",
             'annotation egpu-operator.io/power-limit-request must be JSON like {"GPU-<uuid>": 200}, whole watts above 0 '
@@ -75,7 +66,7 @@ def test_a_malformed_request_keeps_the_limit_and_says_why(
     ], "one Event for the value, not one per poll"
 
 
-def test_each_new_bad_value_is_reported_and_a_fixed_one_applies(agent: tuple[NodeAgent, EventPublisher, FakeGpuHost]) -> None:
+def test_each_new_bad_value_is_reported_and_a_fixed_one_applies(agent: tuple[NodeAgent, FakePublisher, FakeGpuHost]) -> None:
     node_agent, publisher, host = agent
     node_agent.poll()
     uuid = json.loads(publisher.node_annotations[keys.GPUS_ANNOTATION])[0]["uuid"]
@@ -85,5 +76,5 @@ def test_each_new_bad_value_is_reported_and_a_fixed_one_applies(agent: tuple[Nod
         node_agent.poll()
         node_agent.poll()
     # -5 is reported each time it comes back after another value, not once per process.
-    assert [reason for reason, _ in publisher.events] == ["InvalidPowerRequest"] * 4
+    assert publisher.reasons() == ["InvalidPowerRequest"] * 4
     assert limit_watts(host) == 150, "the fixed request applied, then kept through the bad one"

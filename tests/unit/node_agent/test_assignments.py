@@ -1,7 +1,6 @@
 """GPU assignments: the simulated device plugin of KWOK nodes, and what the agent publishes of them."""
 
 import json
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,9 +11,9 @@ from egpu_api.fleet import load_fleet
 from egpu_node_agent.agent import AgentConfig, NodeAgent
 from egpu_node_agent.assignments import SimulatedAssigner, gpu_count, simulated_devices
 from egpu_node_agent.fake_nvml import FakeGpuHost
+from egpu_node_agent.fake_publisher import FakePublisher
 from egpu_node_agent.metrics import AgentMetrics
 from egpu_node_agent.nvml import NvmlBackend
-from egpu_node_agent.publisher import diff
 
 ASSIGNMENTS = "egpu-operator.io/gpu-assignments"
 
@@ -160,41 +159,6 @@ def test_assignments_are_unknown_when_the_pods_cannot_be_listed() -> None:
 # -- the agent publishes them ------------------------------------------------------------------
 
 
-class RecordingPublisher:
-    """The NodePublisher surface the agent's poll uses, keeping the node's metadata in memory."""
-
-    def __init__(self) -> None:
-        self.node_annotations: dict[str, str] = {}
-        self.patches: list[dict[str, str | None]] = []
-        self.changed = threading.Event()
-
-    def annotations(self) -> dict[str, str]:
-        return dict(self.node_annotations)
-
-    def labels(self) -> dict[str, str]:
-        return {}  # no GPU Feature Discovery labels
-
-    def publish(self, labels: Mapping[str, str] | None, annotations: Mapping[str, str | None]) -> bool:
-        patch = diff(self.node_annotations, annotations)
-        for key, value in patch.items():
-            if value is None:
-                self.node_annotations.pop(key, None)
-            else:
-                self.node_annotations[key] = value
-        if patch:
-            self.patches.append(patch)
-        return bool(patch)
-
-    def set_condition(self, healthy: bool, reason: str, message: str) -> bool:
-        return False
-
-    def heartbeat(self, duration_s: int) -> None:
-        pass
-
-    def event(self, reason: str, message: str, warning: bool = True) -> None:
-        pass
-
-
 class Answers:
     def __init__(self, *answers: dict[str, list[str]] | Exception | None) -> None:
         self.answers = list(answers)
@@ -207,12 +171,12 @@ class Answers:
 
 
 @pytest.fixture
-def agent(fake_host: Callable[[str], FakeGpuHost]) -> Callable[[Answers | None], tuple[NodeAgent, RecordingPublisher]]:
-    def build(source: Answers | None) -> tuple[NodeAgent, RecordingPublisher]:
+def agent(fake_host: Callable[[str], FakeGpuHost]) -> Callable[[Answers | None], tuple[NodeAgent, FakePublisher]]:
+    def build(source: Answers | None) -> tuple[NodeAgent, FakePublisher]:
         host = fake_host("switch-4x-a5000")
-        publisher = RecordingPublisher()
+        publisher = FakePublisher()
         node_agent = NodeAgent(
-            AgentConfig("switch-4x-a5000"), NvmlBackend(host.nvml, host.sysfs_root), publisher,  # type: ignore[arg-type]
+            AgentConfig("switch-4x-a5000"), NvmlBackend(host.nvml, host.sysfs_root), publisher,
             AgentMetrics(), assignments=source,
         )  # fmt: skip
         return node_agent, publisher
@@ -226,11 +190,11 @@ def test_the_agent_publishes_assignments_once_and_keeps_them_while_unknown(agent
     )
     node_agent.poll()
     assert json.loads(publisher.node_annotations[ASSIGNMENTS]) == {"ai/b": ["GPU-1", "GPU-2"]}
-    patches = len(publisher.patches)
+    writes = len(publisher.writes)
     node_agent.poll()  # the same assignment in another order: no patch
     node_agent.poll()  # unknown: what was published stays
     node_agent.poll()  # a source that raises: the poll goes on, the annotation stays
-    assert len(publisher.patches) == patches
+    assert len(publisher.writes) == writes
     assert json.loads(publisher.node_annotations[ASSIGNMENTS]) == {"ai/b": ["GPU-1", "GPU-2"]}
     node_agent.poll()  # the pod left
     assert publisher.node_annotations[ASSIGNMENTS] == "{}"

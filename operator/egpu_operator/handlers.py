@@ -55,6 +55,9 @@ def _settings(registry: kopf.OperatorRegistry) -> None:
         settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
         settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's are noise
         settings.watching.server_timeout = 300
+        # No CRD scanning: it would need list and watch of every CRD in the cluster, and it cannot stop
+        # a watch before it fails on a deleted CRD's 404 anyway. ``supervisor`` reads our two CRDs by
+        # name and restarts this whole kopf core when one is reinstalled.
         settings.scanning.disabled = True
         # kopf gives up on a watch after its retries (54 s by default) and the operator would then
         # stop seeing Pods or Leases; an edge control plane can be away longer (an etcd restart on

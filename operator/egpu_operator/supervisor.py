@@ -30,7 +30,6 @@ from egpu_operator import metrics
 from egpu_operator.health import HealthServer
 from egpu_operator.kube import GROUP, MAINTENANCES, PLURAL
 from egpu_operator.metrics import REGISTRY
-from egpu_operator.runtime import Operator
 
 log = logging.getLogger("egpu_operator.supervisor")
 #: The CRDs the operator cannot work without, by name.
@@ -53,6 +52,27 @@ class CrdApi(Protocol):
     def crd_uid(self, name: str) -> str | None:
         """The CRD's uid; None when there is no such CRD. Raises when the API server cannot say."""
         ...
+
+
+class Checks(Protocol):
+    """What /healthz and /readyz ask of a running core (``runtime.Operator``)."""
+
+    def health_problem(self) -> str | None: ...
+
+    def readiness_problem(self) -> str | None: ...
+
+
+class Core(Protocol):
+    """One kopf run (``KopfCore``; a fake in unit tests)."""
+
+    operator: Checks
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, grace_s: float) -> bool: ...
 
 
 class Action(Enum):
@@ -136,7 +156,7 @@ class KopfCore:
     """One ``Operator`` and the kopf run that drives it, on a loop in a thread of their own.
     ``run`` is ``kopf.run`` with its registry bound; it gets the loop and the stop flag."""
 
-    def __init__(self, operator: Operator, run: Callable[[asyncio.AbstractEventLoop, "asyncio.Future[None]"], None]) -> None:
+    def __init__(self, operator: Checks, run: Callable[[asyncio.AbstractEventLoop, "asyncio.Future[None]"], None]) -> None:
         self.operator, self._run = operator, run
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Future[None] = self._loop.create_future()
@@ -174,9 +194,9 @@ class KopfCore:
 class Supervisor:
     """Runs kopf cores one after another (``make_core``) while the CRDs allow, until a stop request."""
 
-    def __init__(self, presence: CrdPresence, make_core: Callable[[], KopfCore], grace_s: float = STOP_GRACE_S) -> None:
+    def __init__(self, presence: CrdPresence, make_core: Callable[[], Core], grace_s: float = STOP_GRACE_S) -> None:
         self._presence, self._make_core, self._grace_s = presence, make_core, grace_s
-        self._core: KopfCore | None = None
+        self._core: Core | None = None
         self._stop = threading.Event()
 
     def request_stop(self) -> None:

@@ -5,8 +5,9 @@
   egpu-operator crds                         # print the CRDs this version expects
 
 Any number of replicas, one leader: only the replica holding the leader Lease writes (``leader``);
-kopf runs standalone, without peering, in every replica to keep its indexes warm. Logs are JSON
-lines; /metrics, /healthz and /readyz are on --metrics-port (default 8080).
+kopf runs standalone, without peering, in every replica to keep its indexes warm, in a thread of
+its own under ``supervisor`` (a reinstalled CRD restarts it; SIGTERM ends the process within
+seconds). Logs are JSON lines; /metrics, /healthz and /readyz are on --metrics-port (default 8080).
 
 Every setting is a flag whose default comes from an environment variable (the chart sets
 those); this module is the only one that reads them, into one ``OperatorConfig``.
@@ -15,6 +16,7 @@ those); this module is the only one that reads them, into one ``OperatorConfig``
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -207,8 +209,8 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
     import kopf  # heavy: imported only for `run`
     from kubernetes import client
 
-    from egpu_operator import handlers, metrics
-    from egpu_operator.kube import ApiKube, ApiLeases
+    from egpu_operator import handlers, metrics, supervisor
+    from egpu_operator.kube import ApiCrds, ApiKube, ApiLeases
     from egpu_operator.runtime import Operator
     from egpu_runtime import kube, logs
 
@@ -219,19 +221,36 @@ def _run(args: argparse.Namespace, config: OperatorConfig) -> int:
         print(f"egpu-operator: cannot load Kubernetes credentials: {error}", file=sys.stderr)
         return 4
     api = client.ApiClient
-    operator = Operator(config, ApiKube(api(configuration)), api(configuration), ApiLeases(api(configuration)))
-    registry = kopf.OperatorRegistry()
-    handlers.register(registry, operator)
-    metrics.serve_defaults(_version())
-    operator.serve_http()
 
+    def core() -> supervisor.KopfCore:
+        """A fresh operator and kopf registry: each core lists everything anew."""
+        operator = Operator(config, ApiKube(api(configuration)), api(configuration), ApiLeases(api(configuration)))
+        registry = kopf.OperatorRegistry()
+        handlers.register(registry, operator)
+        return supervisor.KopfCore(
+            operator,
+            lambda loop, stop: kopf.run(loop=loop, registry=registry, clusterwide=True, standalone=True, stop_flag=stop),
+        )
+
+    supervising = supervisor.Supervisor(supervisor.CrdPresence(ApiCrds(api(configuration))), core)
+    metrics.serve_defaults(_version())
+    supervising.serve_http(config.metrics_port)
+    _own_signals(supervising.request_stop)
     logging.getLogger("kopf").setLevel(logging.WARNING)
     logging.getLogger("egpu_operator").info("operator starting", extra={"metrics_port": config.metrics_port})
-    kopf.run(registry=registry, clusterwide=True, standalone=True)
-    # kopf has stopped (SIGTERM, SIGINT). A reconcile thread blocked in an API call (an API server
-    # waiting on a lost etcd answers after a minute) would hold up the exit; every write is whole
-    # on its own and the next start resumes from the API server, so there is nothing to wait for.
+    code = supervising.run()
+    # A reconcile thread blocked in an API call (an API server waiting on a lost etcd answers after a
+    # minute) would hold up the exit; every write is whole on its own and the next start resumes
+    # from the API server, so there is nothing to wait for.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
+
+
+def _own_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT reach the main thread whatever kopf's loop is doing: kopf runs in a thread
+    of its own (``supervisor``), so it installs no handlers and says so; that warning is not news."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop())
+    logging.getLogger("kopf._core.reactor.running").addFilter(lambda record: "OS signals are ignored" not in record.getMessage())

@@ -55,7 +55,13 @@ def _settings(registry: kopf.OperatorRegistry) -> None:
         settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
         settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's are noise
         settings.watching.server_timeout = 300
+        # No CRD scanning: it would need list and watch of every CRD in the cluster, and it cannot stop
+        # a watch before it fails on a deleted CRD's 404 anyway. ``supervisor`` reads our two CRDs by
+        # name and restarts this whole kopf core when one is reinstalled.
         settings.scanning.disabled = True
+        # kopf's last resort SIGKILLs its thread, that is the whole process, 10 min after an exit that
+        # was not asked through its stop flag; ``supervisor`` owns the exit deadline (seconds, not minutes).
+        settings.process.ultimate_exiting_timeout = None
         # kopf gives up on a watch after its retries (54 s by default) and the operator would then
         # stop seeing Pods or Leases; an edge control plane can be away longer (an etcd restart on
         # an SD card). Keep retrying, 30 s apart, for about ten minutes.

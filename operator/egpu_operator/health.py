@@ -4,7 +4,9 @@
   the work queues is running; 503 naming what is not. A kubelet restarts an operator whose loop is
   wedged or whose workers died, which ``/metrics`` (served from a thread of its own) never showed.
 - ``/readyz`` (the readiness probe): 200 once the first listings are in (the node watch listed
-  every node and kopf's indexes are captured); before that the operator places nothing. A
+  every node and kopf's indexes are captured); before that the operator places nothing. While one
+  of the operator's CRDs is not installed, 503 naming it (``supervisor``; /healthz stays 200 then:
+  a restart would not bring the CRD back). A
   follower (``leader``) answers 200 too: its indexes are warm, so it can take over at once, and a
   rolling update that waits for the new pod's readiness goes on while the old pod still leads.
 

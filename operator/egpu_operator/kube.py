@@ -564,3 +564,22 @@ def _drained(response: Any) -> None:
     connection to the pool, and the next request then pays a new TLS handshake (it was 13% of
     the operator's CPU in bench/placement_scale.py before this)."""
     response.drain_conn()
+
+
+class ApiCrds:
+    """``supervisor.CrdApi`` against a real API server: a GET of one CRD by name (the chart grants
+    ``get`` on the operator's own CRDs only, by resourceNames; no list or watch of CRDs)."""
+
+    TIMEOUT_S = 5.0
+
+    def __init__(self, api_client: Any) -> None:
+        self._crds: Any = client.ApiextensionsV1Api(api_client)
+
+    def crd_uid(self, name: str) -> str | None:
+        try:
+            response = self._crds.read_custom_resource_definition(name, _preload_content=False, _request_timeout=self.TIMEOUT_S)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return str(json.loads(response.data)["metadata"]["uid"])

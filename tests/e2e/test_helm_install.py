@@ -64,6 +64,7 @@ def test_admission_policy_compiles_without_warnings(cluster: LocalCluster) -> No
         ("create", "events", "any-namespace"),
         ("update", f"leases.coordination.k8s.io/{RELEASE}", NAMESPACE),
         ("patch", "customresourcedefinitions.apiextensions.k8s.io/inferencedeployments.egpu-operator.io", None),
+        ("get", "customresourcedefinitions.apiextensions.k8s.io/gpumaintenances.egpu-operator.io", None),
     ],
 )
 def test_operator_may_do_what_its_code_does(cluster: LocalCluster, verb: str, resource: str, namespace: str | None) -> None:
@@ -86,6 +87,7 @@ def test_operator_may_do_what_its_code_does(cluster: LocalCluster, verb: str, re
         ("patch", "customresourcedefinitions.apiextensions.k8s.io/gpumaintenances.egpu-operator.io", None),
         ("delete", "inferencedeployments.egpu-operator.io", "any-namespace"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
         ("create", "serviceaccounts/token", NAMESPACE),
     ],

@@ -115,7 +115,13 @@ def test_operator_may_update_only_its_own_lease_in_the_release_namespace_and_rea
             "resources": ["customresourcedefinitions"],
             "resourceNames": ["inferencedeployments.egpu-operator.io"],
             "verbs": ["get", "patch"],
-        }
+        },
+        {  # supervisor.CrdPresence: read by name only, never listed or watched
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": ["gpumaintenances.egpu-operator.io"],
+            "verbs": ["get"],
+        },
     ]
 
 

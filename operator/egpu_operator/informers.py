@@ -317,13 +317,15 @@ class ApiSource:
             response.release_conn()
 
     def watch(self, path: str, query: Mapping[str, str]) -> Stream:
-        return _HttpStream(self._get(path, query, timeout_s=None))
+        # A read timeout beyond the server's own: a connection that died silently (a partition) is
+        # noticed and the watch resumes, instead of waiting on a socket for ever.
+        return _HttpStream(self._get(path, query, timeout_s=WATCH_TIMEOUT_S + 60.0))
 
-    def _get(self, path: str, query: Mapping[str, str], timeout_s: float | None) -> Any:
+    def _get(self, path: str, query: Mapping[str, str], timeout_s: float) -> Any:
         url_path = f"{path}?{urllib.parse.urlencode(dict(query))}" if query else path
         method, url, headers, _, _ = self._api.param_serialize("GET", url_path, auth_settings=["BearerToken"])
         headers = dict(headers or {}) | {"Accept": "application/json"}
-        response = self._api.call_api(method, url, header_params=headers, _request_timeout=timeout_s).response
+        response = self._api.call_api(method, url, header_params=headers, _request_timeout=(10.0, timeout_s)).response
         if response.status >= 400:
             body = response.data
             response.release_conn()

@@ -101,8 +101,12 @@ class Operator:
         self.cache = Cache(config.liveness, shared_gpu_resources=config.shared_gpu_resources)
         self.queue = WorkQueue()
         self.maintenance_queue = WorkQueue()
-        self.informers = informers or reads.build(config, ApiSource(watch_client) if watch_client is not None else None)
-        self._watching = informers is None and watch_client is not None  # start (and stop) the informers' threads
+        if informers is None:
+            informers = reads.build(config, ApiSource(watch_client) if watch_client is not None else None)
+            self._watching = watch_client is not None  # start (and stop) the informers' threads
+        else:
+            self._watching = False  # a test's informers, fed by hand
+        self.informers = informers
         self._wire_triggers()
         self._disruption = False  # last verdict, to log a change once
         self._agent_liveness: dict[str, str] = {}  # node -> liveness as last published per node

@@ -1,12 +1,17 @@
 """The operator's informers: what each asks the API server for, and which changes reach the queues."""
 
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from egpu_api import keys
 from egpu_operator import reads
 from egpu_operator.config import OperatorConfig
 from egpu_operator.fakekube import FakeKube
+from egpu_operator.informers import FakeSource
 from egpu_operator.runtime import Operator
+from tests.unit.operator import cluster
 
 
 def test_each_informer_asks_for_the_narrowest_set() -> None:
@@ -87,3 +92,40 @@ def test_agent_leases_are_heartbeats_and_the_leader_lease_is_not_kept() -> None:
     assert list(reads.lease_nodes(running.informers)) == ["n0"]
     assert reads.judged(running.informers, {"n0": {"metadata": {"labels": {}}}, "cpu": {"metadata": {"labels": {}}}}) == ["n0"]
     assert running.cache.heartbeats._seen["n0"].renew is not None
+
+
+def test_the_running_operator_places_from_what_its_informers_list(nodes: dict[str, Any]) -> None:
+    """The whole read path in one process: informer threads over a fake source, the first-listing
+    gate, the deployment trigger, a worker, the gathers and a reconcile writing to FakeKube."""
+    source, kube = FakeSource(), FakeKube(nodes)
+    config = OperatorConfig(dra_drivers=(), workers=1)
+    group = reads.build(config, source)
+    for informer in group.by_name.values():
+        informer.first_backoff_s = 0.01
+    source.objects["/api/v1/nodes"] = list(nodes.values())
+    kube.add_deployment(cluster.deployment())
+    source.objects["/apis/egpu-operator.io/v1alpha1/inferencedeployments"] = list(kube.deployments.values())
+    running = Operator(config, kube, watch_client=None, informers=group)
+    now, wall = time.monotonic(), datetime.now(UTC)
+    for ago in range(100, -1, -2):  # the API server seen for 100 s, every agent renewing meanwhile
+        running.cache.visibility.probe_succeeded(now - ago)
+    for node in nodes:
+        running.cache.heartbeats.observe(node, wall - timedelta(seconds=100), now - 100)
+        running.cache.heartbeats.observe(node, wall, now - 1)
+
+    async def scenario() -> None:
+        group.start()
+        try:
+            await running.start()
+            deadline = time.monotonic() + 20
+            while not kube.pods and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            running.stop()
+            group.stop()
+
+    asyncio.run(scenario())
+    assert running.readiness_problem() is None
+    assert len(kube.pods) == 1
+    pod = next(iter(kube.pods.values()))
+    assert pod["metadata"]["labels"][keys.DEPLOYMENT_LABEL] == "llm"

@@ -5,9 +5,10 @@
   egpu-operator crds                         # print the CRDs this version expects
 
 Any number of replicas, one leader: only the replica holding the leader Lease writes (``leader``);
-kopf runs standalone, without peering, in every replica to keep its indexes warm, in a thread of
-its own under ``supervisor`` (a reinstalled CRD restarts it; SIGTERM ends the process within
-seconds). Logs are JSON lines; /metrics, /healthz and /readyz are on --metrics-port (default 8080).
+every replica keeps its informers warm; kopf runs standalone, without peering, for GPUMaintenance
+events, in a thread of its own under ``supervisor`` (a reinstalled CRD restarts it; SIGTERM ends the
+process within seconds). Logs are JSON lines; /metrics, /healthz and /readyz are on --metrics-port
+(default 8080).
 
 Every setting is a flag whose default comes from an environment variable (the chart sets
 those); this module is the only one that reads them, into one ``OperatorConfig``.

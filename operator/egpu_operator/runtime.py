@@ -1,7 +1,7 @@
 """The running operator: its work queues, workers, threads and the views they read.
 
 ``handlers`` wires kopf to an ``Operator``; everything that lives as long as the process
-(queues, the node watch, the API probe, the reconcile threads, the captured kopf indexes) is
+(queues, the informers, the API probe, the reconcile threads) is
 an attribute here, built from one ``OperatorConfig``, never module-level state.
 
 Triggers put a deployment's key on one work queue (``workqueue``), drained by a few workers:
@@ -21,12 +21,12 @@ Why a queue and not a kopf daemon per deployment: at 1,000 nodes and 100 deploym
 per-object bookkeeping for 100 waiting daemons took about 30% of the operator's CPU
 (docs/measurements.md). A queue keeps the work proportional to what changed.
 
-Two replicas, one leader (``leader``): every replica keeps kopf's indexes and the node watch
-warm, but only the one holding the leader Lease runs the workers, and its writes are fenced
-(``leader.Fenced``). A replica that loses the Lease exits, so it restarts as a follower.
+Two replicas, one leader (``leader``): every replica keeps its informers warm, but only the one
+holding the leader Lease runs the workers, and its writes are fenced (``leader.Fenced``). A
+replica that loses the Lease exits, so it restarts as a follower.
 
-Thread safety: kopf changes its indexes on the event loop; what a pool thread reads of them is
-copied on the loop first (``_replicas_snapshot``), never read live from the thread.
+Reads come from informers (``informers``, ``reads``), one thread each; their stores are safe to
+read from any thread, and their change callbacks hop onto the event loop before touching a queue.
 """
 
 import asyncio
@@ -43,10 +43,11 @@ from typing import Any
 
 from egpu_api import keys
 from egpu_api.maintenance import TERMINAL_PHASES
-from egpu_operator import agentpods, facts, leader, maintenance, metrics, power
+from egpu_operator import agentpods, leader, maintenance, metrics, nodewatch, power, reads
 from egpu_operator.cache import Cache
 from egpu_operator.config import OperatorConfig
 from egpu_operator.health import HealthServer
+from egpu_operator.informers import ApiSource, Informers, Key
 from egpu_operator.kube import Kube
 from egpu_operator.liveness import Liveness, Verdicts
 from egpu_operator.metrics import (
@@ -60,8 +61,7 @@ from egpu_operator.metrics import (
     REGISTRY,
     TRIGGERS,
 )
-from egpu_operator.nodewatch import NodeWatch
-from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
+from egpu_operator.reconcile import POWER_FINALIZER, reconcile, release_power
 from egpu_operator.workqueue import WorkQueue
 
 log = logging.getLogger("egpu_operator.handlers")
@@ -73,21 +73,23 @@ AUTO_MAINTENANCE_S = 5.0
 LOOP_BEAT_S = 1.0
 LOOP_STALL_S = 30.0
 DeploymentKey = tuple[str, str]
-#: The kopf indexes the operator reads (``handlers`` registers them under these ids).
-INDEXES = (
-    "heartbeats_index", "agent_pods_index", "replica_pods_index", "deployments_index", "gpu_usage_index", "budgets_index",
-    "services_index",
-)  # fmt: skip
-#: And those of GPUs allocated through DRA, registered when DRA drivers are configured.
-DRA_INDEXES = ("dra_devices_index", "dra_held_index", "replica_claims_index")
 
 
 class Operator:
     """One running operator. ``kube`` does the writes; ``watch_client`` is a client of its own for
-    the long-running node watch and the API probe. With ``leases`` the replica takes part in the
-    leader election and writes only while it leads; without, it acts alone (unit tests)."""
+    the long-running watches and the API probe. With ``leases`` the replica takes part in the
+    leader election and writes only while it leads; without, it acts alone (unit tests).
+    ``informers``: the read side (default: ``reads.build`` over ``watch_client``); a test hands in
+    informers without a source and feeds them."""
 
-    def __init__(self, config: OperatorConfig, kube: Kube, watch_client: Any, leases: leader.LeaseApi | None = None) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        kube: Kube,
+        watch_client: Any,
+        leases: leader.LeaseApi | None = None,
+        informers: Informers | None = None,
+    ) -> None:
         self.config, self.kube, self._watch_client = config, kube, watch_client
         self.elector: leader.Elector | None = None
         if leases is not None:
@@ -99,13 +101,17 @@ class Operator:
         self.cache = Cache(config.liveness, shared_gpu_resources=config.shared_gpu_resources)
         self.queue = WorkQueue()
         self.maintenance_queue = WorkQueue()
-        self.indexes: dict[str, Any] = {}  # the live kopf indexes, captured from the first handler call
-        self.node_watch: NodeWatch | None = None
+        if informers is None:
+            informers = reads.build(config, ApiSource(watch_client) if watch_client is not None else None)
+            self._watching = watch_client is not None  # start (and stop) the informers' threads
+        else:
+            self._watching = False  # a test's informers, fed by hand
+        self.informers = informers
+        self._wire_triggers()
         self._disruption = False  # last verdict, to log a change once
         self._agent_liveness: dict[str, str] = {}  # node -> liveness as last published per node
         self._restarting: set[str] = set()  # nodes held unknown as restarting at the last judgment, to log each once
         self._stopping = threading.Event()
-        self._captured = asyncio.Event()
         self._indexed = asyncio.Event()
         self._nodes_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,34 +143,63 @@ class Operator:
         return None
 
     def readiness_problem(self) -> str | None:
-        """None once the first listings are in (/readyz); else which are still awaited. A follower is
-        ready too: its indexes are warm, so it can take over at once (and a rolling update, which
+        """None once every informer's first listing is in (/readyz); else which informer is not
+        synced, or whose resource the API server does not serve (a CRD deleted). A follower is
+        ready too: its informers are warm, so it can take over at once (and a rolling update, which
         waits for the new pod's readiness, goes on while the old pod still leads)."""
-        if self.ready:
-            return None
-        waiting = [
-            what
-            for what, done in (
-                ("kopf's indexes", self._captured.is_set()),
-                ("the first node listing", self.node_watch is not None and self.node_watch.synced.is_set()),
-            )
-            if not done
-        ]
-        return f"waiting for {' and '.join(waiting) or 'the workers to start'}"
+        problem = self.informers.problem()
+        if problem is None and not self.ready:
+            return "waiting for the workers to start"
+        return problem
 
-    # -- what the handlers call ----------------------------------------------------------------
-
-    def capture(self, kwargs: Mapping[str, Any]) -> None:
-        """kopf hands its indexes to every handler by name; keep the live ones once."""
-        if not self._captured.is_set():
-            self.indexes.update({key: kwargs[key] for key in INDEXES})
-            self.indexes.update({key: kwargs[key] for key in DRA_INDEXES if key in kwargs})
-            self._captured.set()
+    # -- what the informers and handlers call --------------------------------------------------
 
     def nodes(self) -> dict[str, dict[str, Any]]:
-        if self.node_watch is None:
-            raise RuntimeError("the node watch starts at startup")
-        return self.node_watch.snapshot()
+        return reads.nodes(self.informers)
+
+    def _wire_triggers(self) -> None:
+        """Each informer's changes onto the work queues. Deployments are enqueued from the same
+        watch that fills their store, so a worker never takes a key before its object is there."""
+        self.informers[reads.DEPLOYMENTS].on_change = self._deployment_changed
+        self.informers[reads.REPLICA_PODS].on_change = self._labelled_changed(reads.REPLICA_PODS, "pod")
+        self.informers[reads.SERVICES].on_change = self._labelled_changed(reads.SERVICES, "service")  # edited: put back
+        self.informers[reads.NODES].on_change = self._node_changed
+        self.informers[reads.NODES].on_gap = lambda: self.cache.visibility.gap(time.monotonic())
+        self.informers[reads.AGENT_LEASES].on_change = self._lease_changed
+
+    def _deployment_changed(self, key: Key, old: Any, new: Any) -> None:
+        if new is None:
+            self.cache.infeasible("/".join(key), False)
+            metrics.forget_deployment(*key)
+        fresh = new is not None and new["metadata"].get("generation") != (new.get("status") or {}).get("observedGeneration")
+        if old is None or new is None or fresh or new["metadata"].get("deletionTimestamp"):
+            self._threadsafe(self.enqueue, key, "deployment")
+
+    def _labelled_changed(self, informer: str, source: str) -> Callable[[Key, Any, Any], None]:
+        """The deployment an object belongs to, as its informer indexes it, before and after."""
+        deployment_of = self.informers[informer].spec.indexes[reads.BY_DEPLOYMENT]
+
+        def changed(key: Key, old: Any, new: Any) -> None:
+            owners = {owner for view in (old, new) if view is not None for owner in deployment_of(view)}
+            for owner in owners:
+                self._threadsafe(self.enqueue, owner, source)
+
+        return changed
+
+    def _node_changed(self, key: Key, old: Any, new: Any) -> None:
+        """Only a change in what placement reads wakes placement (``nodewatch.placement_hash``)."""
+        if old is None or new is None or nodewatch.placement_hash(old) != nodewatch.placement_hash(new):
+            self._threadsafe(self._nodes_changed.set)
+
+    def _lease_changed(self, key: Key, old: Any, new: Any) -> None:
+        if new is not None:  # when the operator saw the renewal, not when the agent says it renewed
+            self.cache.heartbeats.observe(new[0], new[1], time.monotonic())
+
+    def _threadsafe(self, call: Callable[..., None], *args: Any) -> None:
+        if self._loop is None:
+            call(*args)  # not started: a test feeding the informers by hand
+        else:
+            self._loop.call_soon_threadsafe(call, *args)
 
     def enqueue(self, key: DeploymentKey, source: str) -> None:
         TRIGGERS.labels(source).inc()
@@ -176,23 +211,15 @@ class Operator:
 
     @property
     def ready(self) -> bool:
-        """The first listings are in: kopf's indexes are captured and every node was listed once."""
+        """Every informer has its first answer (a listing, or its resource is not served)."""
         return self._indexed.is_set()
 
     async def start(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-
-        def node_changed() -> None:  # from the watch thread
-            loop.call_soon_threadsafe(self._nodes_changed.set)
-
-        self.node_watch = NodeWatch(
-            self._watch_client,
-            node_changed,
-            on_gap=lambda: self.cache.visibility.gap(time.monotonic()),
-        )
-        self.node_watch.start()
+        self._loop = asyncio.get_running_loop()
+        if self._watching:
+            self.informers.start()
         threading.Thread(target=self._probe_api, name="egpu-api-probe", daemon=True).start()
-        self._spawn(self._ready(self.node_watch), "egpu-ready", lasting=False)
+        self._spawn(self._ready(), "egpu-ready", lasting=False)
         self._last_beat = time.monotonic()
         self._spawn(self._beat(), "egpu-loop-beat")
         LEADER.set(0)
@@ -227,8 +254,8 @@ class Operator:
             releasing = threading.Thread(target=self.elector.release, name="egpu-leader-release", daemon=True)
             releasing.start()
             releasing.join(timeout=1.0)
-        if self.node_watch is not None:
-            self.node_watch.stop()
+        if self._watching:
+            self.informers.stop(timeout_s=0.5)  # each watch's connection is shut: their threads end at once
         self._pool.shutdown(wait=False, cancel_futures=True)
         for task in self._tasks:
             task.cancel()
@@ -269,16 +296,15 @@ class Operator:
             self._last_beat = time.monotonic()
             await asyncio.sleep(LOOP_BEAT_S)
 
-    async def _ready(self, watch: NodeWatch) -> None:
-        """Work starts once the kopf indexes are captured and every node has been listed once:
-        placing against a half-known fleet would report nodes as missing."""
-        await self._captured.wait()
-        await _synced(watch)
+    async def _ready(self) -> None:
+        """Work starts once every informer has listed once: placing against a half-known fleet
+        would report nodes as missing."""
+        await _settled(lambda: self.informers.settled)
         self._nodes_changed.clear()  # the first listing is not a change: every deployment is reconciled once anyway
         self._indexed.set()
 
     def _enqueue_all(self, source: str) -> None:
-        keys_now = list(self.indexes.get("deployments_index", {}).keys())
+        keys_now = reads.deployment_keys(self.informers)
         TRIGGERS.labels(source).inc(len(keys_now))
         for key in keys_now:
             self.queue.add(key)
@@ -343,11 +369,10 @@ class Operator:
     async def _process(self, key: DeploymentKey) -> bool:
         """Reconcile one deployment; True when it should run again soon."""
         namespace, name = key
-        store = self.indexes["deployments_index"].get(key)
-        if not store:
+        deployment = self.informers[reads.DEPLOYMENTS].get(key)
+        if deployment is None:
             self.cache.infeasible(f"{namespace}/{name}", False)
             return False
-        deployment = next(iter(store))
         loop = asyncio.get_running_loop()
         if deployment["metadata"].get("deletionTimestamp"):
             # Pods go by owner reference; power requests are node annotations, so we drop them.
@@ -355,36 +380,17 @@ class Operator:
                 owning = power.owned_by(self.nodes(), f"{namespace}/{name}")
                 await loop.run_in_executor(self._pool, release_power, self.kube, deployment, owning)
             return False
-        fleet = self._fleet()
-        pods = facts.controlled_replicas(deployment, self.indexes["replica_pods_index"].get(key, []))
-        budget = next(iter(self.indexes["budgets_index"].get(key, [])), None)
-        service = next(iter(self.indexes["services_index"].get(key, [])), None)
-        claims = list(self.indexes["replica_claims_index"].get(key, [])) if "replica_claims_index" in self.indexes else []
+        nodes_now = self.nodes()
+        fleet = reads.fleet(self.informers, self.cache, self._verdicts(nodes_now), self.config)
+        pods, budget, service, claims = reads.inputs(self.informers, deployment, key)
         return await loop.run_in_executor(
             self._pool, reconcile, self.kube, self.cache, deployment, fleet, pods, budget, service, claims
         )
 
-    def _fleet(self) -> Fleet:
-        nodes_now = self.nodes()
-        usage_index = self.indexes["gpu_usage_index"]
-        fleet = Fleet(self.cache, nodes_now, self._verdicts(nodes_now), facts.requested_per_node(usage_index))
-        fleet.gpu_pods = {pod for store in usage_index.values() for pod, gpus, _, _ in store if gpus}
-        fleet.vram_used = facts.vram_used_per_node(usage_index, fleet.facts)
-        fleet.loading = facts.loading_per_node(pod for store in self.indexes["replica_pods_index"].values() for pod in store)
-        fleet.dra_device_class = self.config.dra_device_class
-        if "dra_devices_index" in self.indexes:
-            fleet.add_devices(self.indexes["dra_devices_index"], self.indexes["dra_held_index"])
-        return fleet
-
     def _verdicts(self, nodes_now: Mapping[str, Mapping[str, Any]]) -> Verdicts:
-        """Judge every node that runs (or ran) an agent: it labelled the node, or it has a Lease.
-        Nodes that never had one (control plane, CPU nodes) would otherwise count as dead ones."""
-        leases = self.indexes["heartbeats_index"]
-        judged = [
-            name for name, node in nodes_now.items() if keys.LABEL_SCHEMA_LABEL in node["metadata"]["labels"] or name in leases
-        ]
-        agent_pods = [pod for store in self.indexes["agent_pods_index"].values() for pod in store]
-        restarts = agentpods.restarts(agent_pods, judged)
+        """Judge every node that runs (or ran) an agent (``reads.judged``)."""
+        judged = reads.judged(self.informers, nodes_now)
+        restarts = agentpods.restarts(reads.agent_pods(self.informers), judged)
         verdicts = self.cache.heartbeats.judge(judged, self.cache.visibility, time.monotonic(), datetime.now(UTC), restarts)
         for state in Liveness:
             AGENTS.labels(state.value).set(sum(1 for v in verdicts.by_node.values() if v is state))
@@ -413,7 +419,7 @@ class Operator:
             name = str(await self.maintenance_queue.get())
             again = True
             try:
-                deployments, replicas = self._replicas_snapshot()
+                deployments, replicas = reads.replicas_snapshot(self.informers)
                 phase = await loop.run_in_executor(
                     self._pool,
                     maintenance.step,
@@ -436,21 +442,10 @@ class Operator:
             if again:
                 loop.call_later(self.config.maintenance_poll_s, self.maintenance_queue.add, name)
 
-    def _replicas_snapshot(
-        self,
-    ) -> tuple[Callable[[DeploymentKey], Mapping[str, Any] | None], Callable[[DeploymentKey], list[Any]]]:
-        """Lookups of deployments and their replica pods as they are now, copied on the event loop
-        (kopf changes the indexes there): the step reads them from a pool thread. The stored
-        objects are replaced, never changed in place, so copying the containers is enough."""
-        deployments = {key: next(iter(store)) for key, store in self.indexes["deployments_index"].items() if store}
-        replicas = {key: list(store) for key, store in self.indexes["replica_pods_index"].items()}
-        return deployments.get, lambda key: replicas.get(key, [])
-
     async def _file_automatic(self) -> None:
         """Opt-in: a node whose agent reports a lost GPU or a degraded link gets a GPUMaintenance.
         Needs only the nodes: it runs in a cluster that has no InferenceDeployment yet too."""
-        if self.node_watch is not None:
-            await _synced(self.node_watch)
+        await _settled(lambda: self.informers[reads.NODES].settled)
         loop = asyncio.get_running_loop()
         while True:
             troubled = {
@@ -469,10 +464,10 @@ class Operator:
             await asyncio.sleep(AUTO_MAINTENANCE_S)
 
 
-async def _synced(watch: NodeWatch) -> None:
-    """Wait for the node watch's first listing without parking a thread on it: a thread blocked
-    in Event.wait() would hold up the process's exit on SIGTERM while the API server is away."""
-    while not watch.synced.is_set():
+async def _settled(done: Callable[[], bool]) -> None:
+    """Wait for informers' first listings without parking a thread on them: a thread blocked in
+    Event.wait() would hold up the process's exit on SIGTERM while the API server is away."""
+    while not done():
         await asyncio.sleep(0.1)
 
 

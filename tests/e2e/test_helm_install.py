@@ -57,7 +57,7 @@ def test_admission_policy_compiles_without_warnings(cluster: LocalCluster) -> No
         ("create", "pods", "any-namespace"),
         ("delete", "pods", "any-namespace"),
         ("create", "pods/eviction", "any-namespace"),
-        ("watch", "leases.coordination.k8s.io", None),
+        ("watch", "leases.coordination.k8s.io", NAMESPACE),  # the agents' heartbeats, in their namespace only
         ("patch", "inferencedeployments.egpu-operator.io/status", "any-namespace"),
         ("create", "poddisruptionbudgets.policy", "any-namespace"),
         ("patch", "gpumaintenances.egpu-operator.io/status", None),
@@ -82,6 +82,8 @@ def test_operator_may_do_what_its_code_does(cluster: LocalCluster, verb: str, re
         ("update", "pods", "any-namespace"),
         ("get", "configmaps", NAMESPACE),
         ("create", "leases.coordination.k8s.io", NAMESPACE),
+        ("watch", "leases.coordination.k8s.io", "kube-node-lease"),  # the kubelets' Leases are never read
+        ("list", "namespaces", None),
         ("update", "leases.coordination.k8s.io/egpu-node-agent-pi5-rtx4090", NAMESPACE),
         ("update", f"leases.coordination.k8s.io/{RELEASE}", "kube-system"),
         ("patch", "customresourcedefinitions.apiextensions.k8s.io/gpumaintenances.egpu-operator.io", None),

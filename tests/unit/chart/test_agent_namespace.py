@@ -47,8 +47,12 @@ def test_everything_that_names_the_agents_namespace_follows_it() -> None:
     for key in [("Deployment", RELEASE), ("ServiceAccount", OPERATOR_SA), ("Service", f"{RELEASE}-metrics"),
                 ("ServiceMonitor", RELEASE)]:  # fmt: skip
         assert placed[key] == NAMESPACE, key
-    # The operator counts Leases only in the agent's namespace.
+    # The operator counts Leases only in the agent's namespace, and may watch them only there.
     assert operator_env(objects)["EGPU_OPERATOR_AGENT_NAMESPACE"] == AGENTS
+    assert placed[("Role", f"{RELEASE}-agent-leases")] == AGENTS
+    assert placed[("RoleBinding", f"{RELEASE}-agent-leases")] == AGENTS
+    operator = {"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": NAMESPACE}
+    assert find(objects, "RoleBinding", f"{RELEASE}-agent-leases")["subjects"] == [operator]
     agent = {"kind": "ServiceAccount", "name": AGENT_SA, "namespace": AGENTS}
     for kind, name in [("ClusterRoleBinding", AGENT_SA), ("RoleBinding", AGENT_SA), ("RoleBinding", f"{AGENT_SA}-node-events")]:
         assert find(objects, kind, name)["subjects"] == [agent], (kind, name)

@@ -106,8 +106,8 @@ def test_operator_may_update_only_its_own_lease_in_the_release_namespace_and_rea
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": "egpu-system"}]
     assert binding["roleRef"]["kind"] == "Role"
     cluster_rules = find(objects, "ClusterRole", "egpu-operator")["rules"]
-    lease_rules = [rule for rule in cluster_rules if "leases" in rule["resources"]]
-    assert lease_rules == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]}]
+    # No Lease and no namespace anywhere in the cluster: the heartbeats are a Role's, in the agents' namespace.
+    assert not [rule for rule in cluster_rules if {"leases", "namespaces"} & set(rule["resources"])]
     crd_rules = [rule for rule in cluster_rules if rule["apiGroups"] == ["apiextensions.k8s.io"]]
     assert crd_rules == [
         {
@@ -123,6 +123,17 @@ def test_operator_may_update_only_its_own_lease_in_the_release_namespace_and_rea
             "verbs": ["get"],
         },
     ]
+
+
+def test_operator_watches_agent_leases_only_in_the_agents_namespace() -> None:
+    objects = render()
+    role = find(objects, "Role", "egpu-operator-agent-leases")
+    assert role["metadata"]["namespace"] == "egpu-system"
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]}]
+    binding = find(objects, "RoleBinding", "egpu-operator-agent-leases")
+    assert binding["metadata"]["namespace"] == "egpu-system"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": "egpu-system"}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "egpu-operator-agent-leases"}
 
 
 def test_operator_probes_ask_the_operator_itself_not_its_metrics() -> None:

@@ -1,10 +1,11 @@
-"""A cluster for controller tests: ``FakeKube`` plus the views the operator gathers from its indexes.
+"""A cluster for controller tests: ``FakeKube`` for writes, the operator's informers for reads.
 
-``Cluster.reconcile`` and ``Cluster.step`` hand the controllers what ``runtime.Operator`` would
-(the deployment, its controlled replica pods, GPU usage, its budget, all agents alive unless
-told otherwise), read from the fake's objects instead of kopf's indexes. ``unseen`` plays
-indexes that have not caught up with the operator's own writes: those pods are in the fake
-but in none of the views.
+Before each ``Cluster.reconcile`` and ``Cluster.step`` the fake's objects are fed into the
+operator's own informers (``reads.build`` without a source) as full listings, and the controllers
+get what the production gathers (``reads.fleet``, ``reads.inputs``, ``reads.replicas_snapshot``)
+make of them; only the agents' verdicts are told (all alive unless ``liveness`` says otherwise).
+``unseen`` plays informers that have not caught up with the operator's own writes: those pods
+are in the fake but in no listing.
 """
 
 import copy
@@ -13,11 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from egpu_api import keys
-from egpu_operator import facts, maintenance, power, service
+from egpu_operator import facts, maintenance, power, reads
 from egpu_operator.cache import Cache
+from egpu_operator.config import OperatorConfig
 from egpu_operator.fakekube import FakeKube
 from egpu_operator.liveness import Liveness, Verdicts
-from egpu_operator.placement import Device
 from egpu_operator.reconcile import POWER_FINALIZER, Fleet, reconcile, release_power
 
 NAMESPACE = "ml"
@@ -55,69 +56,57 @@ class Cluster:
         self.cache = Cache(clock=self.clock)
         self.liveness: dict[str, Liveness] = {}  # node -> verdict; every other node is alive
         self.resource_slices: list[dict[str, Any]] = []  # what DRA drivers publish (the fake keeps the claims)
+        self.config = OperatorConfig(dra_drivers=DRA_DRIVERS)
+        self.informers = reads.build(self.config, source=None)
 
     def restart(self) -> None:
         """The operator starts again: what it remembered is gone, the API server's objects stay."""
         self.cache = Cache(clock=self.clock)
 
     def reconcile(self, name: str = "llm", unseen: frozenset[str] = frozenset()) -> bool:
-        body = copy.deepcopy(self.kube.deployments[(NAMESPACE, name)])
+        self.feed(unseen)
+        key = (NAMESPACE, name)
+        body = self.informers[reads.DEPLOYMENTS].get(key)
         if body["metadata"].get("deletionTimestamp"):
             if POWER_FINALIZER in (body["metadata"].get("finalizers") or []):
-                release_power(self.kube, body, power.owned_by(self.kube.nodes, f"{NAMESPACE}/{name}"))
+                release_power(self.kube, body, power.owned_by(reads.nodes(self.informers), f"{NAMESPACE}/{name}"))
             return False
-        labelled = [
-            pod for pod in self._indexed(unseen) if (pod["metadata"].get("labels") or {}).get(keys.DEPLOYMENT_LABEL) == name
-        ]
-        pods = facts.controlled_replicas(body, labelled)
-        budget = self.kube.pdbs.get((NAMESPACE, name))
-        minimum = budget["spec"]["minAvailable"] if budget else None
-        current = self.kube.services.get((NAMESPACE, name))
-        claims = [
-            claim for (namespace, claim), made in self.kube.claims.items()
-            if namespace == NAMESPACE and made["metadata"]["labels"].get(keys.DEPLOYMENT_LABEL) == name
-        ]  # fmt: skip
-        return reconcile(
-            self.kube, self.cache, body, self.fleet(unseen), pods, minimum, current and service.view(current), claims
-        )
+        pods, budget, current, claims = reads.inputs(self.informers, body, key)
+        return reconcile(self.kube, self.cache, body, self._fleet(), pods, budget, current, claims)
 
-    def _indexed(self, unseen: frozenset[str]) -> list[dict[str, Any]]:
-        return [pod for pod in self.kube.pods.values() if pod["metadata"]["name"] not in unseen]
+    def feed(self, unseen: frozenset[str] = frozenset()) -> None:
+        """The fake's objects, as full listings, into the informers (what each one's selector selects)."""
+        pods = [pod for pod in self.kube.pods.values() if pod["metadata"]["name"] not in unseen]
+        listings = {
+            reads.DEPLOYMENTS: self.kube.deployments.values(),
+            reads.REPLICA_PODS: [pod for pod in pods if keys.DEPLOYMENT_LABEL in (pod["metadata"].get("labels") or {})],
+            reads.USAGE: [pod for pod in pods if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")],
+            reads.NODES: self.kube.nodes.values(),
+            reads.BUDGETS: self.kube.pdbs.values(),
+            reads.SERVICES: self.kube.services.values(),
+            reads.SLICES: self.resource_slices,
+            reads.CLAIMS: self.kube.claims.values(),
+        }
+        for informer, objects in listings.items():
+            self.informers[informer].replace(copy.deepcopy(list(objects)))
+
+    def _fleet(self) -> Fleet:
+        verdicts = Verdicts({node: self.liveness.get(node, Liveness.ALIVE) for node in self.kube.nodes}, False, 0)
+        return reads.fleet(self.informers, self.cache, verdicts, self.config)
 
     def fleet(self, unseen: frozenset[str] = frozenset()) -> Fleet:
-        index: dict[str, list[facts.Usage]] = {}
-        for pod in self._indexed(unseen):
-            found = facts.usage(pod)
-            if found is not None:
-                index.setdefault(found[0], []).append(found[1])
-        verdicts = Verdicts({node: self.liveness.get(node, Liveness.ALIVE) for node in self.kube.nodes}, False, 0)
-        # Copies, as the node watch hands out: a node is replaced on a change, never changed in place.
-        fleet = Fleet(self.cache, copy.deepcopy(self.kube.nodes), verdicts, facts.requested_per_node(index))
-        fleet.gpu_pods = {name for store in index.values() for name, gpus, _, _ in store if gpus}
-        fleet.vram_used = facts.vram_used_per_node(index, fleet.facts)
-        fleet.loading = facts.loading_per_node(self._indexed(unseen))
-        published: dict[str, list[tuple[Device, ...]]] = {}
-        for resource_slice in self.resource_slices:
-            node, devices = facts.slice_devices(resource_slice, DRA_DRIVERS)
-            if devices:
-                published.setdefault(node, []).append(tuple(devices))
-        held = {path for claim in self.kube.claims.values() for path in facts.claim_holds(claim, DRA_DRIVERS)}
-        fleet.add_devices(published, held)
-        return fleet
+        self.feed(unseen)
+        return self._fleet()
 
     def step(self, name: str, limit: int = 1, now: datetime | None = None) -> str | None:
-        deployments = {key: copy.deepcopy(body) for key, body in self.kube.deployments.items()}
-        by_deployment: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for pod in self.kube.pods.values():
-            label = (pod["metadata"].get("labels") or {}).get(keys.DEPLOYMENT_LABEL)
-            if label:
-                by_deployment.setdefault((pod["metadata"]["namespace"], label), []).append(copy.deepcopy(pod))
+        self.feed()
+        deployments, replicas = reads.replicas_snapshot(self.informers)
         return maintenance.step(
             self.kube,
             self.cache,
             name,
-            deployments.get,
-            lambda key: by_deployment.get(key, []),
+            deployments,
+            replicas,
             limit,
             now or datetime(2026, 11, 22, 8, 0, tzinfo=UTC),
         )

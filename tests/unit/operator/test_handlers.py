@@ -1,4 +1,4 @@
-"""The kopf wiring: every index the operator reads is registered under the name it is read by, and what
+"""The kopf wiring: kopf keeps only the GPUMaintenance events (reads are the informers'), and what
 the maintenance events export."""
 
 import asyncio
@@ -10,28 +10,21 @@ from egpu_operator import handlers
 from egpu_operator.config import OperatorConfig
 from egpu_operator.fakekube import FakeKube
 from egpu_operator.metrics import REGISTRY
-from egpu_operator.runtime import DRA_INDEXES, INDEXES, Operator
+from egpu_operator.runtime import Operator
 
 
-def test_every_index_the_operator_reads_is_registered_under_that_name() -> None:
+def test_kopf_indexes_nothing_and_watches_only_maintenances() -> None:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, Operator(OperatorConfig(), FakeKube(), watch_client=None))
-    indexes = {handler.id for handler in registry._indexing.get_all_handlers()}
-    assert indexes == {*INDEXES, *DRA_INDEXES}
-    events = {handler.id for handler in registry._watching.get_all_handlers()}
-    assert events == {"replica_pod_changed", "deployment_changed", "maintenance_changed", "first_listing", "service_changed"}
-
-
-def test_without_dra_drivers_resource_k8s_io_is_not_watched() -> None:
-    registry = kopf.OperatorRegistry()
-    handlers.register(registry, Operator(OperatorConfig(dra_drivers=()), FakeKube(), watch_client=None))
-    assert {handler.id for handler in registry._indexing.get_all_handlers()} == set(INDEXES)
+    assert not list(registry._indexing.get_all_handlers())
+    assert {handler.id for handler in registry._watching.get_all_handlers()} == {"maintenance_changed"}
+    assert {handler.selector.any_name for handler in registry._watching.get_all_handlers()} == {"gpumaintenances"}  # type: ignore[union-attr]
 
 
 def test_registering_twice_leaves_the_registries_apart() -> None:
     first, second = kopf.OperatorRegistry(), kopf.OperatorRegistry()
     handlers.register(first, Operator(OperatorConfig(), FakeKube(), watch_client=None))
-    assert not list(second._indexing.get_all_handlers())
+    assert not list(second._watching.get_all_handlers())
 
 
 def test_a_maintenance_event_exports_its_phase_and_a_deletion_drops_it() -> None:
@@ -39,11 +32,10 @@ def test_a_maintenance_event_exports_its_phase_and_a_deletion_drops_it() -> None
     handlers.register(registry, Operator(OperatorConfig(), FakeKube(), watch_client=None))
     handler = next(h for h in registry._watching.get_all_handlers() if h.id == "maintenance_changed")
     body = {"metadata": {"name": "reseat-a"}, "spec": {"nodeName": "pi5-a"}, "status": {"phase": "Failed"}}
-    indexes = {name: {} for name in INDEXES}
     failed = 'egpu_operator_gpu_maintenance_phase{name="reseat-a",node="pi5-a",phase="Failed"} 1.0'
 
     async def event(kind: str) -> None:
-        await handler.fn(name="reseat-a", type=kind, body=body, **indexes)  # type: ignore[misc]
+        await handler.fn(name="reseat-a", type=kind, body=body)  # type: ignore[misc]
 
     asyncio.run(event("MODIFIED"))
     assert failed in generate_latest(REGISTRY).decode()

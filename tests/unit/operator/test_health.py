@@ -1,18 +1,18 @@
 """/metrics, /healthz and /readyz: what each answers, and what the operator reports to them."""
 
 import asyncio
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
+from egpu_operator import reads
 from egpu_operator.config import OperatorConfig
 from egpu_operator.fakekube import FakeKube
 from egpu_operator.health import HealthServer
 from egpu_operator.metrics import REGISTRY
-from egpu_operator.runtime import INDEXES, LOOP_STALL_S, Operator
+from egpu_operator.runtime import LOOP_STALL_S, Operator
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -44,34 +44,35 @@ def test_each_endpoint_answers_what_it_is_for(server: tuple[HealthServer, list[s
     assert get(running.port, "/anything")[0] == 404
 
 
-class Watch:
-    def __init__(self) -> None:
-        self.synced = threading.Event()
-
-
 def operator() -> Operator:
     return Operator(OperatorConfig(), FakeKube(), watch_client=None)
 
 
-def test_ready_once_the_indexes_are_captured_and_the_nodes_listed() -> None:
+def test_ready_once_every_informer_listed_and_not_while_a_crd_is_missing() -> None:
     async def scenario() -> list[str | None]:
         running = operator()
-        watch = Watch()
-        running.node_watch = watch  # type: ignore[assignment]
+        informers = running.informers
         answers = [running.readiness_problem()]
-        running.capture({name: {} for name in INDEXES})
-        waiting = asyncio.create_task(running._ready(watch))  # type: ignore[arg-type]
+        for name in informers.by_name:
+            if name not in (reads.NODES, reads.SLICES):
+                informers[name].replace([])
+        waiting = asyncio.create_task(running._ready())
         await asyncio.sleep(0.05)
         answers.append(running.readiness_problem())
-        watch.synced.set()
+        informers[reads.NODES].replace([])
+        informers[reads.SLICES].state = "missing"  # resource.k8s.io not served: optional
         await asyncio.wait_for(waiting, 5)
+        answers.append(running.readiness_problem())
+        informers[reads.DEPLOYMENTS].state = "missing"  # the InferenceDeployment CRD deleted
         answers.append(running.readiness_problem())
         return answers
 
+    everything = ", ".join(sorted(reads.build(OperatorConfig(), None).by_name))
     assert asyncio.run(scenario()) == [
-        "waiting for kopf's indexes and the first node listing",
-        "waiting for the first node listing",
+        f"waiting for the first listing of {everything}",
+        "waiting for the first listing of nodes, resourceslices",
         None,
+        "not served by the API server (CRD or API not installed): deployments",
     ]
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from egpu_api import keys
 from egpu_operator.kube import Kube, PodRefused, StatusRefused, eviction_refusal
+from egpu_operator.leader import LeaseUnreadable
 from egpu_runtime import events
 
 #: What the API server says when an eviction would break a budget (HTTP 429).
@@ -356,19 +357,23 @@ if TYPE_CHECKING:
 class FakeLeases:
     """``leader.LeaseApi`` in memory: Leases by (namespace, name) and the cluster claim, with
     resourceVersion preconditions as the API server checks them. ``fail`` makes every call raise
-    (the API server away); ``crd_installed`` False makes the claim's CRD absent."""
+    (the API server away); ``crd_installed`` False makes the claim's CRD absent; a namespace in
+    ``forbidden`` has Leases this replica may not read (RBAC), as another release's namespace."""
 
     def __init__(self) -> None:
         self.leases: dict[Key, dict[str, Any]] = {}
         self.claim: str | None = None
         self.crd_installed = True
         self.fail = False
+        self.forbidden: set[str] = set()
         self.writes: list[tuple[str, str]] = []
         self._versions = itertools.count(1)
         self._claim_version = "0"
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._check()
+        if namespace in self.forbidden:
+            raise LeaseUnreadable(f"leases {name!r} is forbidden in the namespace {namespace!r}")
         lease = self.leases.get((namespace, name))
         return copy.deepcopy(lease) if lease is not None else None
 

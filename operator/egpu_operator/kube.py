@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from egpu_api import keys
+from egpu_operator.leader import LeaseUnreadable
 from egpu_operator.metrics import API_REQUESTS, EVICTIONS
 from egpu_operator.workqueue import Backoff
 from egpu_runtime import events
@@ -486,6 +487,8 @@ class ApiLeases:
         except ApiException as error:
             if error.status == 404:
                 return None
+            if error.status == 403:
+                raise LeaseUnreadable(f"reading the Lease {namespace}/{name} is forbidden") from error
             raise
         return dict(json.loads(response.data))
 

@@ -192,6 +192,16 @@ class Claim(Enum):
     REFUSE = "refuse"  # another live release holds the cluster
 
 
+def unreadable_claim(claimed: str, mine: str) -> str:
+    """Why a release refuses when the Lease the cluster claim names may not be read (RBAC)."""
+    return (
+        f"another egpu-operator may act in this cluster: the cluster claim names the Lease {claimed}, which this "
+        f"release ({mine}) may not read, so it refuses to act. Run one operator per cluster: uninstall one; if "
+        f"that release is gone, remove its claim: kubectl annotate crd inferencedeployments.egpu-operator.io "
+        f"egpu-operator.io/operator-lease-"
+    )
+
+
 def decide_claim(claimed: str | None, mine: str, other: Observation | None, now: float) -> tuple[Claim, str]:
     """Whether this release may act in the cluster. ``claimed``: the CRD's annotation; ``other``:
     the Lease it names, as observed (None when it names ours or nothing)."""
@@ -209,6 +219,10 @@ def decide_claim(claimed: str | None, mine: str, other: Observation | None, now:
 
 
 # -- the API the election needs (the API layer implements it: kube.ApiLeases, fakekube.FakeLeases) -----
+
+
+class LeaseUnreadable(Exception):
+    """The API server refused to show a Lease (403): this replica's RBAC does not reach it."""
 
 
 class LeaseApi(Protocol):
@@ -348,7 +362,11 @@ class Elector:
         claimed, version = found
         if claimed and claimed != mine:
             namespace, _, name = claimed.partition("/")
-            self._other = observe(self._other, record_of(self.api.get_lease(namespace, name)), now)
+            try:
+                self._other = observe(self._other, record_of(self.api.get_lease(namespace, name)), now)
+            except LeaseUnreadable:
+                # Unreadable is not gone: acting on it could make two releases act at once.
+                return self._refuse(unreadable_claim(claimed, mine))
         else:
             self._other = None
         verdict, reason = decide_claim(claimed, mine, self._other, now)

@@ -65,6 +65,7 @@ def test_admission_policy_compiles_without_warnings(cluster: LocalCluster) -> No
         ("update", f"leases.coordination.k8s.io/{RELEASE}", NAMESPACE),
         ("patch", "customresourcedefinitions.apiextensions.k8s.io/inferencedeployments.egpu-operator.io", None),
         ("get", "customresourcedefinitions.apiextensions.k8s.io/gpumaintenances.egpu-operator.io", None),
+        ("get", f"leases.coordination.k8s.io/{RELEASE}", "another-release"),  # the claiming release's Lease
     ],
 )
 def test_operator_may_do_what_its_code_does(cluster: LocalCluster, verb: str, resource: str, namespace: str | None) -> None:
@@ -83,6 +84,7 @@ def test_operator_may_do_what_its_code_does(cluster: LocalCluster, verb: str, re
         ("get", "configmaps", NAMESPACE),
         ("create", "leases.coordination.k8s.io", NAMESPACE),
         ("watch", "leases.coordination.k8s.io", "kube-node-lease"),  # the kubelets' Leases are never read
+        ("get", "leases.coordination.k8s.io/some-node", "kube-node-lease"),
         ("list", "namespaces", None),
         ("update", "leases.coordination.k8s.io/egpu-node-agent-pi5-rtx4090", NAMESPACE),
         ("update", f"leases.coordination.k8s.io/{RELEASE}", "kube-system"),

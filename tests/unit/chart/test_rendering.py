@@ -106,8 +106,12 @@ def test_operator_may_update_only_its_own_lease_in_the_release_namespace_and_rea
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": "egpu-system"}]
     assert binding["roleRef"]["kind"] == "Role"
     cluster_rules = find(objects, "ClusterRole", "egpu-operator")["rules"]
-    # No Lease and no namespace anywhere in the cluster: the heartbeats are a Role's, in the agents' namespace.
-    assert not [rule for rule in cluster_rules if {"leases", "namespaces"} & set(rule["resources"])]
+    # No Lease list or watch and no namespace anywhere in the cluster: the heartbeats are a Role's, in the
+    # agents' namespace. One get, by name: another release's leader Lease, when the cluster claim names it.
+    assert not [rule for rule in cluster_rules if "namespaces" in rule["resources"]]
+    assert [rule for rule in cluster_rules if "leases" in rule["resources"]] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["egpu-operator"], "verbs": ["get"]}
+    ]
     crd_rules = [rule for rule in cluster_rules if rule["apiGroups"] == ["apiextensions.k8s.io"]]
     assert crd_rules == [
         {

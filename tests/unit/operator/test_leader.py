@@ -256,6 +256,21 @@ def test_a_second_release_refuses_while_the_first_lives_and_takes_over_once_it_i
     assert first.after(0) is State.LOST  # the first, back from a pause, learns it may no longer act
 
 
+def test_a_second_release_that_may_not_read_the_claiming_lease_refuses_and_says_how_to_end_it() -> None:
+    """Unreadable is not gone: the chart lets a release read only Leases of its own name elsewhere."""
+    api = FakeLeases()
+    first, second = Replica(api, ME), Replica(api, OTHER, namespace="team-b")
+    first.elector.round()
+    api.forbidden.add("egpu-system")
+    second.now = first.now + 60  # long past the first Lease's duration, were it readable
+    assert second.elector.round() is State.REFUSING
+    assert (api.claim, second.led) == ("egpu-system/egpu-operator", 0)
+    refusal = second.refusals[-1]
+    assert refusal is not None
+    assert "the cluster claim names the Lease egpu-system/egpu-operator, which this release (team-b/egpu-operator)" in refusal
+    assert "kubectl annotate crd inferencedeployments.egpu-operator.io egpu-operator.io/operator-lease-" in refusal
+
+
 def test_without_the_crd_a_new_leader_waits_and_a_leader_carries_on() -> None:
     api = FakeLeases()
     api.crd_installed = False

@@ -24,7 +24,7 @@ from typing import Any, Self
 import yaml
 
 from egpu_localcluster.kubectl import Kubectl
-from egpu_localcluster.stages import StagesError, model_load_stages
+from egpu_localcluster.stages import StagesError, kwok_parallelism, model_load_stages, quiet_heartbeat_options
 from egpu_localcluster.tools import Tools
 
 
@@ -34,6 +34,10 @@ class ClusterError(RuntimeError):
 
 #: A DNS label, as kwokctl names the cluster's folder and processes after it: a name with "/" or
 #: ".." would put the cluster outside its folder, where "down" cannot find it.
+#: KWOK workers with ``quiet_nodes`` (its default is 4): each is one round trip to the local API
+#: server, so more of them in flight keep both cores busy while thousands of nodes start.
+QUIET_NODES_WORKERS = 16
+
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -56,12 +60,21 @@ class LocalCluster:
     """A kube-apiserver, controller manager, scheduler, etcd and KWOK controller on this machine."""
 
     def __init__(
-        self, tools: Tools, name: str | None = None, workdir: Path | None = None, model_load_scale: float | None = None
+        self,
+        tools: Tools,
+        name: str | None = None,
+        workdir: Path | None = None,
+        model_load_scale: float | None = None,
+        quiet_nodes: bool = False,
     ) -> None:
         """``model_load_scale``: when set, replica pods become Ready only after their estimated model
-        load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once."""
+        load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once.
+        ``quiet_nodes``: for thousands of nodes (benchmarks): kubelet Leases renewed every 5 min, not
+        every 50 s, and more KWOK workers (``stages.quiet_heartbeat_options``). Off by default: the
+        e2e suite's node-loss tests count on the usual lifecycle timings."""
         self.tools = tools
         self.model_load_scale = model_load_scale
+        self.quiet_nodes = quiet_nodes
         self.name = check_name(name or f"egpu-{uuid.uuid4().hex[:8]}")
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
@@ -75,6 +88,9 @@ class LocalCluster:
         kube_version = self._kube_version()
         config = self.workdir / "kwokctl.yaml"
         documents = [self._kwokctl_config(kube_version)]
+        if self.quiet_nodes:
+            documents[0]["options"] |= quiet_heartbeat_options()
+            documents.append(kwok_parallelism(QUIET_NODES_WORKERS))
         if self.model_load_scale is not None:
             try:
                 documents += model_load_stages(self.tools.path("kwok-stages"), self.model_load_scale)

@@ -29,7 +29,6 @@ import signal
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from egpu_api import keys
 from egpu_api.fleet import load_fleet
 from egpu_api.gpus import dump_gpus
 from egpu_localcluster import LocalCluster, ensure_tools
-from egpu_localcluster.kubectl import Kubectl
+from egpu_localcluster.kubectl import LIFECYCLE_TAINTS, Kubectl
 from egpu_localcluster.nodes import node_manifest
 from egpu_localcluster.operator_process import OperatorProcess, install_crds
 from egpu_node_agent.fake_nvml import FakeGpuHost
@@ -161,24 +160,30 @@ def apply_list(kubectl: Kubectl, items: list[dict[str, Any]]) -> None:
 
 def create(kubectl: Kubectl, items: list[dict[str, Any]]) -> None:
     """Create new objects fast: ``kubectl apply`` reads each one back first, and only one at a time."""
-    background.create_concurrently(partial(kubectl.run, "create", "-f", "-", check=False), items)
+    background.create_concurrently(lambda text: kubectl.run("create", "-f", "-", stdin=text, check=False), items)
 
 
 def wait_nodes_ready(kubectl: Kubectl, nodes: list[dict[str, Any]], timeout_s: float) -> float:
-    """Seconds until every node is Ready, polling the server's table (a full JSON listing of
-    thousands of annotated nodes, twice a second, would cost the cores the nodes need)."""
+    """Seconds until every node is Ready and rid of the node lifecycle controller's taints, polling
+    the server's table and a two-field listing (a full JSON listing of thousands of annotated nodes,
+    twice a second, would cost the cores the nodes need)."""
     started = time.monotonic()
     while True:
         table = kubectl.run("get", "nodes", "--no-headers").stdout.splitlines()
         ready = sum(1 for line in table if line.split()[1] == "Ready")
-        if ready >= len(nodes):
-            break
+        tainted = untainted_pending(kubectl) if ready >= len(nodes) else len(nodes)
+        if tainted == 0:
+            return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
-            raise RuntimeError(f"{ready}/{len(nodes)} nodes Ready after {timeout_s:.0f} s")
-        say(f"{ready}/{len(nodes)} nodes Ready")
+            raise RuntimeError(f"{ready}/{len(nodes)} nodes Ready, {tainted} with a lifecycle taint after {timeout_s:.0f} s")
+        say(f"{ready}/{len(nodes)} nodes Ready, {tainted} not yet usable")
         time.sleep(5)
-    kubectl.wait_nodes_ready((node["metadata"]["name"] for node in nodes), timeout_s=120)  # and untainted
-    return time.monotonic() - started
+
+
+def untainted_pending(kubectl: Kubectl) -> int:
+    """Nodes that still carry a taint of the node lifecycle controller (kube-scheduler passes them over)."""
+    lines = kubectl.run("get", "nodes", "--no-headers", "-o", "custom-columns=T:.spec.taints[*].key").stdout.splitlines()
+    return sum(1 for line in lines if LIFECYCLE_TAINTS & set(line.strip().split(",")))
 
 
 def wait_running(kubectl: Kubectl, namespace: str, expected: int, timeout_s: float) -> float:

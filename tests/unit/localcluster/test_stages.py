@@ -35,7 +35,7 @@ def test_quiet_heartbeats_keep_leases_but_renew_them_rarely() -> None:
         "heartbeatFactor": 1,
         "nodeLeaseDurationSeconds": 1200,
         "kubeControllerManagerNodeMonitorGracePeriodMilliseconds": 1_200_000,
-        "kubeControllerManagerNodeMonitorPeriodMilliseconds": 60_000,
+        "kubeControllerManagerNodeMonitorPeriodMilliseconds": 25_000,
     }
     with pytest.raises(ValueError, match="lease_duration_s=0: use at least 40 s"):
         quiet_heartbeat_options(0)

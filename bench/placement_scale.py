@@ -171,7 +171,7 @@ def wait_nodes_ready(kubectl: Kubectl, nodes: list[dict[str, Any]], timeout_s: f
     while True:
         table = kubectl.run("get", "nodes", "--no-headers").stdout.splitlines()
         ready = sum(1 for line in table if line.split()[1] == "Ready")
-        tainted = untainted_pending(kubectl) if ready >= len(nodes) else len(nodes)
+        tainted = lifecycle_tainted(kubectl) if ready >= len(nodes) else len(nodes)
         if tainted == 0:
             return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
@@ -180,7 +180,7 @@ def wait_nodes_ready(kubectl: Kubectl, nodes: list[dict[str, Any]], timeout_s: f
         time.sleep(5)
 
 
-def untainted_pending(kubectl: Kubectl) -> int:
+def lifecycle_tainted(kubectl: Kubectl) -> int:
     """Nodes that still carry a taint of the node lifecycle controller (kube-scheduler passes them over)."""
     lines = kubectl.run("get", "nodes", "--no-headers", "-o", "custom-columns=T:.spec.taints[*].key").stdout.splitlines()
     return sum(1 for line in lines if LIFECYCLE_TAINTS & set(line.strip().split(",")))

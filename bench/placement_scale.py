@@ -58,7 +58,7 @@ MODELS = [
 
 
 def say(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def labelled_nodes(count: int) -> list[dict[str, Any]]:

@@ -32,12 +32,12 @@ class ClusterError(RuntimeError):
     """The cluster could not be started, used or stopped cleanly; the message says why."""
 
 
-#: A DNS label, as kwokctl names the cluster's folder and processes after it: a name with "/" or
-#: ".." would put the cluster outside its folder, where "down" cannot find it.
 #: KWOK workers with ``quiet_nodes`` (its default is 4): each is one round trip to the local API
 #: server, so more of them in flight keep both cores busy while thousands of nodes start.
 QUIET_NODES_WORKERS = 16
 
+#: A DNS label, as kwokctl names the cluster's folder and processes after it: a name with "/" or
+#: ".." would put the cluster outside its folder, where "down" cannot find it.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 

@@ -70,8 +70,9 @@ class LocalCluster:
         """``model_load_scale``: when set, replica pods become Ready only after their estimated model
         load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once.
         ``quiet_nodes``: for thousands of nodes (benchmarks): kubelet Leases renewed every 5 min, not
-        every 50 s, and more KWOK workers (``stages.quiet_heartbeat_options``). Off by default: the
-        e2e suite's node-loss tests count on the usual lifecycle timings."""
+        every 50 s, and more KWOK workers (``stages.quiet_heartbeat_options``). Off by default, so the
+        e2e suite and the demo keep kwokctl's node lifecycle timings (no e2e test reads kubelet
+        Leases or waits for a node to go NotReady on its own; none was run with it on)."""
         self.tools = tools
         self.model_load_scale = model_load_scale
         self.quiet_nodes = quiet_nodes

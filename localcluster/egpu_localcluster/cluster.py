@@ -24,7 +24,13 @@ from typing import Any, Self
 import yaml
 
 from egpu_localcluster.kubectl import Kubectl
-from egpu_localcluster.stages import StagesError, kwok_parallelism, model_load_stages, quiet_heartbeat_options
+from egpu_localcluster.stages import (
+    StagesError,
+    controller_manager_qps,
+    kwok_parallelism,
+    model_load_stages,
+    quiet_heartbeat_options,
+)
 from egpu_localcluster.tools import Tools
 
 
@@ -70,7 +76,8 @@ class LocalCluster:
         """``model_load_scale``: when set, replica pods become Ready only after their estimated model
         load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once.
         ``quiet_nodes``: for thousands of nodes (benchmarks): kubelet Leases renewed every 5 min, not
-        every 50 s, and more KWOK workers (``stages.quiet_heartbeat_options``). Off by default, so the
+        every 50 s, more KWOK workers, and a controller manager that lifts new nodes' not-ready
+        taints at once (``stages.quiet_heartbeat_options``, ``stages.controller_manager_qps``). Off by default, so the
         e2e suite and the demo keep kwokctl's node lifecycle timings (no e2e test reads kubelet
         Leases or waits for a node to go NotReady on its own; none was run with it on)."""
         self.tools = tools
@@ -91,6 +98,7 @@ class LocalCluster:
         documents = [self._kwokctl_config(kube_version)]
         if self.quiet_nodes:
             documents[0]["options"] |= quiet_heartbeat_options()
+            documents[0]["componentsPatches"] = controller_manager_qps()
             documents.append(kwok_parallelism(QUIET_NODES_WORKERS))
         if self.model_load_scale is not None:
             try:

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from egpu_localcluster.stages import StagesError, kwok_parallelism, model_load_stages, quiet_heartbeat_options
+from egpu_localcluster.stages import (
+    StagesError,
+    controller_manager_qps,
+    kwok_parallelism,
+    model_load_stages,
+    quiet_heartbeat_options,
+)
 
 
 def test_pod_ready_waits_for_the_scaled_load_estimate(tmp_path: Path) -> None:
@@ -47,3 +53,14 @@ def test_kwok_parallelism_is_a_kwok_configuration() -> None:
     assert config["options"] == {"nodeLeaseParallelism": 16, "nodePlayStageParallelism": 16, "podPlayStageParallelism": 16}
     with pytest.raises(ValueError, match="workers=0"):
         kwok_parallelism(0)
+
+
+def test_controller_manager_qps_patches_only_the_controller_manager() -> None:
+    assert controller_manager_qps(500) == [
+        {
+            "name": "kube-controller-manager",
+            "extraArgs": [{"key": "kube-api-qps", "value": "500"}, {"key": "kube-api-burst", "value": "1000"}],
+        }
+    ]
+    with pytest.raises(ValueError, match="qps=0"):
+        controller_manager_qps(0)

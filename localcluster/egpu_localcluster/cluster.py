@@ -24,13 +24,23 @@ from typing import Any, Self
 import yaml
 
 from egpu_localcluster.kubectl import Kubectl
-from egpu_localcluster.stages import StagesError, model_load_stages
+from egpu_localcluster.stages import (
+    StagesError,
+    controller_manager_qps,
+    kwok_parallelism,
+    model_load_stages,
+    quiet_heartbeat_options,
+)
 from egpu_localcluster.tools import Tools
 
 
 class ClusterError(RuntimeError):
     """The cluster could not be started, used or stopped cleanly; the message says why."""
 
+
+#: KWOK workers with ``quiet_nodes`` (its default is 4): each is one round trip to the local API
+#: server, so more of them in flight keep both cores busy while thousands of nodes start.
+QUIET_NODES_WORKERS = 16
 
 #: A DNS label, as kwokctl names the cluster's folder and processes after it: a name with "/" or
 #: ".." would put the cluster outside its folder, where "down" cannot find it.
@@ -56,12 +66,23 @@ class LocalCluster:
     """A kube-apiserver, controller manager, scheduler, etcd and KWOK controller on this machine."""
 
     def __init__(
-        self, tools: Tools, name: str | None = None, workdir: Path | None = None, model_load_scale: float | None = None
+        self,
+        tools: Tools,
+        name: str | None = None,
+        workdir: Path | None = None,
+        model_load_scale: float | None = None,
+        quiet_nodes: bool = False,
     ) -> None:
         """``model_load_scale``: when set, replica pods become Ready only after their estimated model
-        load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once."""
+        load time times this factor (see ``stages``); unset, KWOK makes every pod Ready at once.
+        ``quiet_nodes``: for thousands of nodes (benchmarks): kubelet Leases renewed every 5 min, not
+        every 50 s, more KWOK workers, and a controller manager that lifts new nodes' not-ready
+        taints at once (``stages.quiet_heartbeat_options``, ``stages.controller_manager_qps``). Off by default, so the
+        e2e suite and the demo keep kwokctl's node lifecycle timings (no e2e test reads kubelet
+        Leases or waits for a node to go NotReady on its own; none was run with it on)."""
         self.tools = tools
         self.model_load_scale = model_load_scale
+        self.quiet_nodes = quiet_nodes
         self.name = check_name(name or f"egpu-{uuid.uuid4().hex[:8]}")
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
@@ -75,6 +96,10 @@ class LocalCluster:
         kube_version = self._kube_version()
         config = self.workdir / "kwokctl.yaml"
         documents = [self._kwokctl_config(kube_version)]
+        if self.quiet_nodes:
+            documents[0]["options"] |= quiet_heartbeat_options()
+            documents[0]["componentsPatches"] = controller_manager_qps()
+            documents.append(kwok_parallelism(QUIET_NODES_WORKERS))
         if self.model_load_scale is not None:
             try:
                 documents += model_load_stages(self.tools.path("kwok-stages"), self.model_load_scale)

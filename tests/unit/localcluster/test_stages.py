@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from egpu_localcluster.stages import StagesError, model_load_stages
+from egpu_localcluster.stages import (
+    StagesError,
+    controller_manager_qps,
+    kwok_parallelism,
+    model_load_stages,
+    quiet_heartbeat_options,
+)
 
 
 def test_pod_ready_waits_for_the_scaled_load_estimate(tmp_path: Path) -> None:
@@ -26,3 +32,35 @@ def test_pod_ready_waits_for_the_scaled_load_estimate(tmp_path: Path) -> None:
 def test_missing_stages_say_how_to_get_them(tmp_path: Path) -> None:
     with pytest.raises(StagesError, match=r"run hack/build-tools\.sh"):
         model_load_stages(tmp_path, 1.0)
+
+
+def test_quiet_heartbeats_keep_leases_but_renew_them_rarely() -> None:
+    options = quiet_heartbeat_options(1200)
+    # heartbeatFactor 1: kwokctl multiplies the timings below by its default factor of 5 otherwise.
+    assert options == {
+        "heartbeatFactor": 1,
+        "nodeLeaseDurationSeconds": 1200,
+        "kubeControllerManagerNodeMonitorGracePeriodMilliseconds": 1_200_000,
+        "kubeControllerManagerNodeMonitorPeriodMilliseconds": 25_000,
+    }
+    with pytest.raises(ValueError, match="lease_duration_s=0: use at least 40 s"):
+        quiet_heartbeat_options(0)
+
+
+def test_kwok_parallelism_is_a_kwok_configuration() -> None:
+    config = kwok_parallelism(16)
+    assert config["kind"] == "KwokConfiguration"
+    assert config["options"] == {"nodeLeaseParallelism": 16, "nodePlayStageParallelism": 16, "podPlayStageParallelism": 16}
+    with pytest.raises(ValueError, match="workers=0"):
+        kwok_parallelism(0)
+
+
+def test_controller_manager_qps_patches_only_the_controller_manager() -> None:
+    assert controller_manager_qps(500) == [
+        {
+            "name": "kube-controller-manager",
+            "extraArgs": [{"key": "kube-api-qps", "value": "500"}, {"key": "kube-api-burst", "value": "1000"}],
+        }
+    ]
+    with pytest.raises(ValueError, match="qps=0"):
+        controller_manager_qps(0)

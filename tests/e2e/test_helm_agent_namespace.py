@@ -41,7 +41,7 @@ def test_the_operator_runs_in_a_restricted_namespace_and_the_power_agent_beside_
     kube = cluster.kubectl
     assert labels(kube, NAMESPACE)["pod-security.kubernetes.io/enforce"] == "restricted"
     assert labels(kube, AGENTS)["pod-security.kubernetes.io/enforce"] == "privileged"
-    assert kube.get_json("deployment", "-n", NAMESPACE, RELEASE)["status"]["readyReplicas"] == 1
+    assert kube.get_json("deployment", "-n", NAMESPACE, RELEASE)["status"]["readyReplicas"] == 2  # the chart runs two
     assert not kube.get_json("daemonsets", "-n", NAMESPACE)["items"]
     daemonset = kube.get_json("daemonset", "-n", AGENTS, AGENT_SA)
     assert daemonset["status"]["numberReady"] == daemonset["status"]["desiredNumberScheduled"] == 8
